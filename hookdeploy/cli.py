@@ -1,0 +1,315 @@
+"""The `hookdeploy` command line.
+
+Exit status: 0 done; 1 a job it waited for failed; 2 bad usage, bad config or bad input
+(and then nothing was queued). Heavy modules (git, Docker) are imported only by the
+commands that need them, so the post-receive hook stays fast.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+import click
+
+from hookdeploy import config as configuration
+from hookdeploy.errors import BadInput, ConfigError, HookdeployError
+from hookdeploy.models import Job, JobKind, JobState, ReleaseState, Trigger
+from hookdeploy.names import check_app_name, check_sha_prefix
+from hookdeploy.store import Store
+
+WORKER_ALIVE_SECONDS = 10.0
+
+
+class Context:
+    """What every command gets: the config (loaded on first use) and the store."""
+
+    def __init__(self, config_option: str | None):
+        self.config_option = config_option
+        self._config = None
+        self._store = None
+
+    @property
+    def config(self) -> configuration.Config:
+        if self._config is None:
+            self._config = configuration.load(self.config_option)
+        return self._config
+
+    @property
+    def store(self) -> Store:
+        if self._store is None:
+            self._store = Store(self.config.server.database)
+        return self._store
+
+    def app(self, name: str) -> configuration.AppConfig:
+        check_app_name(name)
+        return self.config.app(name)
+
+
+pass_context = click.make_pass_decorator(Context)
+
+
+class Group(click.Group):
+    """A click group that turns HookdeployErrors into one clear line and their exit status."""
+
+    def invoke(self, click_context: click.Context):
+        try:
+            return super().invoke(click_context)
+        except ConfigError as error:
+            for problem in error.problems:
+                click.echo(f"hookdeploy: config: {problem}", err=True)
+            click_context.exit(error.exit_code)
+        except HookdeployError as error:
+            click.echo(f"hookdeploy: error: {error}", err=True)
+            click_context.exit(error.exit_code)
+
+
+@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--config", "config_option", metavar="PATH", envvar="HOOKDEPLOY_CONFIG",
+              help="deploy.toml to use (default: $HOOKDEPLOY_CONFIG, else ./deploy.toml).")
+@click.version_option(package_name="hookdeploy")
+@click.pass_context
+def cli(click_context: click.Context, config_option: str | None) -> None:
+    """Push to a branch, get a zero-downtime Docker release."""
+    click_context.obj = Context(config_option)
+
+
+# -- the git side ---------------------------------------------------------------------------
+
+
+@cli.command("init-repo")
+@click.argument("app_name", metavar="APP")
+@pass_context
+def init_repo(context: Context, app_name: str) -> None:
+    """Create the app's bare repo if missing and install its post-receive hook."""
+    from pathlib import Path
+
+    from hookdeploy import gitops, hook
+
+    app = context.app(app_name)
+    if not app.is_local_repo:
+        raise BadInput(f"apps.{app.name}.repo is a clone URL ({app.repo}); init-repo makes local bare repos only")
+    repo = Path(app.repo)
+    created = gitops.init_bare(repo, app.branch)
+    installed = hook.install(repo, app.name, context.config.path)
+    context.store  # create the store now, so the first push does not pay for it
+    click.echo(f"{'created' if created else 'found'} bare repo {repo} (branch {app.branch})")
+    click.echo(f"installed {installed}")
+    click.echo(f"push with: git push {repo} HEAD:{app.branch}")
+
+
+@cli.command()
+@click.argument("app_name", metavar="APP")
+@click.option("--no-follow", is_flag=True, help="Return once queued instead of following the job.")
+@pass_context
+def hook(context: Context, app_name: str, no_follow: bool) -> None:
+    """post-receive entry: read "<old> <new> <ref>" lines from stdin and queue pushes."""
+    from hookdeploy import hook as post_receive
+
+    # A post-receive hook cannot reject a push: report every failure to the pusher, exit 0.
+    try:
+        app = context.app(app_name)
+        updates = post_receive.parse_updates(sys.stdin, sys.stdout)
+        jobs = post_receive.queue_pushes(context.store, app, updates, sys.stdout)
+    except HookdeployError as error:
+        for line in str(error).splitlines():
+            click.echo(f"hookdeploy: error: {line}")
+        click.echo("hookdeploy: the push was received, but nothing was queued")
+        sys.exit(0)
+    if jobs and not no_follow:
+        if context.store.worker_alive(WORKER_ALIVE_SECONDS):
+            _follow(context.store, jobs[-1].id, prefix="-----> ")
+        else:
+            click.echo(f"queued as job {jobs[-1].id}; no worker is running (start it with: hookdeploy worker)")
+
+
+# -- enqueueing ----------------------------------------------------------------------------------
+
+
+def _enqueued(context: Context, job: Job, as_json: bool, wait: bool) -> None:
+    if as_json:
+        click.echo(json.dumps(job.to_json()))
+    else:
+        click.echo(f"queued job {job.id} ({job.app} @ {job.sha[:7]}, {job.kind.value}, {job.trigger.value})")
+    if wait:
+        final = _follow(context.store, job.id, prefix="" if not as_json else None)
+        if as_json:
+            click.echo(json.dumps(final.to_json()))
+        sys.exit(0 if final.state is JobState.SUCCEEDED else 1)
+
+
+_enqueue_options = [
+    click.option("--wait", is_flag=True, help="Follow the job; exit 0 once live, 1 if it failed or rolled back."),
+    click.option("--json", "as_json", is_flag=True, help="Print the job as JSON."),
+]
+
+
+def enqueue_options(function):
+    for option in reversed(_enqueue_options):
+        function = option(function)
+    return function
+
+
+@cli.command()
+@click.argument("app_name", metavar="APP")
+@click.option("--ref", help="Branch, tag or full ref to deploy (default: the app's branch).")
+@enqueue_options
+@pass_context
+def deploy(context: Context, app_name: str, ref: str | None, wait: bool, as_json: bool) -> None:
+    """Queue a deploy of the head of REF."""
+    from hookdeploy import gitops
+
+    app = context.app(app_name)
+    ref = ref or app.branch
+    repo = gitops.open_repo(app, context.config.server.state_dir, fetch=True)
+    sha = gitops.resolve_ref(repo, ref)
+    full_ref = ref if ref.startswith("refs/") else None
+    job = context.store.enqueue(app.name, sha, trigger=Trigger.MANUAL, ref=full_ref or ref, coalesce=app.coalesce)
+    _enqueued(context, job, as_json, wait)
+
+
+@cli.command()
+@click.argument("app_name", metavar="APP")
+@click.argument("sha_text", metavar="SHA")
+@enqueue_options
+@pass_context
+def replay(context: Context, app_name: str, sha_text: str, wait: bool, as_json: bool) -> None:
+    """Queue a deploy of a past commit (full or unique abbreviated SHA)."""
+    from hookdeploy import gitops
+
+    app = context.app(app_name)
+    check_sha_prefix(sha_text)
+    repo = gitops.open_repo(app, context.config.server.state_dir, fetch=True)
+    sha = gitops.resolve_sha(repo, sha_text)
+    job = context.store.enqueue(app.name, sha, trigger=Trigger.REPLAY, coalesce=app.coalesce)
+    _enqueued(context, job, as_json, wait)
+
+
+@cli.command()
+@click.argument("app_name", metavar="APP")
+@click.option("--to", "to_sha", metavar="SHA", help="A release that was live before (default: the previous one).")
+@enqueue_options
+@pass_context
+def rollback(context: Context, app_name: str, to_sha: str | None, wait: bool, as_json: bool) -> None:
+    """Queue a switch back to the previous live release (or SHA)."""
+    app = context.app(app_name)
+    sha = rollback_target(context.store, app.name, to_sha)
+    job = context.store.enqueue(app.name, sha, kind=JobKind.ROLLBACK, trigger=Trigger.ROLLBACK, coalesce=app.coalesce)
+    _enqueued(context, job, as_json, wait)
+
+
+def rollback_target(store: Store, app: str, to_sha: str | None) -> str:
+    """The SHA a rollback goes to: the newest earlier release, or the one release `to_sha` names."""
+    releases = store.releases(app)
+    live = store.live_release(app)
+    if to_sha is None:
+        for release in releases:
+            if release.state is not ReleaseState.LIVE and (live is None or release.sha != live.sha):
+                return release.sha
+        raise BadInput(f"{app} has no earlier release to roll back to")
+    prefix = check_sha_prefix(to_sha)
+    matches = sorted({release.sha for release in releases if release.sha.startswith(prefix)})
+    if not matches:
+        raise BadInput(f"{prefix} was never a release of {app}; to deploy another commit use: hookdeploy replay {app} {prefix}")
+    if len(matches) > 1:
+        raise BadInput(f"SHA {prefix} is ambiguous among {app}'s releases; give more digits")
+    if live is not None and matches[0] == live.sha:
+        raise BadInput(f"{matches[0][:12]} is already live for {app}")
+    return matches[0]
+
+
+# -- looking --------------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.argument("app_name", metavar="APP", required=False)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@pass_context
+def status(context: Context, app_name: str | None, as_json: bool) -> None:
+    """Live release, queue and running job of each app (or one)."""
+    names = [context.app(app_name).name] if app_name else sorted(context.config.apps)
+    apps = {}
+    for name in names:
+        live = context.store.live_release(name)
+        running = context.store.running(name)
+        apps[name] = {"live": live.to_json() if live else None, "queued": context.store.queued_count(name),
+                      "running": running.id if running else None}
+    if as_json:
+        click.echo(json.dumps({"apps": apps}))
+        return
+    for name, app in apps.items():
+        live = app["live"]
+        shown = f"live {live['sha'][:12]} (job {live['job']}, since {live['since']})" if live else "live: none"
+        running = f"running job {app['running']}" if app["running"] else "nothing running"
+        click.echo(f"{name}: {shown}; {app['queued']} queued; {running}")
+
+
+@cli.command()
+@click.argument("app_name", metavar="APP")
+@click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 10_000))
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list, newest first.")
+@pass_context
+def history(context: Context, app_name: str, limit: int, as_json: bool) -> None:
+    """The app's jobs, newest first."""
+    app = context.app(app_name)
+    jobs = context.store.jobs(app.name, limit=limit)
+    if as_json:
+        click.echo(json.dumps([job.to_json() for job in jobs]))
+        return
+    for job in jobs:
+        error = f"  {job.error}" if job.error else ""
+        click.echo(f"{job.id:>6}  {job.state.value:<11} {job.kind.value:<8} {job.trigger.value:<8} "
+                   f"{job.sha[:12]}  {job.created_at}{error}")
+
+
+@cli.command()
+@click.argument("job_id", metavar="JOB", type=int)
+@click.option("--follow", is_flag=True, help="Keep printing until the job ends.")
+@pass_context
+def logs(context: Context, job_id: int, follow: bool) -> None:
+    """A job's log: its states, steps and output."""
+    if context.store.job(job_id) is None:
+        raise BadInput(f"no job {job_id}")
+    if follow:
+        _follow(context.store, job_id, prefix="", show_all=True)
+        return
+    for event in context.store.events(job_id):
+        click.echo(event.render())
+
+
+def _follow(store: Store, job_id: int, prefix: str | None, show_all: bool = False) -> Job:
+    """Print a job's log as it grows until the job ends; return the final job."""
+    after = 0
+    while True:
+        job = store.job(job_id)
+        for event in store.events(job_id, after):
+            after = event.id
+            if prefix is not None:
+                click.echo(event.render() if show_all else f"{prefix}{event.message}"
+                           + (f" ({event.duration:.1f} s)" if event.duration is not None else ""))
+        if job.state.finished:
+            # A finished job can't grow; one more read catches events written with the final state.
+            for event in store.events(job_id, after):
+                if prefix is not None:
+                    click.echo(event.render() if show_all else f"{prefix}{event.message}")
+            return job
+        time.sleep(0.1)
+
+
+@cli.command()
+@pass_context
+def doctor(context: Context) -> None:
+    """Check config, git, the Docker engine and the proxy; say what to fix."""
+    from hookdeploy import doctor as checks
+
+    problems = checks.run(context.config, click.echo)
+    if problems:
+        click.echo(f"{problems} problem{'s' if problems != 1 else ''} found")
+        sys.exit(1)
+    click.echo("all checks passed")
+
+
+def main() -> None:
+    """Console entry point."""
+    cli(prog_name="hookdeploy")

@@ -1,0 +1,131 @@
+"""Git, through gitpython: bare repos, mirrors of clone URLs, resolving SHAs, exporting a commit.
+
+Every name handed to git here was validated first (names.py); git is never run through a shell.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tarfile
+import tempfile
+from pathlib import Path
+
+import git
+
+from hookdeploy.config import AppConfig
+from hookdeploy.errors import BadInput, GitError
+from hookdeploy.names import check_ref, check_sha_prefix, printable
+
+log = logging.getLogger(__name__)
+
+
+def init_bare(path: Path, branch: str) -> bool:
+    """Create a bare repo at `path` whose initial branch is `branch`; False if one is there already."""
+    if (path / "HEAD").exists() and (path / "objects").is_dir():
+        return False
+    if path.exists() and any(path.iterdir()):
+        raise BadInput(f"{path} exists and is not an empty folder or a bare git repo")
+    check_ref(f"refs/heads/{branch}", "branch")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        git.Repo.init(path, bare=True, initial_branch=branch)
+    except git.GitCommandError as error:
+        raise GitError(f"git init --bare {path} failed: {error.stderr.strip()}") from None
+    return True
+
+
+def mirror_path(app: AppConfig, state_dir: str | Path) -> Path:
+    """Where the mirror of an app's clone URL is kept."""
+    return Path(state_dir) / "mirrors" / f"{app.name}.git"
+
+
+def open_repo(app: AppConfig, state_dir: str | Path, fetch: bool = False) -> git.Repo:
+    """The app's repo: its local path, or the mirror of its URL (created or fetched when asked)."""
+    if app.is_local_repo:
+        try:
+            return git.Repo(app.repo)
+        except (git.NoSuchPathError, git.InvalidGitRepositoryError):
+            raise GitError(f"apps.{app.name}.repo: {app.repo} is not a git repository "
+                           f"(create it with: hookdeploy init-repo {app.name})") from None
+    mirror = mirror_path(app, state_dir)
+    try:
+        if not (mirror / "HEAD").exists():
+            mirror.parent.mkdir(parents=True, exist_ok=True)
+            return git.Repo.clone_from(app.repo, mirror, mirror=True)
+        repo = git.Repo(mirror)
+        if fetch:
+            repo.git.fetch("--prune", "origin")
+        return repo
+    except git.GitCommandError as error:
+        raise GitError(f"fetching {app.repo} failed: {_last_line(error)}") from None
+
+
+def resolve_sha(repo: git.Repo, text: str) -> str:
+    """The full SHA of the one commit whose SHA starts with `text`; BadInput if none or several."""
+    prefix = check_sha_prefix(text)
+    try:
+        candidates = repo.git.rev_parse(f"--disambiguate={prefix}").split()
+    except git.GitCommandError:
+        candidates = []
+    commits = [sha for sha in candidates if _object_type(repo, sha) == "commit"]
+    if not commits:
+        raise BadInput(f"no commit {prefix} in {repo.git_dir}")
+    if len(commits) > 1:
+        raise BadInput(f"SHA {prefix} is ambiguous in {repo.git_dir}: it starts {len(commits)} commits; give more digits")
+    return commits[0]
+
+
+def resolve_ref(repo: git.Repo, ref: str) -> str:
+    """The commit SHA a branch, tag or full ref name points at; BadInput if there is none."""
+    check_ref(ref, "ref")
+    names = [ref] if ref.startswith("refs/") else [f"refs/heads/{ref}", f"refs/tags/{ref}"]
+    for name in names:
+        try:
+            return repo.git.rev_parse("--verify", "--quiet", f"{name}^{{commit}}").strip()
+        except git.GitCommandError:
+            continue
+    raise BadInput(f"ref {printable(ref)} does not exist in {repo.git_dir}")
+
+
+def has_commit(repo: git.Repo, sha: str) -> bool:
+    """True if the repo holds the commit `sha`."""
+    return _object_type(repo, sha) == "commit"
+
+
+def commit_subject(repo: git.Repo, sha: str) -> str:
+    """The first line of a commit's message, or '' if unknown."""
+    try:
+        return str(repo.commit(sha).summary)
+    except (ValueError, git.BadName, git.GitCommandError):
+        return ""
+
+
+def export(repo: git.Repo, sha: str, destination: Path) -> Path:
+    """Write exactly the tree of commit `sha` into a fresh `destination` (no .git, nothing left over)."""
+    if not has_commit(repo, sha):
+        raise GitError(f"commit {sha[:12]} is not in {repo.git_dir} (force-pushed away and pruned?)")
+    if destination.exists():
+        shutil.rmtree(destination)
+    destination.mkdir(parents=True)
+    with tempfile.TemporaryFile() as archive:
+        try:
+            repo.archive(archive, treeish=sha, format="tar")
+        except git.GitCommandError as error:
+            raise GitError(f"git archive {sha[:12]} failed: {_last_line(error)}") from None
+        archive.seek(0)
+        with tarfile.open(fileobj=archive) as tar:
+            tar.extractall(destination, filter="data")
+    return destination
+
+
+def _object_type(repo: git.Repo, sha: str) -> str | None:
+    try:
+        return repo.git.cat_file("-t", sha).strip()
+    except git.GitCommandError:
+        return None
+
+
+def _last_line(error: git.GitCommandError) -> str:
+    text = str(error.stderr or error).strip()
+    return text.splitlines()[-1] if text else str(error)

@@ -1,0 +1,97 @@
+"""The post-receive side: installing the hook into a bare repo, and queuing what a push sends it.
+
+This runs inside every `git push`, so it imports nothing heavy (no git, no Docker, no Flask).
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, TextIO
+
+from hookdeploy.config import AppConfig
+from hookdeploy.models import Job, Trigger
+from hookdeploy.names import ZERO_SHA, is_full_sha, printable, ref_problem
+from hookdeploy.store import Store
+
+TEMPLATE_NAME = "post-receive"
+
+
+@dataclass(frozen=True)
+class RefUpdate:
+    """One `<old> <new> <ref>` line from git."""
+
+    old: str
+    new: str
+    ref: str
+
+
+def parse_updates(lines: Iterable[str], out: TextIO) -> list[RefUpdate]:
+    """The well-formed update lines; malformed ones are reported to the pusher and skipped."""
+    updates = []
+    for line in lines:
+        parts = line.rstrip("\n").split(" ")
+        if len(parts) != 3 or not (is_full_sha(parts[0]) and is_full_sha(parts[1])):
+            if line.strip():
+                print(f"hookdeploy: ignored malformed update line {printable(line.strip())}", file=out)
+            continue
+        updates.append(RefUpdate(*parts))
+    return updates
+
+
+def queue_pushes(store: Store, app: AppConfig, updates: list[RefUpdate], out: TextIO) -> list[Job]:
+    """Queue a `push` job for each update of the app's branch; report and skip the rest."""
+    branch_ref = f"refs/heads/{app.branch}"
+    jobs = []
+    for update in updates:
+        if ref_problem(update.ref):
+            print(f"hookdeploy: ignored {printable(update.ref)}: not a valid ref name", file=out)
+        elif update.ref != branch_ref:
+            print(f"hookdeploy: ignored {update.ref}: {app.name} deploys {branch_ref}", file=out)
+        elif update.new == ZERO_SHA:
+            print(f"hookdeploy: ignored deletion of {update.ref}; the live release is unchanged", file=out)
+        else:
+            job = store.enqueue(app.name, update.new, trigger=Trigger.PUSH, ref=update.ref, coalesce=app.coalesce)
+            print(f"queued job {job.id} ({app.name} @ {update.new[:7]})", file=out)
+            jobs.append(job)
+    return jobs
+
+
+def template_path() -> Path:
+    """The hook template: inside the installed package, or at the top of a source checkout."""
+    packaged = Path(__file__).parent / "hooks" / TEMPLATE_NAME
+    return packaged if packaged.exists() else Path(__file__).parent.parent / "hooks" / TEMPLATE_NAME
+
+
+def hookdeploy_command() -> list[str]:
+    """The absolute command that runs this hookdeploy, usable with no venv activated."""
+    script = Path(sys.executable).parent / "hookdeploy"
+    if script.exists():
+        return [str(script)]
+    return [str(Path(sys.executable).absolute()), "-m", "hookdeploy"]
+
+
+def install(repo: Path, app_name: str, config_file: Path) -> Path:
+    """Write the post-receive hook into a bare repo atomically and make it executable."""
+    text = template_path().read_text()
+    text = (text.replace("@HOOKDEPLOY@", shlex.join(hookdeploy_command()))
+                .replace("@CONFIG@", shlex.quote(str(config_file.absolute())))
+                .replace("@APP_COMMENT@", app_name)
+                .replace("@APP@", shlex.quote(app_name)))
+    hooks = repo / "hooks"
+    hooks.mkdir(exist_ok=True)
+    target = hooks / TEMPLATE_NAME
+    handle, temporary = tempfile.mkstemp(dir=hooks, prefix=".post-receive.")
+    try:
+        with os.fdopen(handle, "w") as file:
+            file.write(text)
+        os.chmod(temporary, 0o755)
+        os.replace(temporary, target)
+    except BaseException:
+        os.unlink(temporary)
+        raise
+    return target

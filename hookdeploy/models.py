@@ -1,0 +1,135 @@
+"""Jobs, releases and events as frozen dataclasses, with the states they move through."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+
+
+class JobState(str, enum.Enum):
+    """Where a job is: queued → running → succeeded | failed | rolled_back; queued → superseded;
+    running → interrupted."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    ROLLED_BACK = "rolled_back"
+    SUPERSEDED = "superseded"
+    INTERRUPTED = "interrupted"
+
+    @property
+    def finished(self) -> bool:
+        """True for the states a job never leaves."""
+        return self not in (JobState.QUEUED, JobState.RUNNING)
+
+
+class JobKind(str, enum.Enum):
+    """What a job does: build and deploy a commit, or switch back to a kept release."""
+
+    DEPLOY = "deploy"
+    ROLLBACK = "rollback"
+
+
+class Trigger(str, enum.Enum):
+    """Who asked for the job."""
+
+    PUSH = "push"
+    WEBHOOK = "webhook"
+    MANUAL = "manual"
+    REPLAY = "replay"
+    ROLLBACK = "rollback"
+    RETRY = "retry"
+
+
+class ReleaseState(str, enum.Enum):
+    """A release is live, retired (image kept for rollback), or pruned (image removed)."""
+
+    LIVE = "live"
+    RETIRED = "retired"
+    PRUNED = "pruned"
+
+
+def utcnow() -> str:
+    """Now as ISO 8601 UTC with milliseconds, e.g. 2026-11-28T03:04:05.678Z."""
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def parse_time(text: str) -> datetime:
+    """The inverse of utcnow()."""
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+@dataclass(frozen=True)
+class Job:
+    """One request to put a commit live (or to switch back to one)."""
+
+    id: int
+    app: str
+    kind: JobKind
+    trigger: Trigger
+    ref: str | None
+    sha: str
+    state: JobState
+    created_at: str
+    started_at: str | None
+    finished_at: str | None
+    error: str | None
+    image: str | None
+    heartbeat_at: str | None = None
+    retry_of: int | None = None
+
+    @property
+    def short_sha(self) -> str:
+        """The 12-digit SHA used in Docker names."""
+        return self.sha[:12]
+
+    def to_json(self) -> dict:
+        """The job as DESIGN's job JSON."""
+        data = asdict(self)
+        for internal in ("heartbeat_at", "retry_of"):
+            data.pop(internal)
+        data["kind"], data["trigger"], data["state"] = self.kind.value, self.trigger.value, self.state.value
+        return data
+
+    def describe(self) -> str:
+        """One line for people: `job 12 site @ abc1234 deploy (push): queued`."""
+        return f"job {self.id} {self.app} @ {self.sha[:7]} {self.kind.value} ({self.trigger.value}): {self.state.value}"
+
+
+@dataclass(frozen=True)
+class Release:
+    """A built image that went live for an app at some point."""
+
+    id: int
+    app: str
+    sha: str
+    image: str
+    container: str | None
+    job: int
+    state: ReleaseState
+    live_since: str
+    retired_at: str | None
+
+    def to_json(self) -> dict:
+        """The live release as in DESIGN's `status --json`."""
+        return {"sha": self.sha, "image": self.image, "container": self.container,
+                "since": self.live_since, "job": self.job}
+
+
+@dataclass(frozen=True)
+class Event:
+    """A line of a job's log: a state change, a step with its duration, or output."""
+
+    id: int
+    job: int
+    at: str
+    kind: str
+    message: str
+    duration: float | None = None
+
+    def render(self) -> str:
+        """The event as a log line."""
+        took = f" ({self.duration:.2f} s)" if self.duration is not None else ""
+        return f"{self.at} {self.kind:<5} {self.message}{took}"

@@ -1,0 +1,365 @@
+"""The durable job store: jobs, their events (the job log), releases and webhook deliveries.
+
+SQLite in WAL mode with synchronous=FULL, so a committed job survives a crash or power
+loss; every write runs in `BEGIN IMMEDIATE`, so writers queue on the busy timeout instead of
+failing half-way. The database enforces the rules (one running job per app, one delivery id
+once, one live release per app); jobs are never deleted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+import threading
+from pathlib import Path
+from typing import Iterator
+
+from hookdeploy.errors import StoreError
+from hookdeploy.models import (Event, Job, JobKind, JobState, Release, ReleaseState, Trigger,
+                               parse_time, utcnow)
+
+BUSY_TIMEOUT_MS = 30_000
+
+# Each entry moves the schema one version up; never edit one that has shipped, add another.
+MIGRATIONS = [
+    # 1: jobs, their events, releases
+    """
+    CREATE TABLE jobs (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        app TEXT NOT NULL,
+        kind TEXT NOT NULL CHECK (kind IN ('deploy', 'rollback')),
+        trigger TEXT NOT NULL CHECK (trigger IN ('push', 'webhook', 'manual', 'replay', 'rollback', 'retry')),
+        ref TEXT,
+        sha TEXT NOT NULL CHECK (length(sha) = 40 AND sha NOT GLOB '*[^0-9a-f]*'),
+        state TEXT NOT NULL CHECK (state IN ('queued', 'running', 'succeeded', 'failed',
+                                             'rolled_back', 'superseded', 'interrupted')),
+        created_at TEXT NOT NULL,
+        started_at TEXT,
+        finished_at TEXT,
+        error TEXT,
+        image TEXT,
+        heartbeat_at TEXT,
+        worker TEXT
+    );
+    CREATE UNIQUE INDEX one_running_job_per_app ON jobs (app) WHERE state = 'running';
+    CREATE INDEX jobs_by_app ON jobs (app, id);
+    CREATE INDEX jobs_by_state ON jobs (state, app, id);
+    CREATE TABLE events (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        job INTEGER NOT NULL REFERENCES jobs (id),
+        at TEXT NOT NULL,
+        kind TEXT NOT NULL CHECK (kind IN ('state', 'step', 'log', 'error')),
+        message TEXT NOT NULL,
+        duration REAL
+    );
+    CREATE INDEX events_by_job ON events (job, id);
+    CREATE TABLE releases (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        app TEXT NOT NULL,
+        sha TEXT NOT NULL,
+        image TEXT NOT NULL,
+        container TEXT,
+        job INTEGER NOT NULL REFERENCES jobs (id),
+        state TEXT NOT NULL CHECK (state IN ('live', 'retired', 'pruned')),
+        live_since TEXT NOT NULL,
+        retired_at TEXT
+    );
+    CREATE UNIQUE INDEX one_live_release_per_app ON releases (app) WHERE state = 'live';
+    CREATE INDEX releases_by_app ON releases (app, id);
+    """,
+    # 2: webhook deliveries (each delivery id once per app) and retry links
+    """
+    CREATE TABLE deliveries (
+        app TEXT NOT NULL,
+        delivery_id TEXT NOT NULL,
+        provider TEXT NOT NULL,
+        job INTEGER REFERENCES jobs (id),
+        received_at TEXT NOT NULL,
+        PRIMARY KEY (app, delivery_id)
+    );
+    ALTER TABLE jobs ADD COLUMN retry_of INTEGER REFERENCES jobs (id);
+    CREATE TABLE workers (
+        id TEXT PRIMARY KEY,
+        pid INTEGER NOT NULL,
+        started_at TEXT NOT NULL,
+        heartbeat_at TEXT NOT NULL,
+        stopped_at TEXT
+    );
+    """,
+]
+SCHEMA_VERSION = len(MIGRATIONS)
+
+_JOB_COLUMNS = ("id, app, kind, trigger, ref, sha, state, created_at, started_at, finished_at, "
+                "error, image, heartbeat_at, retry_of")
+
+
+class Store:
+    """One SQLite file; a connection per thread; safe to share across threads and processes."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self._local = threading.local()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.migrate()
+        except (OSError, sqlite3.Error) as error:
+            raise StoreError(f"job store {self.path}: {error}") from None
+
+    # -- connections and transactions -------------------------------------------------
+
+    def _connection(self) -> sqlite3.Connection:
+        connection = getattr(self._local, "connection", None)
+        if connection is None:
+            connection = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None,
+                                         check_same_thread=False)
+            connection.row_factory = sqlite3.Row
+            connection.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            connection.execute("PRAGMA journal_mode = WAL")
+            connection.execute("PRAGMA synchronous = FULL")
+            connection.execute("PRAGMA foreign_keys = ON")
+            self._local.connection = connection
+        return connection
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction: BEGIN IMMEDIATE, COMMIT on success, ROLLBACK on any error."""
+        connection = self._connection()
+        connection.execute("BEGIN IMMEDIATE")
+        try:
+            yield connection
+        except BaseException:
+            connection.execute("ROLLBACK")
+            raise
+        connection.execute("COMMIT")
+
+    def close(self) -> None:
+        """Close this thread's connection."""
+        connection = getattr(self._local, "connection", None)
+        if connection is not None:
+            connection.close()
+            self._local.connection = None
+
+    def migrate(self) -> int:
+        """Bring the schema up to SCHEMA_VERSION, keeping all data; return the version found."""
+        with self.transaction() as db:
+            found = db.execute("PRAGMA user_version").fetchone()[0]
+            if found > SCHEMA_VERSION:
+                raise StoreError(f"job store {self.path} has schema {found}, newer than this hookdeploy ({SCHEMA_VERSION})")
+            for version in range(found, SCHEMA_VERSION):
+                for statement in _statements(MIGRATIONS[version]):
+                    db.execute(statement)
+            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        return found
+
+    # -- jobs ---------------------------------------------------------------------------
+
+    def enqueue(self, app: str, sha: str, *, kind: JobKind = JobKind.DEPLOY, trigger: Trigger = Trigger.MANUAL,
+                ref: str | None = None, coalesce: bool = True, retry_of: int | None = None) -> Job:
+        """Queue a job; with `coalesce`, older queued jobs of the app become superseded in the same commit."""
+        with self.transaction() as db:
+            return self._insert_job(db, app, sha, kind, trigger, ref, coalesce, retry_of)
+
+    def enqueue_delivery(self, app: str, provider: str, delivery_id: str, sha: str, *, ref: str | None,
+                         coalesce: bool = True) -> tuple[Job | None, int | None]:
+        """Queue a webhook job unless `delivery_id` was seen: (new job, None) or (None, earlier job id)."""
+        with self.transaction() as db:
+            seen = db.execute("SELECT job FROM deliveries WHERE app = ? AND delivery_id = ?",
+                              (app, delivery_id)).fetchone()
+            if seen is not None:
+                return None, seen["job"]
+            job = self._insert_job(db, app, sha, JobKind.DEPLOY, Trigger.WEBHOOK, ref, coalesce, None)
+            db.execute("INSERT INTO deliveries (app, delivery_id, provider, job, received_at) VALUES (?, ?, ?, ?, ?)",
+                       (app, delivery_id, provider, job.id, job.created_at))
+            return job, None
+
+    def _insert_job(self, db, app, sha, kind, trigger, ref, coalesce, retry_of) -> Job:
+        now = utcnow()
+        cursor = db.execute(
+            "INSERT INTO jobs (app, kind, trigger, ref, sha, state, created_at, retry_of) "
+            "VALUES (?, ?, ?, ?, ?, 'queued', ?, ?)",
+            (app, JobKind(kind).value, Trigger(trigger).value, ref, sha, now, retry_of))
+        job_id = cursor.lastrowid
+        self._event(db, job_id, "state", f"queued ({Trigger(trigger).value}, {JobKind(kind).value} {sha[:12]})")
+        if coalesce:
+            older = db.execute("SELECT id FROM jobs WHERE app = ? AND state = 'queued' AND id < ?",
+                               (app, job_id)).fetchall()
+            for row in older:
+                db.execute("UPDATE jobs SET state = 'superseded', finished_at = ? WHERE id = ?", (now, row["id"]))
+                self._event(db, row["id"], "state", f"superseded by job {job_id}")
+        return self._job(db, job_id)
+
+    def claim(self, worker: str, apps: list[str] | None = None) -> Job | None:
+        """Atomically take the oldest queued job of an app with nothing running; None if there is none."""
+        with self.transaction() as db:
+            candidates = db.execute(
+                "SELECT id, app FROM jobs WHERE state = 'queued' "
+                "AND app NOT IN (SELECT app FROM jobs WHERE state = 'running') ORDER BY id").fetchall()
+            for row in candidates:
+                if apps is not None and row["app"] not in apps:
+                    continue
+                now = utcnow()
+                db.execute("UPDATE jobs SET state = 'running', started_at = ?, heartbeat_at = ?, worker = ? "
+                           "WHERE id = ? AND state = 'queued'", (now, now, worker, row["id"]))
+                self._event(db, row["id"], "state", f"running (worker {worker})")
+                return self._job(db, row["id"])
+        return None
+
+    def heartbeat(self, job_id: int) -> None:
+        """Mark a running job as still being worked on."""
+        with self.transaction() as db:
+            db.execute("UPDATE jobs SET heartbeat_at = ? WHERE id = ? AND state = 'running'", (utcnow(), job_id))
+
+    def set_image(self, job_id: int, image: str) -> None:
+        """Record the image a job built or reuses."""
+        with self.transaction() as db:
+            db.execute("UPDATE jobs SET image = ? WHERE id = ?", (image, job_id))
+
+    def finish(self, job_id: int, state: JobState, error: str | None = None) -> Job:
+        """Move a running job to a final state; StoreError if it is not running."""
+        state = JobState(state)
+        if not state.finished:
+            raise StoreError(f"job {job_id}: {state.value} is not a final state")
+        with self.transaction() as db:
+            changed = db.execute("UPDATE jobs SET state = ?, finished_at = ?, error = ? WHERE id = ? AND state = 'running'",
+                                 (state.value, utcnow(), error, job_id)).rowcount
+            if not changed:
+                raise StoreError(f"job {job_id} is not running")
+            self._event(db, job_id, "state", state.value + (f": {error}" if error else ""))
+            return self._job(db, job_id)
+
+    def stale_running(self, older_than: float) -> list[Job]:
+        """Running jobs whose heartbeat is older than `older_than` seconds."""
+        now = parse_time(utcnow())
+        return [job for job in self._jobs("WHERE state = 'running' ORDER BY id", ())
+                if (now - parse_time(job.heartbeat_at or job.started_at or job.created_at)).total_seconds() > older_than]
+
+    # -- workers ------------------------------------------------------------------------
+
+    def worker_beat(self, worker: str, stopped: bool = False) -> None:
+        """Record that a worker process is alive (or, with `stopped`, that it exited cleanly)."""
+        now = utcnow()
+        with self.transaction() as db:
+            db.execute("INSERT INTO workers (id, pid, started_at, heartbeat_at) VALUES (?, ?, ?, ?) "
+                       "ON CONFLICT (id) DO UPDATE SET heartbeat_at = excluded.heartbeat_at",
+                       (worker, os.getpid(), now, now))
+            if stopped:
+                db.execute("UPDATE workers SET stopped_at = ? WHERE id = ?", (now, worker))
+
+    def worker_alive(self, within: float) -> bool:
+        """True if some worker that has not stopped beat its heart in the last `within` seconds."""
+        now = parse_time(utcnow())
+        rows = self._connection().execute("SELECT heartbeat_at FROM workers WHERE stopped_at IS NULL").fetchall()
+        return any((now - parse_time(row[0])).total_seconds() <= within for row in rows)
+
+    # -- events (the job log) -----------------------------------------------------------
+
+    def log(self, job_id: int, message: str, *, kind: str = "log", duration: float | None = None) -> None:
+        """Append a line to a job's log."""
+        with self.transaction() as db:
+            self._event(db, job_id, kind, message, duration)
+
+    def log_many(self, job_id: int, messages: list[str]) -> None:
+        """Append several output lines in one commit."""
+        with self.transaction() as db:
+            now = utcnow()
+            db.executemany("INSERT INTO events (job, at, kind, message) VALUES (?, ?, 'log', ?)",
+                           [(job_id, now, message) for message in messages])
+
+    def events(self, job_id: int, after: int = 0) -> list[Event]:
+        """A job's log lines with id greater than `after`, oldest first."""
+        rows = self._connection().execute(
+            "SELECT id, job, at, kind, message, duration FROM events WHERE job = ? AND id > ? ORDER BY id",
+            (job_id, after)).fetchall()
+        return [Event(**dict(row)) for row in rows]
+
+    @staticmethod
+    def _event(db, job_id: int, kind: str, message: str, duration: float | None = None) -> None:
+        db.execute("INSERT INTO events (job, at, kind, message, duration) VALUES (?, ?, ?, ?, ?)",
+                   (job_id, utcnow(), kind, message, duration))
+
+    # -- queries ------------------------------------------------------------------------
+
+    def job(self, job_id: int) -> Job | None:
+        """One job, or None."""
+        return self._job(self._connection(), job_id)
+
+    def jobs(self, app: str | None = None, limit: int = 50, states: tuple[JobState, ...] = ()) -> list[Job]:
+        """Jobs newest first, optionally of one app and in some states."""
+        clauses, params = [], []
+        if app is not None:
+            clauses.append("app = ?")
+            params.append(app)
+        if states:
+            clauses.append(f"state IN ({', '.join('?' * len(states))})")
+            params.extend(JobState(s).value for s in states)
+        where = f"WHERE {' AND '.join(clauses)} " if clauses else ""
+        return self._jobs(f"{where}ORDER BY id DESC LIMIT ?", (*params, limit))
+
+    def queued_count(self, app: str) -> int:
+        """How many jobs of the app wait."""
+        return self._connection().execute("SELECT count(*) FROM jobs WHERE state = 'queued' AND app = ?",
+                                          (app,)).fetchone()[0]
+
+    def running(self, app: str) -> Job | None:
+        """The app's running job, if any."""
+        found = self._jobs("WHERE state = 'running' AND app = ?", (app,))
+        return found[0] if found else None
+
+    def newer_job_queued(self, app: str, than: int) -> bool:
+        """True if a job of the app newer than job `than` is queued."""
+        return self._connection().execute("SELECT 1 FROM jobs WHERE app = ? AND state = 'queued' AND id > ?",
+                                          (app, than)).fetchone() is not None
+
+    def _job(self, db, job_id: int) -> Job | None:
+        row = db.execute(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        return _job_from_row(row) if row else None
+
+    def _jobs(self, tail: str, params: tuple) -> list[Job]:
+        rows = self._connection().execute(f"SELECT {_JOB_COLUMNS} FROM jobs {tail}", params).fetchall()
+        return [_job_from_row(row) for row in rows]
+
+    # -- releases -----------------------------------------------------------------------
+
+    def record_live(self, app: str, sha: str, image: str, container: str, job_id: int) -> Release:
+        """Make a release the app's live one; the previous live release becomes retired."""
+        with self.transaction() as db:
+            now = utcnow()
+            db.execute("UPDATE releases SET state = 'retired', retired_at = ? WHERE app = ? AND state = 'live'",
+                       (now, app))
+            cursor = db.execute(
+                "INSERT INTO releases (app, sha, image, container, job, state, live_since) "
+                "VALUES (?, ?, ?, ?, ?, 'live', ?)", (app, sha, image, container, job_id, now))
+            return self._release(db, "WHERE id = ?", (cursor.lastrowid,))[0]
+
+    def live_release(self, app: str) -> Release | None:
+        """The release the app serves now, or None."""
+        found = self._release(self._connection(), "WHERE app = ? AND state = 'live'", (app,))
+        return found[0] if found else None
+
+    def releases(self, app: str) -> list[Release]:
+        """Every release of the app, newest first."""
+        return self._release(self._connection(), "WHERE app = ? ORDER BY id DESC", (app,))
+
+    def mark_pruned(self, release_ids: list[int]) -> None:
+        """Record that these releases' images were removed."""
+        with self.transaction() as db:
+            db.executemany("UPDATE releases SET state = 'pruned' WHERE id = ? AND state = 'retired'",
+                           [(release_id,) for release_id in release_ids])
+
+    @staticmethod
+    def _release(db, tail: str, params: tuple) -> list[Release]:
+        rows = db.execute("SELECT id, app, sha, image, container, job, state, live_since, retired_at "
+                          f"FROM releases {tail}", params).fetchall()
+        return [Release(**{**dict(row), "state": ReleaseState(row["state"])}) for row in rows]
+
+
+def _job_from_row(row: sqlite3.Row) -> Job:
+    data = dict(row)
+    data["kind"], data["trigger"], data["state"] = (JobKind(data["kind"]), Trigger(data["trigger"]),
+                                                    JobState(data["state"]))
+    return Job(**data)
+
+
+def _statements(script: str) -> list[str]:
+    return [statement.strip() for statement in script.split(";") if statement.strip()]

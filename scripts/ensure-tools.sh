@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Install, with apt and only when missing, the programs hookdeploy's tests and benches use
+# besides Python: git, curl, and the load generators wrk and hey (both packaged in bookworm).
+set -euo pipefail
+
+export PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
+
+# command -> Debian package that provides it
+declare -A package_of=(
+    [git]=git
+    [curl]=curl
+    [wrk]=wrk
+    [hey]=hey
+    [flock]=util-linux
+)
+
+missing=()
+for command_name in "${!package_of[@]}"; do
+    if ! command -v "$command_name" >/dev/null; then
+        missing+=("${package_of[$command_name]}")
+    fi
+done
+# scripts/test.sh makes a virtualenv; Debian's python3 needs python3-venv (ensurepip) for that.
+if [[ "$(command -v python3 || true)" == /usr/bin/python3 ]] && ! python3 -c 'import ensurepip' 2>/dev/null; then
+    missing+=(python3-venv)
+fi
+
+if ((${#missing[@]} == 0)); then
+    exit 0
+fi
+if [[ $EUID -ne 0 ]]; then
+    echo "ensure-tools: missing ${missing[*]}; run this script as root to install them" >&2
+    exit 1
+fi
+echo "ensure-tools: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+apt-get -o DPkg::Lock::Timeout=300 update -qq
+apt-get -o DPkg::Lock::Timeout=300 install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
