@@ -310,6 +310,28 @@ def doctor(context: Context) -> None:
     click.echo("all checks passed")
 
 
+@cli.command()
+@click.option("--drain", is_flag=True, help="Exit 0 once nothing is queued.")
+@pass_context
+def worker(context: Context, drain: bool) -> None:
+    """Run queued jobs; SIGTERM or Ctrl-C finishes or cleanly aborts the current one, then exits 0."""
+    import logging
+    import signal
+    import threading
+
+    from hookdeploy.config import missing_secrets
+    from hookdeploy.worker import Worker
+
+    problems = missing_secrets(context.config, app_env=True)
+    if problems:
+        raise ConfigError(problems)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    Worker(context.config, context.store).run(stop, drain=drain)
+
+
 def main() -> None:
     """Console entry point."""
     cli(prog_name="hookdeploy")

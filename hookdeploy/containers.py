@@ -1,11 +1,30 @@
-"""The Docker engine, through the docker SDK: the one place hookdeploy talks to it."""
+"""The Docker engine, through the docker SDK: the one place hookdeploy talks to it.
+
+Every object made here carries the labels of DESIGN ("Docker objects"), so an instance
+finds, and only ever touches, its own network, proxy, candidates and images.
+"""
 
 from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from pathlib import Path
+from typing import Callable
 
 import docker
 import docker.errors
 
-from hookdeploy.errors import DockerUnavailable
+from hookdeploy.errors import DockerUnavailable, StepFailed
+
+log = logging.getLogger(__name__)
+
+INSTANCE = "hookdeploy.instance"
+APP = "hookdeploy.app"
+SHA = "hookdeploy.sha"
+JOB = "hookdeploy.job"
+ROLE = "hookdeploy.role"
 
 
 def engine(timeout: int = 60) -> docker.DockerClient:
@@ -24,4 +43,196 @@ def image_exists(client: docker.DockerClient, name: str) -> bool:
         client.images.get(name)
         return True
     except docker.errors.ImageNotFound:
+        return False
+
+
+def release_labels(instance: str, app: str, sha: str, job: int) -> dict[str, str]:
+    """The labels every app container and image carries."""
+    return {INSTANCE: instance, APP: app, SHA: sha, JOB: str(job)}
+
+
+def image_name(instance: str, app: str, sha: str) -> str:
+    """`N/APP:SHA12`."""
+    return f"{instance}/{app}:{sha[:12]}"
+
+
+def container_name(instance: str, app: str, sha: str, job: int) -> str:
+    """`N-APP-SHA12-JOB`."""
+    return f"{instance}-{app}-{sha[:12]}-{job}"
+
+
+def ensure_network(client: docker.DockerClient, instance: str):
+    """The instance's bridge network, created on first use."""
+    try:
+        return client.networks.get(instance)
+    except docker.errors.NotFound:
+        log.info("creating network %s", instance)
+        try:
+            return client.networks.create(instance, driver="bridge", labels={INSTANCE: instance})
+        except docker.errors.APIError:
+            return client.networks.get(instance)  # another process made it first
+
+
+def ensure_proxy(client: docker.DockerClient, instance: str, image: str, publish: str, conf_dir: Path):
+    """The running proxy container `N-proxy`, created on first use with conf.d bind-mounted."""
+    name = f"{instance}-proxy"
+    try:
+        proxy = client.containers.get(name)
+    except docker.errors.NotFound:
+        host, _, port = publish.rpartition(":")
+        log.info("creating proxy %s from %s on %s", name, image, publish)
+        try:
+            proxy = client.containers.create(
+                image, name=name, detach=True, network=instance,
+                ports={"80/tcp": (host.strip("[]"), int(port))},
+                volumes={str(conf_dir): {"bind": "/etc/nginx/conf.d", "mode": "ro"}},
+                labels={INSTANCE: instance, ROLE: "proxy"},
+                restart_policy={"Name": "unless-stopped"})
+        except docker.errors.ImageNotFound:
+            raise StepFailed(f"proxy image {image} is not on this engine (docker pull it, or set proxy.image)") from None
+        except docker.errors.APIError as error:
+            raise StepFailed(f"cannot create the proxy {name}: {error.explanation or error}") from None
+    if proxy.status != "running":
+        try:
+            proxy.start()
+        except docker.errors.APIError as error:
+            raise StepFailed(f"cannot start the proxy {name} (is {publish} free?): {error.explanation or error}") from None
+        proxy.reload()
+    return proxy
+
+
+def build(client: docker.DockerClient, context: Path, dockerfile: str, tag: str, labels: dict[str, str],
+          build_args: dict[str, str], timeout: float, on_lines: Callable[[list[str]], None]) -> str:
+    """Build an image, handing its output lines to `on_lines` as they come; return the image id.
+
+    The build streams through its own API client, so a timeout can close that connection
+    (which cancels the build in the engine) without touching other work.
+    """
+    api = docker.from_env(version=client.api.api_version, timeout=int(timeout) + 60).api
+    lines: queue.Queue = queue.Queue()
+    outcome: dict = {}
+
+    def stream() -> None:
+        try:
+            for chunk in api.build(path=str(context), dockerfile=dockerfile, tag=tag, labels=labels,
+                                   buildargs=build_args, rm=True, forcerm=True, decode=True):
+                if "error" in chunk:
+                    outcome["error"] = chunk.get("errorDetail", {}).get("message") or chunk["error"]
+                elif "aux" in chunk and "ID" in chunk["aux"]:
+                    outcome["id"] = chunk["aux"]["ID"]
+                text = chunk.get("stream") or chunk.get("status") or chunk.get("error")
+                if text:
+                    lines.put(text)
+        except Exception as error:  # noqa: BLE001 - any engine failure ends the build with its message
+            outcome.setdefault("error", str(error))
+        finally:
+            lines.put(None)
+
+    thread = threading.Thread(target=stream, name="docker-build", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + timeout
+    pending = ""
+    while True:
+        try:
+            item = lines.get(timeout=max(0.0, min(0.5, deadline - time.monotonic())))
+        except queue.Empty:
+            if time.monotonic() >= deadline:
+                api.close()
+                raise StepFailed(f"build timed out after {timeout:.0f} s")
+            continue
+        if item is None:
+            break
+        pending += item
+        *complete, pending = pending.split("\n")
+        complete = [line.rstrip() for line in complete if line.strip()]
+        if complete:
+            on_lines(complete)
+    if pending.strip():
+        on_lines([pending.rstrip()])
+    api.close()
+    if "error" in outcome:
+        raise StepFailed(f"build failed: {outcome['error'].strip()}")
+    try:
+        return client.images.get(tag).id
+    except docker.errors.ImageNotFound:
+        raise StepFailed(f"build finished but image {tag} is missing") from None
+
+
+def start_candidate(client: docker.DockerClient, image: str, name: str, network: str, labels: dict[str, str],
+                    environment: dict[str, str]):
+    """Start an app container on the instance network; return it."""
+    try:
+        existing = client.containers.get(name)
+        existing.remove(force=True)  # a leftover of the same job, from a crash
+    except docker.errors.NotFound:
+        pass
+    try:
+        return client.containers.run(image, name=name, detach=True, network=network, labels=labels,
+                                     environment=environment, restart_policy={"Name": "unless-stopped"})
+    except docker.errors.APIError as error:
+        raise StepFailed(f"cannot start {name}: {error.explanation or error}") from None
+
+
+def address(container, network: str) -> str:
+    """The container's IP address on the instance network."""
+    container.reload()
+    ip = container.attrs["NetworkSettings"]["Networks"].get(network, {}).get("IPAddress")
+    if not ip:
+        raise StepFailed(f"container {container.name} has no address on network {network}")
+    return ip
+
+
+def tail_logs(container, lines: int = 20) -> list[str]:
+    """The last lines a container printed."""
+    try:
+        return container.logs(tail=lines).decode(errors="replace").splitlines()
+    except docker.errors.APIError:
+        return []
+
+
+def find_containers(client: docker.DockerClient, instance: str, **labels: str) -> list:
+    """This instance's containers, running or not, with the given extra labels (app=, job=, role=)."""
+    filters = [f"{INSTANCE}={instance}"] + [f"hookdeploy.{key}={value}" for key, value in labels.items()]
+    return client.containers.list(all=True, filters={"label": filters})
+
+
+def get_container(client: docker.DockerClient, name: str):
+    """A container by name, or None."""
+    try:
+        return client.containers.get(name)
+    except docker.errors.NotFound:
+        return None
+
+
+def retire(container, grace: int = 10) -> None:
+    """Stop a container gracefully and remove it; a container already gone is fine."""
+    try:
+        container.stop(timeout=grace)
+    except docker.errors.NotFound:
+        return
+    except docker.errors.APIError:
+        pass
+    remove(container)
+
+
+def remove(container) -> None:
+    """Remove a container at once."""
+    try:
+        container.remove(force=True)
+    except docker.errors.NotFound:
+        pass
+    except docker.errors.APIError as error:
+        if "already in progress" not in str(error):
+            raise
+
+
+def remove_image(client: docker.DockerClient, name: str) -> bool:
+    """Remove an image by name; False if a container still uses it. A missing image counts as removed."""
+    try:
+        client.images.remove(name, noprune=False)
+        return True
+    except docker.errors.ImageNotFound:
+        return True
+    except docker.errors.APIError as error:
+        log.info("image %s kept: %s", name, error.explanation or error)
         return False

@@ -79,6 +79,7 @@ class Job:
     image: str | None
     heartbeat_at: str | None = None
     retry_of: int | None = None
+    worker: str | None = None
 
     @property
     def short_sha(self) -> str:
@@ -88,7 +89,7 @@ class Job:
     def to_json(self) -> dict:
         """The job as DESIGN's job JSON."""
         data = asdict(self)
-        for internal in ("heartbeat_at", "retry_of"):
+        for internal in ("heartbeat_at", "retry_of", "worker"):
             data.pop(internal)
         data["kind"], data["trigger"], data["state"] = self.kind.value, self.trigger.value, self.state.value
         return data

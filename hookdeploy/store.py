@@ -91,7 +91,7 @@ MIGRATIONS = [
 SCHEMA_VERSION = len(MIGRATIONS)
 
 _JOB_COLUMNS = ("id, app, kind, trigger, ref, sha, state, created_at, started_at, finished_at, "
-                "error, image, heartbeat_at, retry_of")
+                "error, image, heartbeat_at, retry_of, worker")
 
 
 class Store:

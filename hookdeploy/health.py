@@ -1,0 +1,67 @@
+"""HTTP health checks: of a candidate straight at its address, and of a release through the proxy."""
+
+from __future__ import annotations
+
+import http.client
+import socket
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+from hookdeploy.config import HealthConfig
+
+MAX_BODY = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Probe:
+    """One HTTP answer, or why there was none."""
+
+    ok: bool
+    status: int | None
+    detail: str
+    release: str | None = None
+
+
+def probe(host: str, port: int, health: HealthConfig, host_header: str | None = None) -> Probe:
+    """GET health.path once and judge the answer by status and `contains`."""
+    connection = http.client.HTTPConnection(host, port, timeout=health.timeout)
+    try:
+        headers = {"Host": host_header} if host_header else {}
+        headers["User-Agent"] = "hookdeploy-health"
+        connection.request("GET", health.path, headers=headers)
+        response = connection.getresponse()
+        body = response.read(MAX_BODY).decode(errors="replace")
+        release = response.getheader("X-Hookdeploy-Release")
+    except (OSError, http.client.HTTPException) as error:
+        reason = "timed out" if isinstance(error, (socket.timeout, TimeoutError)) else str(error) or type(error).__name__
+        return Probe(False, None, f"no answer: {reason}")
+    finally:
+        connection.close()
+    if not health.accepts(response.status):
+        return Probe(False, response.status, f"status {response.status}, want {health.status}", release)
+    if health.contains and health.contains not in body:
+        return Probe(False, response.status, f"body lacks {health.contains!r}", release)
+    return Probe(True, response.status, f"status {response.status}", release)
+
+
+def wait_healthy(host: str, port: int, health: HealthConfig, still_running: Callable[[], bool],
+                 host_header: str | None = None, expect_release: str | None = None,
+                 deadline: float | None = None) -> tuple[float, Probe]:
+    """Probe every `interval` until healthy or the deadline passes; return (seconds taken, last probe).
+
+    Returns early with the last probe when `still_running()` turns False (the container
+    exited), and treats an answer from another release (header mismatch) as not yet healthy.
+    """
+    started = time.monotonic()
+    limit = started + (deadline if deadline is not None else health.deadline)
+    last = Probe(False, None, "not probed")
+    while True:
+        last = probe(host, port, health, host_header)
+        if last.ok and expect_release and last.release != expect_release:
+            last = Probe(False, last.status, f"answered by release {last.release}, want {expect_release}", last.release)
+        if last.ok:
+            return time.monotonic() - started, last
+        if not still_running() or time.monotonic() + health.interval > limit:
+            return time.monotonic() - started, last
+        time.sleep(health.interval)

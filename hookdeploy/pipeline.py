@@ -1,0 +1,126 @@
+"""The steps that turn a commit into a live release, each a plain function.
+
+The worker (worker.py) owns their order and every job state change; a step returns a value
+or raises StepFailed with the reason a person needs, and touches nothing it was not handed.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+from typing import Callable
+
+import docker
+
+from hookdeploy import containers, gitops, health, proxy
+from hookdeploy.config import AppConfig, Config
+from hookdeploy.errors import GitError, StepFailed
+from hookdeploy.models import Job, ReleaseState
+from hookdeploy.store import Store
+
+log = logging.getLogger(__name__)
+
+VERIFY_DEADLINE = 15.0
+
+
+def build_dir(config: Config, job: Job) -> Path:
+    """A fresh folder for the job's source tree."""
+    return Path(config.server.state_dir) / "builds" / str(job.id)
+
+
+def checkout(config: Config, app: AppConfig, job: Job) -> Path:
+    """Export exactly the job's commit into a fresh build folder; return the build context."""
+    try:
+        repo = gitops.open_repo(app, config.server.state_dir, fetch=not app.is_local_repo)
+        source = gitops.export(repo, job.sha, build_dir(config, job))
+    except GitError as error:
+        raise StepFailed(str(error)) from None
+    context = source / app.context
+    if not (context / app.dockerfile).is_file():
+        raise StepFailed(f"{app.dockerfile} not found in {app.context!r} at {job.sha[:12]}")
+    return context
+
+
+def build(client: docker.DockerClient, config: Config, app: AppConfig, job: Job, context: Path,
+          on_lines: Callable[[list[str]], None]) -> str:
+    """Build `N/APP:SHA12` from the checked-out context; return the image name."""
+    name = containers.image_name(config.server.name, app.name, job.sha)
+    labels = containers.release_labels(config.server.name, app.name, job.sha, job.id)
+    containers.build(client, context, app.dockerfile, name, labels, dict(app.build_args), app.build_timeout, on_lines)
+    return name
+
+
+def clean_build_dir(config: Config, job: Job) -> None:
+    """Remove the job's source tree."""
+    shutil.rmtree(build_dir(config, job), ignore_errors=True)
+
+
+def ensure_proxy(client: docker.DockerClient, config: Config):
+    """The instance network and running proxy, created on first use."""
+    proxy.prepare(config)
+    containers.ensure_network(client, config.server.name)
+    return containers.ensure_proxy(client, config.server.name, config.proxy.image, config.proxy.publish,
+                                   proxy.conf_dir(config))
+
+
+def start_candidate(client: docker.DockerClient, config: Config, app: AppConfig, job: Job, image: str):
+    """Start the job's candidate container on the instance network; return (container, ip)."""
+    name = containers.container_name(config.server.name, app.name, job.sha, job.id)
+    labels = containers.release_labels(config.server.name, app.name, job.sha, job.id)
+    candidate = containers.start_candidate(client, image, name, config.server.name, labels, app.container_env())
+    return candidate, containers.address(candidate, config.server.name)
+
+
+def check_health(candidate, ip: str, app: AppConfig) -> float:
+    """Probe the candidate until healthy; return seconds taken, or StepFailed with the reason and its last logs."""
+    def running() -> bool:
+        candidate.reload()
+        return candidate.status in ("created", "running")
+
+    took, last = health.wait_healthy(ip, app.port, app.health, running)
+    if last.ok:
+        return took
+    if not running():
+        code = candidate.attrs.get("State", {}).get("ExitCode")
+        reason = f"container exited with status {code} before it was healthy"
+    else:
+        reason = f"unhealthy after {took:.1f} s: GET {app.health.path} {last.detail}"
+    output = containers.tail_logs(candidate)
+    raise StepFailed(reason + ("\nlast container output:\n  " + "\n  ".join(output) if output else ""))
+
+
+def verify_through_proxy(config: Config, app: AppConfig, sha: str) -> tuple[float, health.Probe]:
+    """Ask the proxy, as a visitor would, until the new release answers healthily."""
+    host, _, port = config.proxy.publish.rpartition(":")
+    host = host.strip("[]")
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
+    host_header = app.hostnames[0].replace("*", "hookdeploy-verify") if app.hostnames else None
+    deadline = min(app.health.deadline, VERIFY_DEADLINE)
+    return health.wait_healthy(host, int(port), app.health, lambda: True, host_header=host_header,
+                               expect_release=sha[:12], deadline=deadline)
+
+
+def prune(client: docker.DockerClient, store: Store, app: AppConfig) -> list[str]:
+    """Remove release images beyond the newest `keep` (live included); never the live one or the rollback target."""
+    releases = [release for release in store.releases(app.name) if release.state is not ReleaseState.PRUNED]
+    kept: list[str] = []
+    live = next((release for release in releases if release.state is ReleaseState.LIVE), None)
+    rollback_target = next((release for release in releases
+                            if release.state is ReleaseState.RETIRED and (live is None or release.sha != live.sha)), None)
+    for release in releases:
+        if release.image not in kept and len(kept) < app.keep:
+            kept.append(release.image)
+    protected = set(kept) | {release.image for release in (live, rollback_target) if release}
+    pruned: list[str] = []
+    for image in dict.fromkeys(release.image for release in releases if release.image not in protected):
+        if containers.remove_image(client, image):
+            store.mark_pruned([release.id for release in releases if release.image == image])
+            pruned.append(image)
+    return pruned
+
+
+def discard_image(client: docker.DockerClient, store: Store, app: AppConfig, image: str | None) -> None:
+    """Remove an image that never went live (no release uses it)."""
+    if image and all(release.image != image for release in store.releases(app.name)):
+        containers.remove_image(client, image)

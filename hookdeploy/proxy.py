@@ -1,0 +1,168 @@
+"""The front nginx proxy: one server block per app in a bind-mounted conf.d, switched atomically.
+
+A switch writes the app's file to a temp name and renames it over the old one (nginx reads
+whole files only on reload), tests the whole config with `nginx -t`, then reloads gracefully:
+old workers finish the requests they hold while new ones take the new upstream. Switches are
+serialised across apps and processes by a lock file beside conf.d.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+from hookdeploy.config import AppConfig, Config
+from hookdeploy.errors import StepFailed
+
+DEFAULT_SERVER_FILE = "00-default.conf"
+
+
+def conf_dir(config: Config) -> Path:
+    """The host directory bind-mounted as the proxy's /etc/nginx/conf.d."""
+    return Path(config.server.state_dir) / "proxy" / "conf.d"
+
+
+def app_file(config: Config, app: str) -> Path:
+    """The file holding an app's server block."""
+    return conf_dir(config) / f"app-{app}.conf"
+
+
+def render(app: AppConfig, ip: str, sha: str) -> str:
+    """The app's server block, routing to the container at `ip` and naming its release."""
+    if app.hostnames:
+        listen, names = "listen 80;", " ".join(app.hostnames)
+    else:
+        listen, names = "listen 80 default_server;", "_"
+    upstream = f"hookdeploy_{app.name.replace('-', '_')}"
+    return f"""# written by hookdeploy: {app.name} @ {sha[:12]}; edits are overwritten on the next deploy
+upstream {upstream} {{
+    server {ip}:{app.port};
+    keepalive 32;
+}}
+
+server {{
+    {listen}
+    server_name {names};
+    client_max_body_size 64m;
+
+    location / {{
+        proxy_pass http://{upstream};
+        proxy_http_version 1.1;
+        proxy_set_header Connection "";
+        proxy_set_header Host $host;
+        proxy_set_header X-Real-IP $remote_addr;
+        proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+        proxy_set_header X-Forwarded-Proto $scheme;
+        proxy_connect_timeout 5s;
+        proxy_send_timeout 60s;
+        proxy_read_timeout 60s;
+        proxy_next_upstream error timeout;
+        add_header X-Hookdeploy-Release {sha[:12]} always;
+    }}
+}}
+"""
+
+
+def render_default_server() -> str:
+    """A catch-all that answers 404 when no app is the default server."""
+    return ("# written by hookdeploy: requests for no configured hostname\n"
+            "server {\n    listen 80 default_server;\n    server_name _;\n    return 404;\n}\n")
+
+
+def prepare(config: Config) -> None:
+    """Create conf.d and keep the catch-all server in step with the config."""
+    directory = conf_dir(config)
+    directory.mkdir(parents=True, exist_ok=True)
+    default = directory / DEFAULT_SERVER_FILE
+    has_default_app = any(not app.hostnames for app in config.apps.values())
+    if has_default_app:
+        default.unlink(missing_ok=True)
+    elif not default.exists():
+        write_atomically(default, render_default_server())
+
+
+@contextlib.contextmanager
+def locked(config: Config) -> Iterator[None]:
+    """Hold the proxy lock: one change to the proxy at a time, across apps and processes."""
+    lock_path = conf_dir(config).parent / "switch.lock"
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """Replace `path` with `text` through a temp file and rename, so readers see old or new, whole."""
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".swp")
+    try:
+        with os.fdopen(handle, "w") as file:
+            file.write(text)
+            file.flush()
+            os.fsync(file.fileno())
+        os.chmod(temporary, 0o644)
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
+        raise
+
+
+def read(path: Path) -> str | None:
+    """A config file's text, or None if there is none."""
+    try:
+        return path.read_text()
+    except FileNotFoundError:
+        return None
+
+
+def restore(path: Path, previous: str | None) -> None:
+    """Put back what a file held before a switch (removing it if it did not exist)."""
+    if previous is None:
+        path.unlink(missing_ok=True)
+    else:
+        write_atomically(path, previous)
+
+
+def test_config(proxy) -> None:
+    """`nginx -t` in the proxy; StepFailed with nginx's own message if the config is invalid."""
+    code, output = proxy.exec_run(["nginx", "-t"])
+    if code != 0:
+        message = [line for line in output.decode(errors="replace").splitlines() if "emerg" in line or "failed" in line]
+        raise StepFailed(f"nginx -t rejected the config: {' / '.join(message) or output.decode(errors='replace').strip()}")
+
+
+def reload(proxy) -> None:
+    """Graceful reload: new workers take the new config, old ones finish their requests."""
+    code, output = proxy.exec_run(["nginx", "-s", "reload"])
+    if code != 0:
+        raise StepFailed(f"nginx -s reload failed: {output.decode(errors='replace').strip()}")
+
+
+def switch(proxy, path: Path, text: str) -> str | None:
+    """Write an app's new server block, test and reload; return what it replaced.
+
+    If nginx rejects the config the previous file is restored (and nothing reloaded).
+    Call with the lock held.
+    """
+    previous = read(path)
+    write_atomically(path, text)
+    try:
+        test_config(proxy)
+    except StepFailed:
+        restore(path, previous)
+        raise
+    reload(proxy)
+    return previous
+
+
+def routes_to(path: Path, ip: str, port: int) -> bool:
+    """True if the app's file sends traffic to ip:port."""
+    text = read(path)
+    return text is not None and f"server {ip}:{port};" in text
