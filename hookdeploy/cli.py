@@ -279,21 +279,31 @@ def logs(context: Context, job_id: int, follow: bool) -> None:
 
 
 def _follow(store: Store, job_id: int, prefix: str | None, show_all: bool = False) -> Job:
-    """Print a job's log as it grows until the job ends; return the final job."""
+    """Print a job's log as it grows until the job ends; return the final job.
+
+    `prefix` marks steps and states (output lines are indented under them); None prints nothing;
+    `show_all` prints whole log lines with times.
+    """
     after = 0
+    warned = False
     while True:
         job = store.job(job_id)
         for event in store.events(job_id, after):
             after = event.id
-            if prefix is not None:
-                click.echo(event.render() if show_all else f"{prefix}{event.message}"
-                           + (f" ({event.duration:.1f} s)" if event.duration is not None else ""))
+            if prefix is None:
+                continue
+            if show_all:
+                click.echo(event.render())
+            elif event.kind == "log":
+                click.echo(" " * len(prefix) + event.message)
+            else:
+                took = f" ({event.duration:.1f} s)" if event.duration is not None else ""
+                click.echo(f"{prefix}{event.message}{took}")
         if job.state.finished:
-            # A finished job can't grow; one more read catches events written with the final state.
-            for event in store.events(job_id, after):
-                if prefix is not None:
-                    click.echo(event.render() if show_all else f"{prefix}{event.message}")
             return job
+        if not warned and job.state is JobState.QUEUED and not store.worker_alive(WORKER_ALIVE_SECONDS):
+            click.echo("waiting: no worker is running (start it with: hookdeploy worker)", err=True)
+            warned = True
         time.sleep(0.1)
 
 
