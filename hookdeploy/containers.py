@@ -6,6 +6,7 @@ finds, and only ever touches, its own network, proxy, candidates and images.
 
 from __future__ import annotations
 
+import json
 import logging
 import queue
 import threading
@@ -108,13 +109,19 @@ def build(client: docker.DockerClient, context: Path, dockerfile: str, tag: str,
     The build streams through its own API client, so a timeout can close that connection
     (which cancels the build in the engine) without touching other work.
     """
+    # The classic builder turns each build label into a step of its own; one LABEL line appended
+    # to a copy of the Dockerfile costs one step for all of them.
+    labelled = context / f".hookdeploy-{tag.rpartition(':')[2]}.Dockerfile"
+    label_line = " ".join(f"{key}={json.dumps(value)}" for key, value in labels.items())
+    labelled.write_text((context / dockerfile).read_text() + f"\nLABEL {label_line}\n")
+    dockerfile = labelled.name
     api = docker.from_env(version=client.api.api_version, timeout=int(timeout) + 60).api
     lines: queue.Queue = queue.Queue()
     outcome: dict = {}
 
     def stream() -> None:
         try:
-            for chunk in api.build(path=str(context), dockerfile=dockerfile, tag=tag, labels=labels,
+            for chunk in api.build(path=str(context), dockerfile=dockerfile, tag=tag,
                                    buildargs=build_args, rm=True, forcerm=True, decode=True):
                 if "error" in chunk:
                     outcome["error"] = chunk.get("errorDetail", {}).get("message") or chunk["error"]
@@ -140,13 +147,21 @@ def build(client: docker.DockerClient, context: Path, dockerfile: str, tag: str,
                 api.close()
                 raise StepFailed(f"build timed out after {timeout:.0f} s")
             continue
-        if item is None:
-            break
-        pending += item
+        # Take whatever else arrived too: one job-log commit per batch, not per line.
+        batch = [item]
+        while batch[-1] is not None:
+            try:
+                batch.append(lines.get_nowait())
+            except queue.Empty:
+                break
+        done = batch[-1] is None
+        pending += "".join(text for text in batch if text is not None)
         *complete, pending = pending.split("\n")
         complete = [line.rstrip() for line in complete if line.strip()]
         if complete:
             on_lines(complete)
+        if done:
+            break
     if pending.strip():
         on_lines([pending.rstrip()])
     api.close()

@@ -130,16 +130,18 @@ def restore(path: Path, previous: str | None) -> None:
         write_atomically(path, previous)
 
 
-def test_config(proxy) -> None:
-    """`nginx -t` in the proxy; StepFailed with nginx's own message if the config is invalid."""
-    code, output = proxy.exec_run(["nginx", "-t"])
+def test_and_reload(proxy) -> None:
+    """`nginx -t`, then a graceful reload (new workers take the new config, old ones finish their
+    requests), in one exec; StepFailed with nginx's own message if the config is invalid."""
+    code, output = proxy.exec_run(["sh", "-c", "nginx -t -q && nginx -s reload"])
     if code != 0:
-        message = [line for line in output.decode(errors="replace").splitlines() if "emerg" in line or "failed" in line]
-        raise StepFailed(f"nginx -t rejected the config: {' / '.join(message) or output.decode(errors='replace').strip()}")
+        text = output.decode(errors="replace")
+        lines = [line for line in text.splitlines() if "emerg" in line or "failed" in line or "error" in line]
+        raise StepFailed(f"nginx rejected the config: {' / '.join(lines) or text.strip()}")
 
 
 def reload(proxy) -> None:
-    """Graceful reload: new workers take the new config, old ones finish their requests."""
+    """Graceful reload of a config that nginx accepted before."""
     code, output = proxy.exec_run(["nginx", "-s", "reload"])
     if code != 0:
         raise StepFailed(f"nginx -s reload failed: {output.decode(errors='replace').strip()}")
@@ -154,11 +156,10 @@ def switch(proxy, path: Path, text: str) -> str | None:
     previous = read(path)
     write_atomically(path, text)
     try:
-        test_config(proxy)
+        test_and_reload(proxy)
     except StepFailed:
         restore(path, previous)
         raise
-    reload(proxy)
     return previous
 
 

@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 
 HEARTBEAT_SECONDS = 1.0
 STALE_SECONDS = 15.0
-POLL_SECONDS = 0.1
+POLL_SECONDS = 0.05
 RECOVER_EVERY_SECONDS = 5.0
 FAULT_ENV = "HOOKDEPLOY_FAULT"  # testing only: SIGKILL the worker right after the named step
 
