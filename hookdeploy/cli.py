@@ -112,7 +112,9 @@ def hook(context: Context, app_name: str, no_follow: bool) -> None:
         app = context.app(app_name)
         updates = post_receive.parse_updates(sys.stdin, sys.stdout)
         jobs = post_receive.queue_pushes(context.store, app, updates, sys.stdout)
-    except HookdeployError as error:
+    except Exception as error:  # noqa: BLE001 - also SQLite's "disk is full": say it, never a traceback
+        if not isinstance(error, HookdeployError):
+            error = HookdeployError(f"{error} ({type(error).__name__})")
         for line in str(error).splitlines():
             click.echo(f"hookdeploy: error: {line}")
         click.echo("hookdeploy: the push was received, but nothing was queued")
@@ -161,7 +163,7 @@ def deploy(context: Context, app_name: str, ref: str | None, wait: bool, as_json
     from hookdeploy import gitops
 
     app = context.app(app_name)
-    ref = ref or app.branch
+    ref = app.branch if ref is None else ref  # an empty --ref "$TAG" is bad input, not the branch
     repo = gitops.open_repo(app, context.config.server.state_dir, fetch=True)
     sha = gitops.resolve_ref(repo, ref)
     full_ref = ref if ref.startswith("refs/") else None
@@ -340,6 +342,49 @@ def worker(context: Context, drain: bool) -> None:
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
     Worker(context.config, context.store).run(stop, drain=drain)
+
+
+# -- serving and API tokens ------------------------------------------------------------------------
+
+
+@cli.command()
+@click.option("--no-worker", is_flag=True, help="Serve HTTP only; run `hookdeploy worker` separately.")
+@pass_context
+def serve(context: Context, no_worker: bool) -> None:
+    """Receiver, API and dashboard on server.listen, with a worker unless --no-worker."""
+    import logging
+
+    from hookdeploy import server
+    from hookdeploy.config import missing_secrets
+
+    problems = missing_secrets(context.config, tokens=True, webhooks=True, app_env=not no_worker)
+    if problems:
+        raise ConfigError(problems)
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    sys.exit(server.serve(context.config, context.store, with_worker=not no_worker))
+
+
+@cli.group()
+def token() -> None:
+    """API tokens (signed with the server secret; changing it revokes them all)."""
+
+
+@token.command("create")
+@click.option("--scope", type=click.Choice(["read", "deploy"]), default="read", show_default=True,
+              help="read: look at apps and jobs; deploy: also queue deploys, replays and rollbacks.")
+@click.option("--ttl", type=click.IntRange(min=1), default=30 * 24 * 3600, show_default="30 days",
+              metavar="SECONDS", help="How long the token is valid.")
+@pass_context
+def token_create(context: Context, scope: str, ttl: int) -> None:
+    """Print a new API token alone on stdout."""
+    from hookdeploy import tokens
+    from hookdeploy.config import missing_secrets
+
+    secret = context.config.server.secret()
+    if secret is None:
+        raise ConfigError(missing_secrets(context.config, tokens=True))
+    click.echo(tokens.create(secret, scope, ttl))
 
 
 def main() -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import json
 import os
 import re
 import tomllib
@@ -17,7 +18,7 @@ from types import MappingProxyType
 from typing import Any, Mapping
 
 from hookdeploy.errors import ConfigError, UnknownApp
-from hookdeploy.names import APP_NAME, INSTANCE_NAME, printable, ref_problem
+from hookdeploy.names import APP_NAME, INSTANCE_NAME, branch_problem, printable
 
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 HOSTNAME = re.compile(r"(\*\.)?[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\Z")
@@ -231,7 +232,7 @@ def _app(name: str, table: Mapping, key: str, base: Path, problems: list[str]) -
     health_raw = table.get("health", {})
     webhook_raw = table.get("webhook")
     values = _section(AppConfig, {k: v for k, v in table.items() if k not in ("health", "webhook")}, key, problems,
-                      skip=("name", "health", "webhook"))
+                      skip=("name",))
     health = _section(HealthConfig, health_raw, f"{key}.health", problems) if _is_table(health_raw, f"{key}.health", problems) else {}
     webhook = None
     if webhook_raw is not None and _is_table(webhook_raw, f"{key}.webhook", problems):
@@ -249,7 +250,7 @@ def _app(name: str, table: Mapping, key: str, base: Path, problems: list[str]) -
             problems.append(f"{key}.repo: must not be empty")
         elif is_local_path(values["repo"]):
             values["repo"] = str((base / values["repo"]).resolve())
-    if "branch" in values and (problem := ref_problem("refs/heads/" + values["branch"])):
+    if "branch" in values and (problem := branch_problem(values["branch"])):
         problems.append(f"{key}.branch: not a valid git branch name ({problem})")
     for name_key in ("context", "dockerfile"):
         if name_key in values and not _stays_inside(values.get("context", "."), values[name_key], name_key):
@@ -383,7 +384,7 @@ def _section(cls: type, table: Mapping, key: str, problems: list[str], skip: tup
         problems.append(f"{key}: must be a table")
         return {}
     fields = {f.name: f for f in dataclasses.fields(cls) if f.name not in skip}
-    _unknown(table, tuple(fields) + skip, f"{key}.", problems)
+    _unknown(table, tuple(fields), f"{key}.", problems)
     values = {}
     for name, value in table.items():
         if name not in fields:
@@ -399,7 +400,8 @@ def _section(cls: type, table: Mapping, key: str, problems: list[str], skip: tup
             values[name] = value
         else:
             wanted = " or ".join(_TYPE_NAMES.get(t, t.__name__) for t in expected if t is not type(None))
-            problems.append(f"{key}.{name}: must be {wanted}, not {printable(value, 40)}")
+            shown = printable(value, 40) if isinstance(value, str) else json.dumps(value, default=str)[:40]
+            problems.append(f"{key}.{name}: must be {wanted}, not {shown}")
     return values
 
 

@@ -30,6 +30,13 @@ def ref_problem(name: str) -> str | None:
     return None
 
 
+def branch_problem(name: str) -> str | None:
+    """Why `name` is not a valid branch name (git check-ref-format --branch), or None."""
+    if name.startswith("-") or name == "HEAD":
+        return "starts with '-' or is 'HEAD'"
+    return ref_problem("refs/heads/" + name)
+
+
 def check_ref(name: str, what: str = "ref") -> str:
     """Return `name` if it is a valid git ref name, else raise BadInput naming the problem."""
     problem = ref_problem(name)
