@@ -1,5 +1,23 @@
-"""Run the CLI as `python -m hookdeploy`."""
+"""The `hookdeploy` console script and `python -m hookdeploy`.
 
-from hookdeploy.cli import main
+`hook APP`, which post-receive runs inside every push, goes straight to hookdeploy.hook
+without importing click and the rest of the CLI: that halves what the hook adds to a push.
+"""
 
-main()
+import sys
+
+
+def main() -> None:
+    """Run the post-receive fast path, or the click command line."""
+    from hookdeploy import hook
+
+    fast = hook.fast_path_arguments(sys.argv[1:])
+    if fast is not None:
+        sys.exit(hook.run(*fast))
+    from hookdeploy.cli import main as cli_main
+
+    cli_main()
+
+
+if __name__ == "__main__":
+    main()

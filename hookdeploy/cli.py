@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 
 import click
 
@@ -17,9 +16,9 @@ from hookdeploy import config as configuration
 from hookdeploy.errors import BadInput, ConfigError, HookdeployError
 from hookdeploy.models import Job, JobKind, JobState, ReleaseState, Trigger
 from hookdeploy.names import check_app_name, check_sha_prefix
+from hookdeploy.follow import follow as follow_job
 from hookdeploy.store import Store
 
-WORKER_ALIVE_SECONDS = 10.0
 
 
 class Context:
@@ -107,23 +106,7 @@ def hook(context: Context, app_name: str, no_follow: bool) -> None:
     """post-receive entry: read "<old> <new> <ref>" lines from stdin and queue pushes."""
     from hookdeploy import hook as post_receive
 
-    # A post-receive hook cannot reject a push: report every failure to the pusher, exit 0.
-    try:
-        app = context.app(app_name)
-        updates = post_receive.parse_updates(sys.stdin, sys.stdout)
-        jobs = post_receive.queue_pushes(context.store, app, updates, sys.stdout)
-    except Exception as error:  # noqa: BLE001 - also SQLite's "disk is full": say it, never a traceback
-        if not isinstance(error, HookdeployError):
-            error = HookdeployError(f"{error} ({type(error).__name__})")
-        for line in str(error).splitlines():
-            click.echo(f"hookdeploy: error: {line}")
-        click.echo("hookdeploy: the push was received, but nothing was queued")
-        sys.exit(0)
-    if jobs and not no_follow:
-        if context.store.worker_alive(WORKER_ALIVE_SECONDS):
-            _follow(context.store, jobs[-1].id, prefix="-----> ")
-        else:
-            click.echo(f"queued as job {jobs[-1].id}; no worker is running (start it with: hookdeploy worker)")
+    sys.exit(post_receive.run(context.config_option, app_name, follow_job=not no_follow))
 
 
 # -- enqueueing ----------------------------------------------------------------------------------
@@ -135,7 +118,7 @@ def _enqueued(context: Context, job: Job, as_json: bool, wait: bool) -> None:
     else:
         click.echo(f"queued job {job.id} ({job.app} @ {job.sha[:7]}, {job.kind.value}, {job.trigger.value})")
     if wait:
-        final = _follow(context.store, job.id, prefix="" if not as_json else None)
+        final = follow_job(context.store, job.id, prefix="" if not as_json else None)
         if as_json:
             click.echo(json.dumps(final.to_json()))
         sys.exit(0 if final.state is JobState.SUCCEEDED else 1)
@@ -274,39 +257,10 @@ def logs(context: Context, job_id: int, follow: bool) -> None:
     if context.store.job(job_id) is None:
         raise BadInput(f"no job {job_id}")
     if follow:
-        _follow(context.store, job_id, prefix="", show_all=True)
+        follow_job(context.store, job_id, prefix="", show_all=True)
         return
     for event in context.store.events(job_id):
         click.echo(event.render())
-
-
-def _follow(store: Store, job_id: int, prefix: str | None, show_all: bool = False) -> Job:
-    """Print a job's log as it grows until the job ends; return the final job.
-
-    `prefix` marks steps and states (output lines are indented under them); None prints nothing;
-    `show_all` prints whole log lines with times.
-    """
-    after = 0
-    warned = False
-    while True:
-        job = store.job(job_id)
-        for event in store.events(job_id, after):
-            after = event.id
-            if prefix is None:
-                continue
-            if show_all:
-                click.echo(event.render())
-            elif event.kind == "log":
-                click.echo(" " * len(prefix) + event.message)
-            else:
-                took = f" ({event.duration:.1f} s)" if event.duration is not None else ""
-                click.echo(f"{prefix}{event.message}{took}")
-        if job.state.finished:
-            return job
-        if not warned and job.state is JobState.QUEUED and not store.worker_alive(WORKER_ALIVE_SECONDS):
-            click.echo("waiting: no worker is running (start it with: hookdeploy worker)", err=True)
-            warned = True
-        time.sleep(0.1)
 
 
 @cli.command()
@@ -388,5 +342,5 @@ def token_create(context: Context, scope: str, ttl: int) -> None:
 
 
 def main() -> None:
-    """Console entry point."""
+    """The click command line (the console script enters through hookdeploy.__main__.main)."""
     cli(prog_name="hookdeploy")

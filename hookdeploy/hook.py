@@ -13,9 +13,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, TextIO
 
+from hookdeploy import config as configuration
 from hookdeploy.config import AppConfig
+from hookdeploy.errors import ConfigError, HookdeployError
+from hookdeploy.follow import WORKER_ALIVE_SECONDS, follow
 from hookdeploy.models import Job, Trigger
-from hookdeploy.names import ZERO_SHA, is_full_sha, printable, ref_problem
+from hookdeploy.names import ZERO_SHA, check_app_name, is_full_sha, printable, ref_problem
 from hookdeploy.store import Store
 
 TEMPLATE_NAME = "post-receive"
@@ -59,6 +62,47 @@ def queue_pushes(store: Store, app: AppConfig, updates: list[RefUpdate], out: Te
             print(f"queued job {job.id} ({app.name} @ {update.new[:7]})", file=out)
             jobs.append(job)
     return jobs
+
+
+def run(config_option: str | None, app_name: str, follow_job: bool = True) -> int:
+    """The post-receive hook: queue the pushes read from stdin, follow the job; always 0.
+
+    A post-receive hook cannot reject a push, so every failure is reported to the pusher.
+    """
+    try:
+        config = configuration.load(config_option)
+        check_app_name(app_name)
+        app = config.app(app_name)
+        store = Store(config.server.database)
+        jobs = queue_pushes(store, app, parse_updates(sys.stdin, sys.stdout), sys.stdout)
+    except Exception as error:  # noqa: BLE001 - also SQLite's "disk is full": say it, never a traceback
+        lines = error.problems if isinstance(error, ConfigError) else str(error).splitlines()
+        if not isinstance(error, HookdeployError):
+            lines = [f"{error} ({type(error).__name__})"]
+        for line in lines:
+            print(f"hookdeploy: error: {line}")
+        print("hookdeploy: the push was received, but nothing was queued")
+        return 0
+    if jobs and follow_job:
+        if store.worker_alive(WORKER_ALIVE_SECONDS):
+            follow(store, jobs[-1].id, prefix="-----> ")
+        else:
+            print(f"queued as job {jobs[-1].id}; no worker is running (start it with: hookdeploy worker)")
+    return 0
+
+
+def fast_path_arguments(argv: list[str]) -> tuple[str | None, str, bool] | None:
+    """(config, app, follow) when argv is exactly `[--config PATH] hook APP [--no-follow]`, else None."""
+    config_option = None
+    if len(argv) >= 2 and argv[0] == "--config":
+        config_option, argv = argv[1], argv[2:]
+    elif argv and argv[0].startswith("--config="):
+        config_option, argv = argv[0].partition("=")[2], argv[1:]
+    if len(argv) == 3 and argv[0] == "hook" and argv[2] == "--no-follow" and not argv[1].startswith("-"):
+        return config_option, argv[1], False
+    if len(argv) == 2 and argv[0] == "hook" and not argv[1].startswith("-"):
+        return config_option, argv[1], True
+    return None
 
 
 def template_path() -> Path:
