@@ -69,25 +69,46 @@ def start_candidate(client: docker.DockerClient, config: Config, app: AppConfig,
     name = containers.container_name(config.server.name, app.name, job.sha, job.id)
     labels = containers.release_labels(config.server.name, app.name, job.sha, job.id)
     candidate = containers.start_candidate(client, image, name, config.server.name, labels, app.container_env())
-    return candidate, containers.address(candidate, config.server.name)
+    try:
+        return candidate, containers.address(candidate, config.server.name)
+    except StepFailed:
+        # It exited before it had an address: say so with its output, and take it away here, as
+        # the caller never gets hold of it.
+        failure = StepFailed(_with_output(_exit_reason(candidate), candidate))
+        containers.remove(candidate)
+        raise failure from None
 
 
 def check_health(candidate, ip: str, app: AppConfig) -> float:
     """Probe the candidate until healthy; return seconds taken, or StepFailed with the reason and its last logs."""
+    exited: list[str] = []
+
     def running() -> bool:
+        # Its restart policy may have started it again already: a restart counts as an exit,
+        # and the reason is taken when the exit is first seen.
         candidate.reload()
-        return candidate.status in ("created", "running")
+        if candidate.status in ("created", "running") and not candidate.attrs.get("RestartCount"):
+            return True
+        exited.append(_exit_reason(candidate))
+        return False
 
     took, last = health.wait_healthy(ip, app.port, app.health, running)
     if last.ok:
         return took
-    if not running():
-        code = candidate.attrs.get("State", {}).get("ExitCode")
-        reason = f"container exited with status {code} before it was healthy"
-    else:
-        reason = f"unhealthy after {took:.1f} s: GET {app.health.path} {last.detail}"
+    reason = exited[0] if exited else f"unhealthy after {took:.1f} s: GET {app.health.path} {last.detail}"
+    raise StepFailed(_with_output(reason, candidate))
+
+
+def _exit_reason(candidate) -> str:
+    state = candidate.attrs.get("State", {})
+    if state.get("Status") == "running":  # restarted since: the exit status is gone
+        return "container exited (and was restarted) before it was healthy"
+    return f"container exited with status {state.get('ExitCode')} before it was healthy"
+
+
+def _with_output(reason: str, candidate) -> str:
     output = containers.tail_logs(candidate)
-    raise StepFailed(reason + ("\nlast container output:\n  " + "\n  ".join(output) if output else ""))
+    return reason + ("\nlast container output:\n  " + "\n  ".join(output) if output else "")
 
 
 def verify_through_proxy(config: Config, app: AppConfig, sha: str) -> tuple[float, health.Probe]:

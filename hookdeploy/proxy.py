@@ -20,6 +20,17 @@ from hookdeploy.errors import StepFailed
 
 DEFAULT_SERVER_FILE = "00-default.conf"
 
+# `nginx -s reload` returns before the old workers stop accepting: for ~0.1 s both generations
+# answer new connections. Wait (up to 5 s) until every worker from before the reload is shutting
+# down (it closes its listening sockets as it says so) or gone, so that once a switch returns,
+# every new connection gets the new config. The [s]/[n] keep this script from matching itself.
+RELOAD_AND_WAIT = (
+    'old=$(grep -ls "nginx: worker proces[s]" /proc/[0-9]*/cmdline); '
+    'nginx -s reload || exit 1; '
+    'i=0; while [ $i -lt 250 ]; do busy=; '
+    'for f in $old; do [ -e "$f" ] && ! grep -qs "shutting dow[n]" "$f" && busy=1; done; '
+    '[ -z "$busy" ] && exit 0; i=$((i+1)); sleep 0.02; done')
+
 
 def conf_dir(config: Config) -> Path:
     """The host directory bind-mounted as the proxy's /etc/nginx/conf.d."""
@@ -133,7 +144,7 @@ def restore(path: Path, previous: str | None) -> None:
 def test_and_reload(proxy) -> None:
     """`nginx -t`, then a graceful reload (new workers take the new config, old ones finish their
     requests), in one exec; StepFailed with nginx's own message if the config is invalid."""
-    code, output = proxy.exec_run(["sh", "-c", "nginx -t -q && nginx -s reload"])
+    code, output = proxy.exec_run(["sh", "-c", "nginx -t -q || exit 1; " + RELOAD_AND_WAIT])
     if code != 0:
         text = output.decode(errors="replace")
         lines = [line for line in text.splitlines() if "emerg" in line or "failed" in line or "error" in line]
@@ -142,7 +153,7 @@ def test_and_reload(proxy) -> None:
 
 def reload(proxy) -> None:
     """Graceful reload of a config that nginx accepted before."""
-    code, output = proxy.exec_run(["nginx", "-s", "reload"])
+    code, output = proxy.exec_run(["sh", "-c", RELOAD_AND_WAIT])
     if code != 0:
         raise StepFailed(f"nginx -s reload failed: {output.decode(errors='replace').strip()}")
 

@@ -222,6 +222,7 @@ class Worker:
                 continue  # another worker got there first
             recovered.append(job)
             log.warning("%s: interrupted (its worker died)", self._name(job))
+            pipeline.clean_build_dir(self.config, job)  # its own `finally` never ran
             with contextlib.suppress(HookdeployError):
                 self.repair(job.app)
             live = self.store.live_release(job.app)

@@ -1,0 +1,372 @@
+"""Docker fixtures and helpers for the pipeline tests: a hookdeploy instance of its own per test
+(unique `server.name`, free proxy port, own state_dir), real git repos, the worker run in-process
+or as a subprocess, HTTP requests to the published proxy port, and cleanup by label.
+
+Every Docker object an instance makes carries `hookdeploy.instance=NAME`; `Instance.cleanup`
+removes exactly those (containers, images, network), so concurrent runs never touch each other.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, NamedTuple
+
+import pytest
+
+BASE_IMAGE = "hookdeploy-nginx:local"
+HOOKDEPLOY = Path(sys.executable).parent / "hookdeploy"
+GIT = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-c", "init.defaultBranch=deploy"]
+
+# Fast but not flaky on a loaded two-core machine: a good nginx answers well inside the deadline.
+FAST_HEALTH = {"path": "/health", "contains": "healthy", "timeout": 0.5, "interval": 0.1, "deadline": 4.0}
+
+
+# -- the engine ----------------------------------------------------------------------------------------
+
+
+def engine_problem() -> str | None:
+    """Why the Docker engine cannot be used here, or None when it answers with the base image."""
+    try:
+        import docker
+
+        client = docker.from_env(timeout=20)
+        client.ping()
+        client.images.get(BASE_IMAGE)
+    except ImportError:
+        return "the docker SDK is not installed"
+    except Exception as error:  # noqa: BLE001 - any failure means no usable engine
+        return f"{type(error).__name__}: {error}"
+    return None
+
+
+@pytest.fixture(scope="session")
+def docker_engine():
+    """A docker SDK client; skip (or fail, with HOOKDEPLOY_REQUIRE_DOCKER=1) when no engine answers."""
+    problem = engine_problem()
+    if problem is not None:
+        message = f"no usable Docker engine ({problem}); run scripts/ensure-docker.sh"
+        if os.environ.get("HOOKDEPLOY_REQUIRE_DOCKER") == "1":
+            pytest.fail(message)
+        pytest.skip(message)
+    import docker
+
+    client = docker.from_env(timeout=120)
+    yield client
+    client.close()
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 nobody listens on right now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+# -- the site: files of one commit ---------------------------------------------------------------------
+
+
+def site_files(version: str, *, health: str | None = "healthy\n", dockerfile_tail: str = "",
+               extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The whole tree of a static site commit: nginx serving `version` at / and `health` at /health."""
+    files = {
+        "Dockerfile": f"FROM {BASE_IMAGE}\nCOPY site/ /usr/share/nginx/html/\n{dockerfile_tail}",
+        "site/index.html": f"<p>{version}</p>\n",
+    }
+    if health is not None:
+        files["site/health"] = health
+    files.update(extra or {})
+    return files
+
+
+# -- git -----------------------------------------------------------------------------------------------
+
+
+def git(*arguments: str, cwd: Path | None = None) -> str:
+    """Run git with a fixed identity; return stdout."""
+    return subprocess.run([*GIT, *arguments], cwd=cwd, check=True, capture_output=True, text=True,
+                          timeout=60).stdout.strip()
+
+
+@dataclass
+class Repo:
+    """An app's bare repo and a work clone that pushes to it; every commit is a whole snapshot."""
+
+    bare: Path
+    work: Path
+
+    @classmethod
+    def create(cls, root: Path) -> "Repo":
+        bare, work = root / "repo.git", root / "work"
+        git("init", "-q", "--bare", str(bare))
+        git("init", "-q", str(work))
+        git("remote", "add", "production", str(bare), cwd=work)
+        return cls(bare, work)
+
+    def commit(self, files: Mapping[str, str], message: str = "change") -> str:
+        """Replace the tree with `files`, commit, push to the bare repo; return the SHA."""
+        for path in sorted(self.work.rglob("*"), reverse=True):
+            if ".git" not in path.relative_to(self.work).parts:
+                path.unlink() if path.is_file() else path.rmdir()
+        for name, text in files.items():
+            target = self.work / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(text)
+        git("add", "--all", cwd=self.work)
+        git("commit", "--allow-empty", "-q", "-m", message, cwd=self.work)
+        git("push", "-q", "production", "HEAD:deploy", cwd=self.work)
+        return git("rev-parse", "HEAD", cwd=self.work)
+
+
+# -- HTTP through the proxy ----------------------------------------------------------------------------
+
+
+class Answer(NamedTuple):
+    """One HTTP response."""
+
+    status: int
+    release: str | None
+    body: str
+
+
+def get(port: int, path: str = "/", host: str | None = None, timeout: float = 5.0) -> Answer:
+    """GET http://127.0.0.1:PORT/PATH (with Host: `host` when given)."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        connection.request("GET", path, headers={"Host": host} if host else {})
+        response = connection.getresponse()
+        return Answer(response.status, response.getheader("X-Hookdeploy-Release"), response.read().decode())
+    finally:
+        connection.close()
+
+
+@dataclass
+class Load:
+    """Modest, bounded load on the proxy: a few threads GETting / until stopped; every outcome recorded."""
+
+    port: int
+    host: str | None = None
+    threads: int = 3
+    pause: float = 0.01
+    releases: dict[str, int] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)
+    requests: int = 0
+
+    def __post_init__(self):
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="load")
+
+    def _hammer(self) -> None:
+        while not self._stop.is_set():
+            try:
+                answer = get(self.port, "/", self.host, timeout=10)
+                outcome = None if answer.status == 200 and answer.release else f"status {answer.status}"
+            except OSError as error:
+                answer, outcome = None, f"{type(error).__name__}: {error}"
+            with self._lock:
+                self.requests += 1
+                if outcome:
+                    self.errors.append(outcome)
+                else:
+                    self.releases[answer.release] = self.releases.get(answer.release, 0) + 1
+            self._stop.wait(self.pause)
+
+    def __enter__(self) -> "Load":
+        self._futures = [self._pool.submit(self._hammer) for _ in range(self.threads)]
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        for future in self._futures:
+            future.result()
+        self._pool.shutdown()
+
+
+# -- an instance -------------------------------------------------------------------------------------
+
+
+def toml_value(value: Any) -> str:
+    """A Python value as TOML (json's strings are valid TOML basic strings)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float, str)):
+        return json.dumps(value)
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(toml_value(item) for item in value) + "]"
+    return "{" + ", ".join(f"{key} = {toml_value(item)}" for key, item in value.items()) + "}"
+
+
+class Instance:
+    """One hookdeploy instance: its own name, proxy port, state_dir, deploy.toml, apps and repos."""
+
+    def __init__(self, root: Path, client, name: str | None = None):
+        self.root = root
+        self.client = client
+        self.name = name or f"t{secrets.token_hex(4)}"
+        self.port = free_port()
+        self.state_dir = root / "state"
+        self.config_path = root / "deploy.toml"
+        self.repos: dict[str, Repo] = {}
+        self._store = None
+
+    # config and store
+
+    def configure(self, apps: Mapping[str, Mapping[str, Any]]) -> Path:
+        """Write deploy.toml: these apps (repo defaults to the app's own bare repo), fast health and drain."""
+        lines = ["[server]", f"name = {toml_value(self.name)}", f"state_dir = {toml_value(str(self.state_dir))}",
+                 f"listen = \"127.0.0.1:{free_port()}\"", "",
+                 "[proxy]", f"image = {toml_value(BASE_IMAGE)}", f"publish = \"127.0.0.1:{self.port}\"", ""]
+        for app, table in apps.items():
+            if app not in self.repos:
+                self.repos[app] = Repo.create(self.root / "git" / app)
+            table = {"repo": str(self.repos[app].bare), "drain_seconds": 0.3, **table,
+                     "health": {**FAST_HEALTH, **table.get("health", {})}}
+            lines.append(f"[apps.{app}]")
+            lines += [f"{key} = {toml_value(value)}" for key, value in table.items()]
+            lines.append("")
+        self.config_path.write_text("\n".join(lines))
+        return self.config_path
+
+    @property
+    def config(self):
+        from hookdeploy.config import load
+
+        return load(self.config_path)
+
+    @property
+    def store(self):
+        if self._store is None:
+            from hookdeploy.store import Store
+
+            self._store = Store(self.state_dir / "hookdeploy.db")
+        return self._store
+
+    # jobs
+
+    def commit(self, app: str, files: Mapping[str, str], message: str = "change") -> str:
+        """Commit a whole tree to the app's repo; return its SHA (nothing is queued)."""
+        return self.repos[app].commit(files, message)
+
+    def enqueue(self, app: str, sha: str, **options):
+        """Queue a deploy (or, with kind=JobKind.ROLLBACK, a rollback) of `sha`; return the job."""
+        return self.store.enqueue(app, sha, **options)
+
+    def work(self) -> None:
+        """Run a worker in this process until nothing is queued."""
+        from hookdeploy.worker import Worker
+
+        Worker(self.config, self.store).run(threading.Event(), drain=True)
+
+    def deploy(self, app: str, files: Mapping[str, str], message: str = "change"):
+        """Commit, queue and run a deploy; return the finished job."""
+        job = self.enqueue(app, self.commit(app, files, message))
+        self.work()
+        return self.store.job(job.id)
+
+    def cli(self, *arguments: str, env: Mapping[str, str] | None = None, timeout: float = 120
+            ) -> subprocess.CompletedProcess:
+        """Run the installed `hookdeploy` script against this instance's config."""
+        environment = {key: value for key, value in os.environ.items()
+                       if key not in ("HOOKDEPLOY_CONFIG", "HOOKDEPLOY_FAULT")}
+        environment.update(env or {})
+        return subprocess.run([str(HOOKDEPLOY), "--config", str(self.config_path), *arguments],
+                              capture_output=True, text=True, env=environment, timeout=timeout)
+
+    def worker_process(self, fault: str | None = None) -> subprocess.CompletedProcess:
+        """`hookdeploy worker --drain` as a subprocess, optionally killed at a step by HOOKDEPLOY_FAULT."""
+        return self.cli("worker", "--drain", env={"HOOKDEPLOY_FAULT": fault} if fault else None)
+
+    def events(self, job_id: int) -> list[str]:
+        return [event.message for event in self.store.events(job_id)]
+
+    # looking
+
+    def get(self, path: str = "/", host: str | None = None) -> Answer:
+        return get(self.port, path, host)
+
+    def containers(self, **labels: str) -> list:
+        """This instance's containers (all states), with optional extra hookdeploy.* labels."""
+        filters = [f"hookdeploy.instance={self.name}"] + [f"hookdeploy.{key}={value}" for key, value in labels.items()]
+        return self.client.containers.list(all=True, filters={"label": filters})
+
+    def container_names(self) -> set[str]:
+        return {container.name for container in self.containers()}
+
+    def images(self) -> set[str]:
+        """Tags of this instance's images."""
+        images = self.client.images.list(filters={"label": f"hookdeploy.instance={self.name}"})
+        return {tag for image in images for tag in image.tags}
+
+    def proxy_files(self) -> dict[str, str]:
+        """conf.d as the proxy sees it: file name → text."""
+        directory = self.state_dir / "proxy" / "conf.d"
+        return {path.name: path.read_text() for path in sorted(directory.glob("*.conf"))}
+
+    def expected_containers(self, *apps: str) -> set[str]:
+        """The proxy plus the live container of each app: all an idle instance should run."""
+        live = {self.store.live_release(app).container for app in (apps or self.repos)}
+        return live | {f"{self.name}-proxy"}
+
+    def cleanup(self) -> None:
+        """Remove every container, image and network labelled with this instance."""
+        if self._store is not None:
+            self._store.close()
+        label = {"label": f"hookdeploy.instance={self.name}"}
+        for container in self.client.containers.list(all=True, filters=label):
+            _quietly(container.remove, force=True)
+        for image in self.client.images.list(filters=label):
+            _quietly(self.client.images.remove, image.id, force=True)
+        for network in self.client.networks.list(filters=label):
+            _quietly(network.remove)
+
+
+def _quietly(function, *arguments, **options) -> None:
+    try:
+        function(*arguments, **options)
+    except Exception:  # noqa: BLE001 - cleanup goes on whatever one object does
+        pass
+
+
+@pytest.fixture
+def instance(docker_engine, tmp_path):
+    """A fresh instance for one test; everything it made in Docker is removed afterwards."""
+    made = Instance(tmp_path, docker_engine)
+    try:
+        yield made
+    finally:
+        made.cleanup()
+
+
+@pytest.fixture
+def make_instance(docker_engine, tmp_path):
+    """A function making further instances for one test (each removed afterwards)."""
+    made: list[Instance] = []
+
+    def make() -> Instance:
+        new = Instance(tmp_path / f"instance{len(made)}", docker_engine)
+        new.root.mkdir()
+        made.append(new)
+        return new
+
+    try:
+        yield make
+    finally:
+        for each in made:
+            each.cleanup()
+
+
+def died_of_sigkill(completed: subprocess.CompletedProcess) -> bool:
+    """True if the process was ended by SIGKILL."""
+    return completed.returncode == -signal.SIGKILL
+
