@@ -306,16 +306,12 @@ def worker(context: Context, drain: bool) -> None:
 @pass_context
 def serve(context: Context, no_worker: bool) -> None:
     """Receiver, API and dashboard on server.listen, with a worker unless --no-worker."""
-    import logging
-
     from hookdeploy import server
     from hookdeploy.config import missing_secrets
 
     problems = missing_secrets(context.config, tokens=True, webhooks=True, app_env=not no_worker)
     if problems:
         raise ConfigError(problems)
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     sys.exit(server.serve(context.config, context.store, with_worker=not no_worker))
 
 

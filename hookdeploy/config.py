@@ -100,7 +100,7 @@ class ServerConfig:
     max_body: int = 5242880
     secret_env: str | None = "HOOKDEPLOY_SECRET"
     secret_file: str | None = None
-    threads: int = 8
+    threads: int = 64
 
     @property
     def database(self) -> Path:

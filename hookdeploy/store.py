@@ -163,15 +163,26 @@ class Store:
     def enqueue_delivery(self, app: str, provider: str, delivery_id: str, sha: str, *, ref: str | None,
                          coalesce: bool = True) -> tuple[Job | None, int | None]:
         """Queue a webhook job unless `delivery_id` was seen: (new job, None) or (None, earlier job id)."""
+        return self.enqueue_deliveries([{"app": app, "provider": provider, "delivery_id": delivery_id,
+                                         "sha": sha, "ref": ref, "coalesce": coalesce}])[0]
+
+    def enqueue_deliveries(self, deliveries: list[dict]) -> list[tuple[Job | None, int | None]]:
+        """enqueue_delivery for each dict of its arguments, in order, all in one commit (one fsync)."""
+        results: list[tuple[Job | None, int | None]] = []
         with self.transaction() as db:
-            seen = db.execute("SELECT job FROM deliveries WHERE app = ? AND delivery_id = ?",
-                              (app, delivery_id)).fetchone()
-            if seen is not None:
-                return None, seen["job"]
-            job = self._insert_job(db, app, sha, JobKind.DEPLOY, Trigger.WEBHOOK, ref, coalesce, None)
-            db.execute("INSERT INTO deliveries (app, delivery_id, provider, job, received_at) VALUES (?, ?, ?, ?, ?)",
-                       (app, delivery_id, provider, job.id, job.created_at))
-            return job, None
+            for delivery in deliveries:
+                app, delivery_id = delivery["app"], delivery["delivery_id"]
+                seen = db.execute("SELECT job FROM deliveries WHERE app = ? AND delivery_id = ?",
+                                  (app, delivery_id)).fetchone()
+                if seen is not None:
+                    results.append((None, seen["job"]))
+                    continue
+                job = self._insert_job(db, app, delivery["sha"], JobKind.DEPLOY, Trigger.WEBHOOK, delivery["ref"],
+                                       delivery.get("coalesce", True), None)
+                db.execute("INSERT INTO deliveries (app, delivery_id, provider, job, received_at) "
+                           "VALUES (?, ?, ?, ?, ?)", (app, delivery_id, delivery["provider"], job.id, job.created_at))
+                results.append((job, None))
+        return results
 
     def _insert_job(self, db, app, sha, kind, trigger, ref, coalesce, retry_of) -> Job:
         now = utcnow()

@@ -1,0 +1,186 @@
+"""The JSON API under /api: look at apps and jobs (read scope), queue deploys (deploy scope).
+
+Every request carries `Authorization: Bearer TOKEN` (from `hookdeploy token create`): 401 when
+it is missing, malformed, tampered with, expired or signed with another secret; 403 when its
+scope does not cover the request. Enqueueing resolves refs and SHAs exactly as the CLI does.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+
+from flask import Blueprint, Response, request
+
+from hookdeploy import tokens
+from hookdeploy.config import AppConfig, Config
+from hookdeploy.errors import BadInput
+from hookdeploy.models import Job, JobKind, Trigger
+from hookdeploy.receiver import RETRY_AFTER_SECONDS, Refused, reply, services
+from hookdeploy.store import Store
+
+log = logging.getLogger(__name__)
+
+api = Blueprint("api", __name__, url_prefix="/api")
+
+READ_METHODS = ("GET", "HEAD")
+
+
+@api.before_request
+def authenticate() -> None:
+    """Let the request through only with a valid token whose scope covers it."""
+    needed = "read" if request.method in READ_METHODS else "deploy"
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    challenge = {"WWW-Authenticate": 'Bearer realm="hookdeploy"'}
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Refused(401, "missing API token: send Authorization: Bearer TOKEN (make one with: hookdeploy token create)",
+                      challenge)
+    secret = services().config.server.secret()
+    if secret is None:
+        raise Refused(503, "the server secret is not set, so no API token can be checked",
+                      {"Retry-After": str(RETRY_AFTER_SECONDS)})
+    try:
+        scope = tokens.verify(secret, token.strip())
+    except tokens.InvalidToken as error:
+        raise Refused(401, str(error), {"WWW-Authenticate": 'Bearer realm="hookdeploy", error="invalid_token"'}) from None
+    if not tokens.grants(scope, needed):
+        raise Refused(403, f"this token has {scope} scope; {request.method} {request.path} needs {needed} scope")
+
+
+# -- looking ------------------------------------------------------------------------------------
+
+
+@api.get("/apps")
+def apps() -> Response:
+    """Each app's live release, queue length and running job (as `status --json`)."""
+    config, store = services().config, services().store
+    return reply(200, {"apps": {name: app_status(store, name) for name in sorted(config.apps)}})
+
+
+@api.get("/apps/<app_name>/jobs")
+def app_jobs(app_name: str) -> Response:
+    """The app's jobs, newest first (`?limit=N`, default 50)."""
+    app = services().config.app(app_name)
+    limit = _int_argument("limit", 50, 1, 1000)
+    return reply(200, [job.to_json() for job in services().store.jobs(app.name, limit=limit)])
+
+
+@api.get("/jobs/<int:job_id>")
+def job(job_id: int) -> Response:
+    """One job."""
+    return reply(200, _job(job_id).to_json())
+
+
+@api.get("/jobs/<int:job_id>/log")
+def job_log(job_id: int) -> Response:
+    """A job and its log lines after event `?after=N` (poll with the last id seen to follow it)."""
+    found = _job(job_id)
+    after = _int_argument("after", 0, 0, 2**62)
+    events = [{"id": event.id, "at": event.at, "kind": event.kind, "message": event.message,
+               "duration": event.duration} for event in services().store.events(job_id, after)]
+    return reply(200, {"job": found.to_json(), "events": events})
+
+
+def app_status(store: Store, name: str) -> dict:
+    """One app as in `status --json`: live release, queued count, running job id."""
+    live = store.live_release(name)
+    running = store.running(name)
+    return {"live": live.to_json() if live else None, "queued": store.queued_count(name),
+            "running": running.id if running else None}
+
+
+# -- enqueueing ---------------------------------------------------------------------------------
+
+
+@api.post("/apps/<app_name>/deploy")
+def deploy(app_name: str) -> Response:
+    """Queue a deploy of the head of `ref` (default: the app's branch)."""
+    app = services().config.app(app_name)
+    fields = _json_body(optional=("ref",))
+    return _queued(deploy_ref(services().config, services().store, app, fields.get("ref")), "deploy")
+
+
+@api.post("/apps/<app_name>/replay")
+def replay(app_name: str) -> Response:
+    """Queue a deploy of a past commit `sha` (full or unique abbreviated)."""
+    app = services().config.app(app_name)
+    fields = _json_body(required=("sha",))
+    return _queued(replay_sha(services().config, services().store, app, fields["sha"]), "replay")
+
+
+@api.post("/apps/<app_name>/rollback")
+def rollback(app_name: str) -> Response:
+    """Queue a switch back to the previous live release, or to the release `to`."""
+    app = services().config.app(app_name)
+    fields = _json_body(optional=("to",))
+    return _queued(rollback_to(services().store, app, fields.get("to")), "rollback")
+
+
+def deploy_ref(config: Config, store: Store, app: AppConfig, ref: str | None) -> Job:
+    """Queue a manual deploy of the commit `ref` (default: the app's branch) points at."""
+    from hookdeploy import gitops
+
+    ref = ref or app.branch
+    repo = gitops.open_repo(app, config.server.state_dir, fetch=True)
+    sha = gitops.resolve_ref(repo, ref)
+    return store.enqueue(app.name, sha, trigger=Trigger.MANUAL, ref=ref, coalesce=app.coalesce)
+
+
+def replay_sha(config: Config, store: Store, app: AppConfig, sha_text: str) -> Job:
+    """Queue a deploy of the one commit whose SHA starts with `sha_text`."""
+    from hookdeploy import gitops
+
+    repo = gitops.open_repo(app, config.server.state_dir, fetch=True)
+    return store.enqueue(app.name, gitops.resolve_sha(repo, sha_text), trigger=Trigger.REPLAY, coalesce=app.coalesce)
+
+
+def rollback_to(store: Store, app: AppConfig, to_sha: str | None) -> Job:
+    """Queue a switch back to an earlier release (the CLI's rule picks which)."""
+    from hookdeploy.cli import rollback_target
+
+    sha = rollback_target(store, app.name, to_sha)
+    return store.enqueue(app.name, sha, kind=JobKind.ROLLBACK, trigger=Trigger.ROLLBACK, coalesce=app.coalesce)
+
+
+def _queued(job: Job, verb: str) -> Response:
+    log.info("api %s: queued job %d %s @ %s", verb, job.id, job.app, job.short_sha)
+    return reply(202, job.to_json())
+
+
+def _job(job_id: int) -> Job:
+    found = services().store.job(job_id)
+    if found is None:
+        raise Refused(404, f"no job {job_id}")
+    return found
+
+
+def _json_body(required: tuple[str, ...] = (), optional: tuple[str, ...] = ()) -> dict[str, str]:
+    """The request's JSON object of string fields: required ones present, no unknown ones."""
+    raw = request.get_data(cache=False)
+    try:
+        fields = json.loads(raw) if raw.strip() else {}
+    except (ValueError, RecursionError):
+        raise BadInput("request body is not valid JSON") from None
+    if not isinstance(fields, dict):
+        raise BadInput("request body must be a JSON object")
+    unknown = sorted(set(fields) - set(required) - set(optional))
+    if unknown:
+        raise BadInput(f"unknown field {json.dumps(unknown[0])}; expected {', '.join(required + optional)}")
+    fields = {key: value for key, value in fields.items() if value is not None}
+    for key in required:
+        if key not in fields:
+            raise BadInput(f"field {json.dumps(key)} is required")
+    for key, value in fields.items():
+        if not isinstance(value, str) or not value:
+            raise BadInput(f"field {json.dumps(key)} must be a non-empty string")
+    return fields
+
+
+def _int_argument(name: str, default: int, low: int, high: int) -> int:
+    text = request.args.get(name)
+    if text is None:
+        return default
+    if not re.fullmatch(r"[0-9]{1,19}", text) or not low <= int(text) <= high:
+        raise BadInput(f"?{name}= must be a whole number from {low} to {high}")
+    return int(text)
