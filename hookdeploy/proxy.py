@@ -19,6 +19,11 @@ from hookdeploy.config import AppConfig, Config
 from hookdeploy.errors import StepFailed
 
 DEFAULT_SERVER_FILE = "00-default.conf"
+HTTP_SETTINGS_FILE = "00-http.conf"
+# nginx's default bucket (64 bytes, on most CPUs) rejects server names of about 47 characters
+# or more; 128 takes any hostname a person would use.
+HTTP_SETTINGS = ("# written by hookdeploy: http-level settings for the app server blocks\n"
+                 "server_names_hash_bucket_size 128;\n")
 
 # `nginx -s reload` returns before the old workers stop accepting: for ~0.1 s both generations
 # answer new connections. Wait (up to 5 s) until every worker from before the reload is shutting
@@ -88,6 +93,8 @@ def prepare(config: Config) -> None:
     """Create conf.d and keep the catch-all server in step with the config."""
     directory = conf_dir(config)
     directory.mkdir(parents=True, exist_ok=True)
+    if read(directory / HTTP_SETTINGS_FILE) != HTTP_SETTINGS:
+        write_atomically(directory / HTTP_SETTINGS_FILE, HTTP_SETTINGS)
     default = directory / DEFAULT_SERVER_FILE
     has_default_app = any(not app.hostnames for app in config.apps.values())
     if has_default_app:

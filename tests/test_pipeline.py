@@ -155,10 +155,20 @@ def test_failure_before_the_switch_leaves_the_live_release_serving(live_site, ca
     assert live_site.images() == {live.image}
 
 
-def test_server_block_nginx_rejects_fails_and_leaves_the_proxy_untouched(instance):
-    # Valid for deploy.toml (each label <= 63 characters) but longer than nginx's default
-    # server_names_hash_bucket_size (64 bytes) allows: `nginx -t` fails.
+def test_hostnames_longer_than_nginx_default_bucket_are_served(instance):
+    # 72 characters: nginx's default server_names_hash_bucket_size (64) would reject it.
     long_hostname = "a" * 60 + ".example.com"
+    instance.configure({"site": {"hostnames": [long_hostname]}})
+    job = instance.deploy("site", site_files("long"))
+    assert job.state is JobState.SUCCEEDED, job.error
+    answer = instance.get(host=long_hostname)
+    assert (answer.status, answer.release) == (200, job.sha[:12])
+
+
+def test_server_block_nginx_rejects_fails_and_leaves_the_proxy_untouched(instance):
+    # Valid for deploy.toml (each label <= 63 characters, 195 in all) but longer than the
+    # server_names_hash_bucket_size hookdeploy sets (128 bytes) allows: `nginx -t` fails.
+    long_hostname = ".".join(letter * 63 for letter in "abc") + ".com"
     instance.configure({"site": {"hostnames": ["site.test"]}})
     first = instance.deploy("site", site_files("one"))
     assert first.state is JobState.SUCCEEDED, first.error
@@ -309,7 +319,7 @@ def test_two_apps_share_one_proxy_by_hostname(instance):
     assert instance.get(host="www.beta.test") == (200, beta.sha[:12], "<p>beta one</p>\n")
     unknown = instance.get(host="nobody.test")
     assert (unknown.status, unknown.release) == (404, None), "hostnames of no app get the catch-all 404"
-    assert sorted(instance.proxy_files()) == ["00-default.conf", "app-alpha.conf", "app-beta.conf"]
+    assert sorted(instance.proxy_files()) == ["00-default.conf", "00-http.conf", "app-alpha.conf", "app-beta.conf"]
 
     # A deploy of one app leaves the other's container and server block alone.
     alpha_container = instance.client.containers.get(instance.store.live_release("alpha").container)
