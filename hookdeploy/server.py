@@ -132,9 +132,11 @@ def _serve(config: Config, store: Store, with_worker: bool) -> int:
         worker_thread = threading.Thread(target=run_worker, name="worker", daemon=True)
         worker_thread.start()
 
+    # Read the listening addresses before the loop thread starts adding connections to the map.
+    addresses = " ".join(f"http://{address}" for address in _addresses(dispatchers))
     http_thread = threading.Thread(target=http.run, name="http", daemon=True)
     http_thread.start()
-    log.info("serving on %s (%d threads, worker %s)", " ".join(f"http://{address}" for address in _addresses(dispatchers)),
+    log.info("serving on %s (%d threads, worker %s)", addresses,
              config.server.threads, "in this process" if with_worker else "off")
     while not stop.wait(0.5):
         pass
@@ -183,7 +185,7 @@ def _drain(http, dispatchers: dict) -> None:
 
 def _addresses(dispatchers: dict) -> list[str]:
     found = []
-    for dispatcher in dispatchers.values():
+    for dispatcher in list(dispatchers.values()):
         if isinstance(dispatcher, waitress.server.BaseWSGIServer):
             host, port = dispatcher.getsockname()[:2]
             found.append(f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
