@@ -12,6 +12,7 @@ import json
 import os
 import re
 import tomllib
+import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from types import MappingProxyType
@@ -23,6 +24,8 @@ from hookdeploy.names import APP_NAME, INSTANCE_NAME, branch_problem, printable
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 HOSTNAME = re.compile(r"(\*\.)?[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\Z")
 PROVIDERS = ("github", "gitlab", "gitea")
+NOTIFY_EVENTS = ("succeeded", "failed", "rolled_back", "interrupted")
+NOTIFY_FORMATS = ("json", "slack")
 
 
 @dataclass(frozen=True)
@@ -121,6 +124,15 @@ class ProxyConfig:
 
 
 @dataclass(frozen=True)
+class NotifyConfig:
+    """One `[[notify]]` entry: where to POST when a job ends in one of `events`."""
+
+    url: str
+    events: tuple[str, ...] = NOTIFY_EVENTS
+    format: str = "json"
+
+
+@dataclass(frozen=True)
 class Config:
     """A whole validated deploy.toml."""
 
@@ -128,6 +140,7 @@ class Config:
     server: ServerConfig = ServerConfig()
     proxy: ProxyConfig = ProxyConfig()
     apps: Mapping[str, AppConfig] = field(default_factory=lambda: MappingProxyType({}))
+    notify: tuple[NotifyConfig, ...] = ()
 
     def app(self, name: str) -> AppConfig:
         """The app called `name`, or UnknownApp naming the apps there are."""
@@ -179,7 +192,7 @@ def load(path: str | os.PathLike | None = None) -> Config:
 def parse(raw: Mapping[str, Any], path: Path) -> Config:
     """Validate a parsed TOML document; relative paths are resolved against its folder."""
     problems: list[str] = []
-    _unknown(raw, ("server", "proxy", "apps"), "", problems)
+    _unknown(raw, ("server", "proxy", "apps", "notify"), "", problems)
     server = _section(ServerConfig, raw.get("server", {}), "server", problems)
     proxy = _section(ProxyConfig, raw.get("proxy", {}), "proxy", problems)
     server = _check_server(server, path.parent, problems)
@@ -203,6 +216,7 @@ def parse(raw: Mapping[str, Any], path: Path) -> Config:
     default_servers = [name for name, app in apps.items() if not app.hostnames]
     if len(default_servers) > 1:
         problems.append(f"apps: at most one app may have no hostnames (the default server); found {', '.join(default_servers)}")
+    notify = _notify(raw.get("notify", []), problems)
     if problems:
         raise ConfigError(problems)
     return Config(
@@ -210,6 +224,7 @@ def parse(raw: Mapping[str, Any], path: Path) -> Config:
         server=ServerConfig(**server),
         proxy=ProxyConfig(**proxy),
         apps=MappingProxyType(apps),
+        notify=notify,
     )
 
 
@@ -290,6 +305,46 @@ def _app(name: str, table: Mapping, key: str, base: Path, problems: list[str]) -
         health=HealthConfig(**health),
         webhook=WebhookConfig(**webhook) if webhook is not None else None,
     )
+
+
+def _notify(raw: Any, problems: list[str]) -> tuple[NotifyConfig, ...]:
+    """The `[[notify]]` array of tables."""
+    if not isinstance(raw, list):
+        problems.append("notify: must be an array of [[notify]] tables")
+        return ()
+    entries = []
+    for index, table in enumerate(raw):
+        key = f"notify[{index}]"
+        before = len(problems)
+        values = _section(NotifyConfig, table, key, problems)
+        if isinstance(table, Mapping) and "url" not in table:
+            problems.append(f"{key}.url: required (an http:// or https:// URL)")
+        elif isinstance(values.get("url"), str):
+            if not _is_http_url(values["url"]):
+                problems.append(f"{key}.url: must be an http:// or https:// URL, not {printable(values['url'], 40)}")
+        if "events" in values:
+            events = values["events"]
+            if not all(isinstance(event, str) for event in events):
+                problems.append(f"{key}.events: must be a list of strings")
+            else:
+                for event in events:
+                    if event not in NOTIFY_EVENTS:
+                        problems.append(f"{key}.events: {printable(event, 40)} is not one of {', '.join(NOTIFY_EVENTS)}")
+                values["events"] = tuple(dict.fromkeys(events))
+        if "format" in values and values["format"] not in NOTIFY_FORMATS:
+            problems.append(f"{key}.format: must be one of {', '.join(NOTIFY_FORMATS)}")
+        if len(problems) == before:
+            entries.append(NotifyConfig(**values))
+    return tuple(entries)
+
+
+def _is_http_url(text: str) -> bool:
+    try:
+        url = urllib.parse.urlsplit(text)
+        url.port  # noqa: B018 - raises ValueError on a port out of range
+    except ValueError:
+        return False
+    return url.scheme in ("http", "https") and bool(url.hostname) and not re.search(r"[\s\x00-\x1f]", text)
 
 
 def _check_health(health: dict, key: str, problems: list[str]) -> None:

@@ -322,6 +322,10 @@ class Store:
         return self._connection().execute("SELECT 1 FROM jobs WHERE app = ? AND state = 'queued' AND id > ?",
                                           (app, than)).fetchone() is not None
 
+    def query(self, sql: str, params: tuple = ()) -> list[sqlite3.Row]:
+        """The rows of a read-only query, for reports across tables (metrics)."""
+        return self._connection().execute(sql, params).fetchall()
+
     def _job(self, db, job_id: int) -> Job | None:
         row = db.execute(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id = ?", (job_id,)).fetchone()
         return _job_from_row(row) if row else None

@@ -19,7 +19,7 @@ import threading
 import time
 from typing import Iterator
 
-from hookdeploy import containers, pipeline, proxy
+from hookdeploy import containers, notify, pipeline, proxy
 from hookdeploy.config import Config
 from hookdeploy.errors import HookdeployError, StepFailed
 from hookdeploy.models import Job, JobKind, JobState, Trigger
@@ -96,6 +96,7 @@ class Worker:
             beating.set()
             beat.join()
         final = self.store.finish(job.id, state, error)
+        notify.send(self.config, self.store, final)
         if state is JobState.INTERRUPTED:
             self.store.enqueue(job.app, job.sha, kind=job.kind, trigger=Trigger.RETRY, ref=job.ref,
                                coalesce=False, retry_of=job.id)
@@ -221,6 +222,7 @@ class Worker:
             except HookdeployError:
                 continue  # another worker got there first
             recovered.append(job)
+            notify.send(self.config, self.store, job)
             log.warning("%s: interrupted (its worker died)", self._name(job))
             pipeline.clean_build_dir(self.config, job)  # its own `finally` never ran
             with contextlib.suppress(HookdeployError):
