@@ -59,13 +59,17 @@ class Services:
 def create_app(config: Config, store: Store) -> Flask:
     """The Flask application: webhooks, health and the API, sharing one config and store."""
     from hookdeploy.api import api
+    from hookdeploy.dashboard import dashboard
+    from hookdeploy.metrics import install_metrics
 
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = config.server.max_body
     app.extensions["hookdeploy"] = Services(config, store)
     app.register_blueprint(hooks)
     app.register_blueprint(api)
+    app.register_blueprint(dashboard)
     _register_error_handlers(app)
+    install_metrics(app)  # GET /metrics
     return app
 
 

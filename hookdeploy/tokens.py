@@ -36,6 +36,11 @@ def create(secret: bytes, scope: str = "read", ttl: int = DEFAULT_TTL) -> str:
 
 def verify(secret: bytes, token: str, max_age: int | None = None) -> str:
     """The scope a genuine, unexpired token grants; InvalidToken otherwise (`max_age` may shorten its ttl)."""
+    return verify_until(secret, token, max_age)[0]
+
+
+def verify_until(secret: bytes, token: str, max_age: int | None = None) -> tuple[str, float]:
+    """verify(), and when the token expires (seconds since the epoch)."""
     try:
         payload, signed_at = _serializer(secret).loads(token, return_timestamp=True)
     except BadSignature:
@@ -44,9 +49,10 @@ def verify(secret: bytes, token: str, max_age: int | None = None) -> str:
             or not isinstance(payload.get("ttl"), int) or isinstance(payload.get("ttl"), bool)):
         raise InvalidToken("API token is invalid (unexpected contents)")
     lifetime = payload["ttl"] if max_age is None else min(payload["ttl"], max_age)
-    if time.time() - signed_at.timestamp() > lifetime:
+    expires = signed_at.timestamp() + lifetime
+    if time.time() > expires:
         raise InvalidToken("API token has expired; make a new one with: hookdeploy token create")
-    return payload["scope"]
+    return payload["scope"], expires
 
 
 def grants(scope: str, needed: str) -> bool:

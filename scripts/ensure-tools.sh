@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Install, with apt and only when missing, the programs hookdeploy's tests and benches use
-# besides Python: git, curl, and the load generators wrk and hey (both packaged in bookworm).
+# besides Python: git, curl, the load generators wrk and hey (both packaged in bookworm), and Debian's
+# chromium, which the dashboard's browser test drives through Playwright (never a downloaded browser).
+# tests/test_systemd.py runs systemd-analyze (package systemd) on the units in systemd/.
 set -euo pipefail
 
 export PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
@@ -12,6 +14,8 @@ declare -A package_of=(
     [wrk]=wrk
     [hey]=hey
     [flock]=util-linux
+    [chromium]=chromium
+    [systemd-analyze]=systemd
 )
 
 missing=()

@@ -61,9 +61,9 @@ def test_well_signed_but_unexpected_contents_are_invalid():
 
 
 def test_each_token_expires_after_its_own_ttl():
-    short, long = tokens.create(SECRET, "deploy", ttl=1), tokens.create(SECRET, "deploy", ttl=3600)
+    short, long = tokens.create(SECRET, "deploy", ttl=3), tokens.create(SECRET, "deploy", ttl=3600)
     assert tokens.verify(SECRET, short) == "deploy"
-    time.sleep(2.1)  # token timestamps have a resolution of one second
+    time.sleep(3.2)  # token timestamps have a resolution of one second: it lives 2 to 3 s
     with pytest.raises(tokens.InvalidToken, match="expired"):
         tokens.verify(SECRET, short)
     assert tokens.verify(SECRET, long) == "deploy"

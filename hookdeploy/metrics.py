@@ -1,0 +1,163 @@
+"""GET /metrics: Prometheus text format, read from the job store at scrape time.
+
+The store is what the receiver and the worker share, so a collector that queries it on each
+scrape gives the same numbers whichever process answers. Only webhook refusals, ignored and
+duplicate deliveries are counted in the answering process: nothing else records them.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+
+from flask import Blueprint, Flask, Response, current_app, request
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import (CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily,
+                                    InfoMetricFamily)
+
+from hookdeploy.config import Config
+from hookdeploy.models import JobState, parse_time
+from hookdeploy.store import Store
+
+BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
+FINISHED = tuple(state.value for state in JobState if state.finished)
+
+# A step event's message starts with the step's name, or with the note the worker gave it
+# instead (Worker.step); this maps both to one stable label.
+STEP_PREFIXES = (
+    ("checked out", "checkout"), ("built", "build"), ("proxy ready", "proxy"), ("started candidate", "candidate"),
+    ("health check", "health"), ("switched proxy", "switch"), ("verified through", "verify"),
+    ("verification through", "verify"), ("drained and retired", "drain"), ("retired", "drain"),
+    ("pruned", "prune"), ("no images to prune", "prune"),
+)
+
+metrics = Blueprint("metrics", __name__)
+
+
+def install_metrics(app: Flask) -> None:
+    """Serve /metrics from `app` and count its webhook answers."""
+    services = app.extensions["hookdeploy"]
+    registry = CollectorRegistry()
+    deliveries = DeliveryCounter()
+    registry.register(StoreCollector(services.config, services.store, deliveries))
+    app.extensions["hookdeploy.metrics"] = registry
+    app.register_blueprint(metrics)
+    app.after_request(deliveries.count_response)
+
+
+@metrics.get("/metrics")
+def scrape() -> Response:
+    """The metrics in Prometheus text format."""
+    return Response(generate_latest(current_app.extensions["hookdeploy.metrics"]), mimetype=CONTENT_TYPE_LATEST)
+
+
+def step_of(message: str) -> str:
+    """The step label of a step event's message."""
+    for prefix, step in STEP_PREFIXES:
+        if message.startswith(prefix):
+            return step
+    return "other"
+
+
+class DeliveryCounter:
+    """Webhook answers that leave no row in the store (ignored, duplicate, refused), by app and result."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self.counts: Counter[tuple[str, str]] = Counter()
+
+    def count_response(self, response: Response) -> Response:
+        """Flask after_request hook: count the answer to a POST /hooks/APP that queued nothing."""
+        if request.endpoint != "hooks.receive" or response.status_code == 202:
+            return response
+        body = response.get_json(silent=True) if response.is_json else None
+        result = next(iter(body)) if isinstance(body, dict) and body else "error"
+        result = result if result in ("ignored", "duplicate") else "refused"
+        app_name = (request.view_args or {}).get("app_name", "")
+        known = app_name if app_name in current_app.extensions["hookdeploy"].config.apps else "(unknown)"
+        with self._lock:
+            self.counts[(known, result)] += 1
+        return response
+
+    def snapshot(self) -> list[tuple[tuple[str, str], int]]:
+        """((app, result), count) pairs, sorted."""
+        with self._lock:
+            return sorted(self.counts.items())
+
+
+class StoreCollector:
+    """Builds every metric from the job store when scraped."""
+
+    def __init__(self, config: Config, store: Store, deliveries: DeliveryCounter):
+        self.config = config
+        self.store = store
+        self.deliveries = deliveries
+
+    def describe(self):
+        """Nothing up front: the collector is only ever asked at scrape time."""
+        return []
+
+    def collect(self):
+        """The metric families, read from the store now."""
+        store = self.store
+        apps = set(self.config.apps)
+
+        jobs = CounterMetricFamily("hookdeploy_jobs", "Jobs that reached a final state, by app, kind and state",
+                                   labels=("app", "kind", "state"))
+        placeholders = ", ".join("?" * len(FINISHED))
+        for row in store.query(f"SELECT app, kind, state, count(*) FROM jobs WHERE state IN ({placeholders}) "
+                               "GROUP BY app, kind, state", FINISHED):
+            jobs.add_metric(tuple(row[:3]), row[3])
+        yield jobs
+
+        queued = dict(store.query("SELECT app, count(*) FROM jobs WHERE state = 'queued' GROUP BY app"))
+        running = dict(store.query("SELECT app, count(*) FROM jobs WHERE state = 'running' GROUP BY app"))
+        depth = GaugeMetricFamily("hookdeploy_queue_depth", "Jobs waiting, by app", labels=("app",))
+        busy = GaugeMetricFamily("hookdeploy_running_jobs", "Jobs running now, by app (0 or 1)", labels=("app",))
+        for app in sorted(apps | set(queued) | set(running)):
+            depth.add_metric((app,), queued.get(app, 0))
+            busy.add_metric((app,), running.get(app, 0))
+        yield depth
+        yield busy
+
+        live = InfoMetricFamily("hookdeploy_live_release", "The release each app serves", labels=("app",))
+        for app, sha, image, job in store.query("SELECT app, sha, image, job FROM releases "
+                                                "WHERE state = 'live' ORDER BY app"):
+            live.add_metric((app,), {"sha": sha, "image": image, "job": str(job)})
+        yield live
+
+        last = GaugeMetricFamily("hookdeploy_last_success_timestamp_seconds",
+                                 "When each app's last successful job finished (Unix time)", labels=("app",))
+        for app, finished in store.query("SELECT app, max(finished_at) FROM jobs WHERE state = 'succeeded' "
+                                        "GROUP BY app ORDER BY app"):
+            last.add_metric((app,), parse_time(finished).timestamp())
+        yield last
+
+        yield self._step_durations()
+        yield self._deliveries()
+
+    def _step_durations(self) -> HistogramMetricFamily:
+        histogram = HistogramMetricFamily("hookdeploy_step_duration_seconds",
+                                          "How long each pipeline step took, by app and step", labels=("app", "step"))
+        store = self.store
+        observed: dict[tuple[str, str], list[float]] = {}
+        for app, message, duration in store.query(
+                "SELECT jobs.app, events.message, events.duration FROM events JOIN jobs ON jobs.id = events.job "
+                "WHERE events.kind = 'step' AND events.duration IS NOT NULL"):
+            observed.setdefault((app, step_of(message)), []).append(duration)
+        for labels, durations in sorted(observed.items()):
+            buckets = [(str(bound), sum(1 for took in durations if took <= bound)) for bound in BUCKETS]
+            buckets.append(("+Inf", len(durations)))
+            histogram.add_metric(labels, buckets, sum(durations))
+        return histogram
+
+    def _deliveries(self) -> CounterMetricFamily:
+        deliveries = CounterMetricFamily("hookdeploy_webhook_deliveries",
+                                         "Webhook deliveries by app and result (queued: from the store; "
+                                         "ignored, duplicate, refused: since this process started)",
+                                         labels=("app", "result"))
+        for app, count in self.store.query("SELECT app, count(*) FROM deliveries GROUP BY app ORDER BY app"):
+            deliveries.add_metric((app, "queued"), count)
+        for (app, result), count in self.deliveries.snapshot():
+            deliveries.add_metric((app, result), count)
+        return deliveries
