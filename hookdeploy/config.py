@@ -74,6 +74,7 @@ class AppConfig:
     keep: int = 5
     drain_seconds: float = 5.0
     coalesce: bool = True
+    follow_push: bool = True
     build_timeout: float = 900.0
     env: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
     build_args: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))

@@ -16,7 +16,7 @@ from typing import Iterable, TextIO
 from hookdeploy import config as configuration
 from hookdeploy.config import AppConfig
 from hookdeploy.errors import ConfigError, HookdeployError
-from hookdeploy.follow import WORKER_ALIVE_SECONDS, follow
+from hookdeploy.follow import WORKER_ALIVE_SECONDS, follow_push, site_url
 from hookdeploy.models import Job, Trigger
 from hookdeploy.names import ZERO_SHA, check_app_name, is_full_sha, printable, ref_problem
 from hookdeploy.store import Store
@@ -83,9 +83,12 @@ def run(config_option: str | None, app_name: str, follow_job: bool = True) -> in
             print(f"hookdeploy: error: {line}")
         print("hookdeploy: the push was received, but nothing was queued")
         return 0
-    if jobs and follow_job:
+    if jobs and follow_job and app.follow_push:
         if store.worker_alive(WORKER_ALIVE_SECONDS):
-            follow(store, jobs[-1].id, prefix="-----> ")
+            try:
+                follow_push(store, jobs[-1], site_url(config.proxy.publish, app.hostnames))
+            except KeyboardInterrupt:
+                print(f"stopped following; job {jobs[-1].id} goes on (hookdeploy logs {jobs[-1].id} --follow)")
         else:
             print(f"queued as job {jobs[-1].id}; no worker is running (start it with: hookdeploy worker)")
     return 0

@@ -1,0 +1,92 @@
+"""What the pusher sees: a real `git push` into a repo made by `init-repo`, with a worker running."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+
+import pytest
+
+from docker_helpers import HOOKDEPLOY, Instance, docker_engine, git, instance, site_files  # noqa: F401
+
+
+@pytest.fixture
+def pushing(instance: Instance):
+    """An instance whose app repo has the post-receive hook and a worker process running."""
+    instance.configure({"site": {}})
+    assert instance.cli("init-repo", "site").returncode == 0
+    worker = subprocess.Popen([str(HOOKDEPLOY), "--config", str(instance.config_path), "worker"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 20
+    while not instance.store.worker_alive(10) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    try:
+        yield instance
+    finally:
+        worker.terminate()
+        worker.wait(60)
+
+
+def push(instance: Instance, files: dict[str, str]) -> tuple[str, str]:
+    """Commit `files` as the whole tree and `git push` it; return (sha, what the pusher saw)."""
+    work = instance.repos["site"].work
+    for path in sorted(work.rglob("*"), reverse=True):
+        if ".git" not in path.relative_to(work).parts:
+            path.unlink() if path.is_file() else path.rmdir()
+    for name, text in files.items():
+        (work / name).parent.mkdir(parents=True, exist_ok=True)
+        (work / name).write_text(text)
+    git("add", "--all", cwd=work)
+    git("commit", "-q", "-m", "change", cwd=work)
+    sha = git("rev-parse", "HEAD", cwd=work)
+    completed = subprocess.run(["git", "push", "production", "HEAD:deploy"], cwd=work, capture_output=True,
+                               text=True, timeout=180)
+    assert completed.returncode == 0, completed.stderr
+    lines = [line.removeprefix("remote: ").rstrip() for line in completed.stderr.splitlines()
+             if line.startswith("remote: ")]
+    return sha, "\n".join(lines)
+
+
+def test_push_shows_the_build_the_health_check_and_the_switch(pushing):
+    first, _ = push(pushing, site_files("one"))
+    second, seen = push(pushing, site_files("two"))
+    job = pushing.store.jobs("site", limit=1)[0]
+    assert f"queued job {job.id} (site @ {second[:7]})" in seen
+    assert f"-----> Building {pushing.name}/site:{second[:12]}" in seen
+    assert "\n       Step 1/" in seen, "build output is indented under its step"
+    assert "-----> Starting candidate" in seen
+    assert "-----> Health check passed in " in seen
+    assert f"-----> Switched: http://127.0.0.1:{pushing.port} serves {second[:12]} (was {first[:12]})" in seen
+    assert pushing.get().release == second[:12]
+
+
+def test_push_of_a_broken_build_says_why_and_that_the_live_release_is_unchanged(pushing):
+    good, _ = push(pushing, site_files("good"))
+    _, seen = push(pushing, site_files("bad", dockerfile_tail="RUN exit 3\n"))
+    assert "-----> failed: build failed" in seen
+    assert seen.rstrip().endswith(f"-----> live release unchanged: {good[:7]}")
+    assert pushing.get().release == good[:12]
+
+
+def test_push_of_an_unhealthy_candidate_says_why_and_that_the_live_release_is_unchanged(pushing):
+    good, _ = push(pushing, site_files("good"))
+    _, seen = push(pushing, site_files("no health page", health=None))
+    assert "-----> failed: unhealthy after" in seen and "status 404" in seen
+    assert "-----> Health check passed" not in seen
+    assert seen.rstrip().endswith(f"-----> live release unchanged: {good[:7]}")
+    assert pushing.get().release == good[:12]
+
+
+def test_push_without_a_worker_returns_at_once_and_says_so(instance):
+    instance.configure({"site": {}})
+    assert instance.cli("init-repo", "site").returncode == 0
+    _, seen = push(instance, site_files("one"))
+    job = instance.store.jobs("site", limit=1)[0]
+    assert seen.splitlines()[-1] == f"queued as job {job.id}; no worker is running (start it with: hookdeploy worker)"
+    assert job.state.value == "queued"
+
+
+def test_follow_push_off_in_config_returns_once_queued(pushing):
+    pushing.configure({"site": {"follow_push": False}})
+    _, seen = push(pushing, site_files("one"))
+    assert seen.startswith("queued job ") and "----->" not in seen
