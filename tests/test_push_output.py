@@ -90,3 +90,24 @@ def test_follow_push_off_in_config_returns_once_queued(pushing):
     pushing.configure({"site": {"follow_push": False}})
     _, seen = push(pushing, site_files("one"))
     assert seen.startswith("queued job ") and "----->" not in seen
+
+
+def test_wait_exits_0_when_live_and_1_when_not_and_logs_follow_ends_with_the_job(pushing):
+    instance = pushing
+    instance.configure({"site": {"follow_push": False}})
+    good, _ = push(instance, site_files("good"))
+    waited = instance.cli("replay", "site", good[:8], "--wait")
+    assert waited.returncode == 0, waited.stderr
+    assert waited.stdout.splitlines()[-1].endswith("succeeded")
+
+    bad, _ = push(instance, site_files("bad", dockerfile_tail="RUN exit 3\n"))
+    job = instance.store.jobs("site", limit=1)[0]
+    followed = subprocess.Popen([str(HOOKDEPLOY), "--config", str(instance.config_path), "logs", str(job.id),
+                                 "--follow"], stdout=subprocess.PIPE, text=True)
+    output, _ = followed.communicate(timeout=180)
+    assert followed.returncode == 0
+    assert instance.store.job(job.id).state.value == "failed"
+    assert "state failed: build failed" in output.splitlines()[-1]
+    failed = instance.cli("replay", "site", bad, "--wait")
+    assert failed.returncode == 1 and "failed" in failed.stdout.splitlines()[-1]
+    assert instance.get().release != bad[:12]
