@@ -12,6 +12,8 @@ from hookdeploy.errors import HookdeployError
 
 Report = Callable[[str], None]
 
+LS_REMOTE_TIMEOUT = 20.0  # seconds `git ls-remote` may take before a clone URL counts as unreachable
+
 
 def run(config: Config, report: Report) -> int:
     """Run every check, reporting each line; return how many problems were found."""
@@ -32,8 +34,9 @@ def run(config: Config, report: Report) -> int:
         free = shutil.disk_usage(state).free
         check(free > 2 * 1024**3, f"{free / 1024**3:.1f} GiB free in {state}",
               f"only {free / 1024**2:.0f} MiB free in {state}: builds need room; prune images or grow the disk")
-    for problem in missing_secrets(config, webhooks=True, app_env=True):
-        check(False, "", problem)
+    has_webhooks = any(app.webhook is not None for app in config.apps.values())
+    for problem in missing_secrets(config, tokens=has_webhooks, webhooks=True, app_env=True):
+        check(False, "", f"{problem}: {_secret_fix(problem)}")
     for app in config.apps.values():
         _check_app(config, app, check)
     _check_docker(config, check)
@@ -44,7 +47,10 @@ def _check_app(config: Config, app, check) -> None:
     from hookdeploy import hook
 
     if not app.is_local_repo:
-        check(True, f"{app.name}: deploys from {app.repo} (mirrored under state_dir)", "")
+        error = _ls_remote(app.repo)
+        check(error is None, f"{app.name}: repo {app.repo} answers (mirrored under state_dir)",
+              f"{app.name}: repo {app.repo} cannot be reached ({error}): check the URL in apps.{app.name}.repo, "
+              "the network, and that the hookdeploy user can read it (its ssh key or a deploy key)")
         return
     repo = Path(app.repo)
     is_repo = (repo / "HEAD").exists()
@@ -57,6 +63,40 @@ def _check_app(config: Config, app, check) -> None:
         check(command in text and str(config.path) in text and os.access(hook_file, os.X_OK),
               f"{app.name}: post-receive hook runs {command} with {config.path}",
               f"{app.name}: post-receive hook is missing or points elsewhere: hookdeploy init-repo {app.name}")
+
+
+def _secret_fix(problem: str) -> str:
+    """How to fix a problem reported by `missing_secrets`."""
+    if ".secret_file:" in problem:
+        return "write the secret into that file, readable only by the hookdeploy user"
+    if ".secret_env:" in problem:
+        return ("set it in the environment hookdeploy runs with (for the systemd units: /etc/hookdeploy/env, "
+                "mode 0600), e.g. to the output of: openssl rand -hex 32")
+    if ".env." in problem:
+        return "set it in the environment hookdeploy runs with (for the systemd units: /etc/hookdeploy/env)"
+    return "add secret_env or secret_file to that table"
+
+
+def _ls_remote(url: str, timeout: float = LS_REMOTE_TIMEOUT) -> str | None:
+    """None if `git ls-remote URL` answers within `timeout` seconds, else why not (one line)."""
+    import git
+
+    # Never wait for a password or a host-key question: doctor runs unattended too.
+    environment = {"GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "/bin/false", "SSH_ASKPASS": "/bin/false",
+                   "GIT_SSH_COMMAND": os.environ.get("GIT_SSH_COMMAND", "ssh") + " -o BatchMode=yes"}
+    try:
+        git.cmd.Git().ls_remote("--heads", url, kill_after_timeout=timeout, env=environment)
+    except git.GitCommandError as error:
+        if error.status == -9 or "Timeout" in str(error.stderr or ""):
+            return f"no answer within {timeout:.0f} s"
+        text = str(error.stderr or error).strip()
+        lines = [line.strip().removeprefix("stderr: ").strip("'\" ") for line in text.splitlines()]
+        lines = [line for line in lines if line]
+        fatal = [line for line in lines if line.startswith(("fatal:", "error:", "ssh:"))]
+        return (fatal or lines or ["git ls-remote failed"])[0]
+    except OSError as error:
+        return str(error)
+    return None
 
 
 def _check_docker(config: Config, check) -> None:
@@ -73,3 +113,54 @@ def _check_docker(config: Config, check) -> None:
     check(has_image, f"proxy image {config.proxy.image} is present",
           f"proxy image {config.proxy.image} is not present: docker pull it, or build the offline one "
           "with scripts/build-nginx-image.sh and set proxy.image = \"hookdeploy-nginx:local\"")
+
+    _check_proxy(config, engine, check)
+
+
+def _check_proxy(config: Config, engine, check) -> None:
+    """The proxy container `N-proxy`: running, published where proxy.publish says, on network `N`."""
+    import docker.errors
+
+    from hookdeploy import containers
+
+    instance = config.server.name
+    name = f"{instance}-proxy"
+    first_app = next(iter(config.apps), "APP")
+    recreate = f"docker rm -f {name}, then hookdeploy deploy {first_app} (the worker recreates it)"
+    proxy = containers.get_container(engine, name)
+    if proxy is None:
+        check(True, f"proxy {name} does not exist yet: it will be created on the first deploy", "")
+        return
+    check(proxy.status == "running", f"proxy {name} is running",
+          f"proxy {name} is {proxy.status}, so no app is reachable: docker start {name}")
+    published = _published(proxy.attrs)
+    wanted = _normalize_address(config.proxy.publish)
+    check(wanted in published, f"proxy {name} publishes {config.proxy.publish}",
+          f"proxy {name} publishes {', '.join(sorted(published)) or 'nothing'}, not proxy.publish = "
+          f"\"{config.proxy.publish}\": set proxy.publish to what it publishes, or {recreate}")
+    try:
+        engine.networks.get(instance)
+        network_ok = True
+    except docker.errors.NotFound:
+        network_ok = False
+    check(network_ok, f"network {instance} exists",
+          f"network {instance} is missing, so the proxy cannot reach the apps: {recreate}")
+
+
+def _normalize_address(address: str) -> str:
+    """`host:port` with the any-address spelled 0.0.0.0 (Docker reports it as "" or 0.0.0.0)."""
+    host, _, port = address.rpartition(":")
+    host = host.strip("[]")
+    return f"{host if host not in ('', '0.0.0.0') else '0.0.0.0'}:{port}"
+
+
+def _published(attrs: dict) -> set[str]:
+    """The host addresses the proxy's port 80 is published on (as configured, so also when stopped)."""
+    bindings = (attrs.get("HostConfig") or {}).get("PortBindings") or {}
+    if not bindings.get("80/tcp"):
+        bindings = (attrs.get("NetworkSettings") or {}).get("Ports") or {}
+    addresses = set()
+    for binding in bindings.get("80/tcp") or []:
+        host = binding.get("HostIp") or ""
+        addresses.add(_normalize_address(f"{host}:{binding.get('HostPort', '')}"))
+    return addresses
