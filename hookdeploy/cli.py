@@ -149,8 +149,7 @@ def deploy(context: Context, app_name: str, ref: str | None, wait: bool, as_json
     ref = app.branch if ref is None else ref  # an empty --ref "$TAG" is bad input, not the branch
     repo = gitops.open_repo(app, context.config.server.state_dir, fetch=True)
     sha = gitops.resolve_ref(repo, ref)
-    full_ref = ref if ref.startswith("refs/") else None
-    job = context.store.enqueue(app.name, sha, trigger=Trigger.MANUAL, ref=full_ref or ref, coalesce=app.coalesce)
+    job = context.store.enqueue(app.name, sha, trigger=Trigger.MANUAL, ref=ref, coalesce=app.coalesce)
     _enqueued(context, job, as_json, wait)
 
 
