@@ -280,17 +280,17 @@ def doctor(context: Context) -> None:
 @pass_context
 def worker(context: Context, drain: bool) -> None:
     """Run queued jobs; SIGTERM or Ctrl-C finishes or cleanly aborts the current one, then exits 0."""
-    import logging
     import signal
     import threading
 
+    from hookdeploy import logsetup
     from hookdeploy.config import missing_secrets
     from hookdeploy.worker import Worker
 
     problems = missing_secrets(context.config, app_env=True)
     if problems:
         raise ConfigError(problems)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logsetup.configure()
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())

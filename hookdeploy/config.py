@@ -26,6 +26,9 @@ HOSTNAME = re.compile(r"(\*\.)?[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-
 PROVIDERS = ("github", "gitlab", "gitea")
 NOTIFY_EVENTS = ("succeeded", "failed", "rolled_back", "interrupted")
 NOTIFY_FORMATS = ("json", "slack")
+# The forwarding headers waitress can be told to believe from server.trusted_proxy.
+PROXY_HEADERS = ("x-forwarded-for", "x-forwarded-host", "x-forwarded-proto", "x-forwarded-port",
+                 "x-forwarded-by", "forwarded")
 
 
 @dataclass(frozen=True)
@@ -105,6 +108,9 @@ class ServerConfig:
     secret_env: str | None = "HOOKDEPLOY_SECRET"
     secret_file: str | None = None
     threads: int = 64
+    # The reverse proxy in front (its address as `serve` sees it, or "*"); empty: believe no forwarding headers.
+    trusted_proxy: str = ""
+    trusted_proxy_headers: tuple[str, ...] = ("x-forwarded-for", "x-forwarded-host", "x-forwarded-proto")
 
     @property
     def database(self) -> Path:
@@ -240,7 +246,34 @@ def _check_server(server: dict, base: Path, problems: list[str]) -> dict:
     if not 1 <= server.get("threads", 1) <= 256:
         problems.append("server.threads: must be between 1 and 256")
     _check_secret_source(server, "server", problems)
+    _check_trusted_proxy(server, problems)
     return server
+
+
+def _check_trusted_proxy(server: dict, problems: list[str]) -> None:
+    proxy = server.get("trusted_proxy", "")
+    if proxy and proxy != "*":
+        try:
+            # waitress compares it, as text, with the peer's address, which comes in this normal form
+            server["trusted_proxy"] = str(ipaddress.ip_address(proxy))
+        except ValueError:
+            problems.append(f"server.trusted_proxy: must be an IP address (or \"*\" for any peer), not {printable(proxy)}")
+    headers = server.get("trusted_proxy_headers")
+    if headers is None:
+        return
+    if not all(isinstance(header, str) for header in headers):
+        problems.append("server.trusted_proxy_headers: must be a list of strings")
+        return
+    headers = tuple(dict.fromkeys(header.lower() for header in headers))
+    unknown = [header for header in headers if header not in PROXY_HEADERS]
+    for header in unknown:
+        problems.append(f"server.trusted_proxy_headers: {printable(header, 40)} is not one of {', '.join(PROXY_HEADERS)}")
+    if not headers:
+        problems.append("server.trusted_proxy_headers: must name at least one header "
+                        "(leave trusted_proxy empty to believe none)")
+    elif "forwarded" in headers and len(headers) > 1 and not unknown:
+        problems.append("server.trusted_proxy_headers: \"forwarded\" and the x-forwarded-* headers exclude each other")
+    server["trusted_proxy_headers"] = headers
 
 
 def _app(name: str, table: Mapping, key: str, base: Path, problems: list[str]) -> AppConfig | None:

@@ -17,7 +17,7 @@ from typing import Callable
 import docker
 import docker.errors
 
-from hookdeploy.errors import DockerUnavailable, StepFailed
+from hookdeploy.errors import Aborted, DockerUnavailable, StepFailed
 
 log = logging.getLogger(__name__)
 
@@ -62,16 +62,59 @@ def container_name(instance: str, app: str, sha: str, job: int) -> str:
     return f"{instance}-{app}-{sha[:12]}-{job}"
 
 
+def find_networks(client: docker.DockerClient, instance: str) -> list:
+    """Every network named exactly `instance`, oldest first: Docker allows several of one name."""
+    found = [network for network in client.networks.list(names=[instance]) if network.name == instance]
+    return sorted(found, key=lambda network: (network.attrs.get("Created") or "", network.id))
+
+
 def ensure_network(client: docker.DockerClient, instance: str):
-    """The instance's bridge network, created on first use."""
-    try:
-        return client.networks.get(instance)
-    except docker.errors.NotFound:
-        log.info("creating network %s", instance)
+    """The instance's one bridge network, created on first use; duplicates are merged into it.
+
+    Callers hold the instance's setup lock, so two workers never both create it."""
+    networks = find_networks(client, instance)
+    if len(networks) > 1:
+        heal_networks(client, instance)
+        networks = find_networks(client, instance)
+    if networks:
+        return networks[0]
+    log.info("creating network %s", instance)
+    return client.networks.create(instance, driver="bridge", labels={INSTANCE: instance}, check_duplicate=True)
+
+
+def heal_networks(client: docker.DockerClient, instance: str) -> list:
+    """Keep one network named `instance` and remove the others, moving their containers to it.
+
+    The one kept is the proxy's, else the one with most containers, else the oldest. Returns the
+    containers that were moved: their addresses changed, so routes to them need repair."""
+    networks = find_networks(client, instance)
+    if len(networks) < 2:
+        return []
+    for network in networks:
+        network.reload()  # a listed network does not say which containers it has
+    proxy_name = f"{instance}-proxy"
+
+    def rank(network) -> tuple:
+        attached = network.attrs.get("Containers") or {}
+        has_proxy = any(member.get("Name") == proxy_name for member in attached.values())
+        return (not has_proxy, -len(attached), networks.index(network))
+
+    keeper, *extras = sorted(networks, key=rank)
+    log.warning("network %s exists %d times; keeping %s and removing the others", instance, len(networks),
+                keeper.short_id)
+    moved = []
+    for extra in extras:
+        for container_id in list(extra.attrs.get("Containers") or {}):
+            container = client.containers.get(container_id)
+            extra.disconnect(container, force=True)
+            if container_id not in (keeper.attrs.get("Containers") or {}):
+                keeper.connect(container)
+            moved.append(container)
         try:
-            return client.networks.create(instance, driver="bridge", labels={INSTANCE: instance})
-        except docker.errors.APIError:
-            return client.networks.get(instance)  # another process made it first
+            extra.remove()
+        except docker.errors.NotFound:
+            pass
+    return moved
 
 
 def ensure_proxy(client: docker.DockerClient, instance: str, image: str, publish: str, conf_dir: Path):
@@ -92,7 +135,9 @@ def ensure_proxy(client: docker.DockerClient, instance: str, image: str, publish
         except docker.errors.ImageNotFound:
             raise StepFailed(f"proxy image {image} is not on this engine (docker pull it, or set proxy.image)") from None
         except docker.errors.APIError as error:
-            raise StepFailed(f"cannot create the proxy {name}: {error.explanation or error}") from None
+            if error.status_code != 409:
+                raise StepFailed(f"cannot create the proxy {name}: {error.explanation or error}") from None
+            proxy = client.containers.get(name)  # made by a process outside the setup lock
     if proxy.status != "running":
         try:
             proxy.start()
@@ -103,11 +148,12 @@ def ensure_proxy(client: docker.DockerClient, instance: str, image: str, publish
 
 
 def build(client: docker.DockerClient, context: Path, dockerfile: str, tag: str, labels: dict[str, str],
-          build_args: dict[str, str], timeout: float, on_lines: Callable[[list[str]], None]) -> str:
+          build_args: dict[str, str], timeout: float, on_lines: Callable[[list[str]], None],
+          stop: threading.Event | None = None) -> str:
     """Build an image, handing its output lines to `on_lines` as they come; return the image id.
 
-    The build streams through its own API client, so a timeout can close that connection
-    (which cancels the build in the engine) without touching other work.
+    The build streams through its own API client, so a timeout, or `stop` being set (Aborted),
+    can close that connection (which cancels the build in the engine) without touching other work.
     """
     # The classic builder turns each build label into a step of its own; one LABEL line appended
     # to a copy of the Dockerfile costs one step for all of them.
@@ -143,8 +189,11 @@ def build(client: docker.DockerClient, context: Path, dockerfile: str, tag: str,
         try:
             item = lines.get(timeout=max(0.0, min(0.5, deadline - time.monotonic())))
         except queue.Empty:
+            if stop is not None and stop.is_set():
+                _cancel(api, thread)
+                raise Aborted()
             if time.monotonic() >= deadline:
-                api.close()
+                _cancel(api, thread)
                 raise StepFailed(f"build timed out after {timeout:.0f} s")
             continue
         # Take whatever else arrived too: one job-log commit per batch, not per line.
@@ -162,6 +211,9 @@ def build(client: docker.DockerClient, context: Path, dockerfile: str, tag: str,
             on_lines(complete)
         if done:
             break
+        if stop is not None and stop.is_set():  # a chatty build never leaves the queue empty
+            _cancel(api, thread)
+            raise Aborted()
     if pending.strip():
         on_lines([pending.rstrip()])
     api.close()
@@ -171,6 +223,12 @@ def build(client: docker.DockerClient, context: Path, dockerfile: str, tag: str,
         return client.images.get(tag).id
     except docker.errors.ImageNotFound:
         raise StepFailed(f"build finished but image {tag} is missing") from None
+
+
+def _cancel(api, thread: threading.Thread) -> None:
+    """Close the build's connection, which makes the engine cancel the build; wait briefly for its end."""
+    api.close()
+    thread.join(timeout=5)
 
 
 def start_candidate(client: docker.DockerClient, image: str, name: str, network: str, labels: dict[str, str],

@@ -118,9 +118,7 @@ def _check_docker(config: Config, check) -> None:
 
 
 def _check_proxy(config: Config, engine, check) -> None:
-    """The proxy container `N-proxy`: running, published where proxy.publish says, on network `N`."""
-    import docker.errors
-
+    """The proxy container `N-proxy`: running, published where proxy.publish says, on network `N` (once)."""
     from hookdeploy import containers
 
     instance = config.server.name
@@ -138,13 +136,13 @@ def _check_proxy(config: Config, engine, check) -> None:
     check(wanted in published, f"proxy {name} publishes {config.proxy.publish}",
           f"proxy {name} publishes {', '.join(sorted(published)) or 'nothing'}, not proxy.publish = "
           f"\"{config.proxy.publish}\": set proxy.publish to what it publishes, or {recreate}")
-    try:
-        engine.networks.get(instance)
-        network_ok = True
-    except docker.errors.NotFound:
-        network_ok = False
-    check(network_ok, f"network {instance} exists",
+    networks = containers.find_networks(engine, instance)
+    check(bool(networks), f"network {instance} exists",
           f"network {instance} is missing, so the proxy cannot reach the apps: {recreate}")
+    if len(networks) > 1:
+        check(False, "", f"network {instance} exists {len(networks)} times "
+              f"({', '.join(network.short_id for network in networks)}), so every deploy fails as 'ambiguous': "
+              "start `hookdeploy worker` (it keeps the proxy's network and removes the others)")
 
 
 def _normalize_address(address: str) -> str:

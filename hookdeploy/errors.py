@@ -44,6 +44,10 @@ class StepFailed(HookdeployError):
     exit_code = 1
 
 
+class Aborted(HookdeployError):
+    """The worker is stopping; the job will be retried."""
+
+
 class JobFailed(HookdeployError):
     """The job did not go live."""
 

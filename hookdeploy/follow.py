@@ -67,7 +67,7 @@ def follow_push(store: Store, job: Job, url: str, out=None) -> Job:
         print(text, file=out, flush=True)
 
     before = store.live_release(job.app)  # the hook has already said "queued job N (APP @ SHA)"
-    after, waited_for = 0, None
+    after, waited_for, retried_at = 0, None, None
     while True:
         current = store.job(job.id)
         for event in store.events(job.id, after):
@@ -79,6 +79,12 @@ def follow_push(store: Store, job: Job, url: str, out=None) -> Job:
             newer = store.jobs(job.app, limit=1)[0]
             say(f"{arrow}superseded by job {newer.id} ({newer.app} @ {newer.sha[:7]}); following it")
             job, after, waited_for = newer, 0, None
+            continue
+        retry = store.retry_of(job.id) if current.state is JobState.INTERRUPTED else None
+        if retry is not None:
+            # "interrupted: the worker is restarting; queued again as job N"
+            say(f"{arrow}interrupted: {current.error}")
+            job, after, waited_for, retried_at = retry, 0, None, time.monotonic()
             continue
         if current.state.finished:
             if current.state is not JobState.SUCCEEDED:
@@ -94,6 +100,10 @@ def follow_push(store: Store, job: Job, url: str, out=None) -> Job:
             if running is not None and running.id != waited_for:
                 waited_for = running.id
                 say(f"{arrow}waiting for job {running.id} ({running.sha[:7]}) to finish")
+            if (retried_at is not None and time.monotonic() - retried_at > WORKER_ALIVE_SECONDS
+                    and not store.worker_alive(WORKER_ALIVE_SECONDS)):
+                say(f"{arrow}no worker is running now; job {job.id} runs when one starts (hookdeploy worker)")
+                return current
         time.sleep(0.1)
 
 

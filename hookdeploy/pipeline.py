@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+import threading
 from pathlib import Path
 from typing import Callable
 
@@ -15,7 +16,7 @@ import docker
 
 from hookdeploy import containers, gitops, health, proxy
 from hookdeploy.config import AppConfig, Config
-from hookdeploy.errors import GitError, StepFailed
+from hookdeploy.errors import Aborted, GitError, StepFailed
 from hookdeploy.models import Job, ReleaseState
 from hookdeploy.store import Store
 
@@ -43,11 +44,12 @@ def checkout(config: Config, app: AppConfig, job: Job) -> Path:
 
 
 def build(client: docker.DockerClient, config: Config, app: AppConfig, job: Job, context: Path,
-          on_lines: Callable[[list[str]], None]) -> str:
-    """Build `N/APP:SHA12` from the checked-out context; return the image name."""
+          on_lines: Callable[[list[str]], None], stop: threading.Event | None = None) -> str:
+    """Build `N/APP:SHA12` from the checked-out context; return the image name (Aborted once `stop` is set)."""
     name = containers.image_name(config.server.name, app.name, job.sha)
     labels = containers.release_labels(config.server.name, app.name, job.sha, job.id)
-    containers.build(client, context, app.dockerfile, name, labels, dict(app.build_args), app.build_timeout, on_lines)
+    containers.build(client, context, app.dockerfile, name, labels, dict(app.build_args), app.build_timeout,
+                     on_lines, stop)
     return name
 
 
@@ -57,11 +59,19 @@ def clean_build_dir(config: Config, job: Job) -> None:
 
 
 def ensure_proxy(client: docker.DockerClient, config: Config):
-    """The instance network and running proxy, created on first use."""
-    proxy.prepare(config)
-    containers.ensure_network(client, config.server.name)
-    return containers.ensure_proxy(client, config.server.name, config.proxy.image, config.proxy.publish,
-                                   proxy.conf_dir(config))
+    """The instance network and running proxy, created on first use by one process at a time."""
+    with proxy.locked(config, "setup"):
+        proxy.prepare(config)
+        containers.ensure_network(client, config.server.name)
+        return containers.ensure_proxy(client, config.server.name, config.proxy.image, config.proxy.publish,
+                                       proxy.conf_dir(config))
+
+
+def heal_networks(client: docker.DockerClient, config: Config) -> set[str]:
+    """Merge duplicate instance networks (left by workers of older versions); return the apps moved."""
+    with proxy.locked(config, "setup"):
+        moved = containers.heal_networks(client, config.server.name)
+    return {container.labels.get(containers.APP) for container in moved} - {None}
 
 
 def start_candidate(client: docker.DockerClient, config: Config, app: AppConfig, job: Job, image: str):
@@ -79,11 +89,15 @@ def start_candidate(client: docker.DockerClient, config: Config, app: AppConfig,
         raise failure from None
 
 
-def check_health(candidate, ip: str, app: AppConfig) -> float:
-    """Probe the candidate until healthy; return seconds taken, or StepFailed with the reason and its last logs."""
+def check_health(candidate, ip: str, app: AppConfig, stop: threading.Event | None = None) -> float:
+    """Probe the candidate until healthy; return seconds taken, or StepFailed with the reason and its last logs.
+
+    Aborted as soon as `stop` is set: a worker told to stop does not wait out the health deadline."""
     exited: list[str] = []
 
     def running() -> bool:
+        if stop is not None and stop.is_set():
+            raise Aborted()
         # Its restart policy may have started it again already: a restart counts as an exit,
         # and the reason is taken when the exit is first seen.
         candidate.reload()

@@ -104,9 +104,13 @@ def prepare(config: Config) -> None:
 
 
 @contextlib.contextmanager
-def locked(config: Config) -> Iterator[None]:
-    """Hold the proxy lock: one change to the proxy at a time, across apps and processes."""
-    lock_path = conf_dir(config).parent / "switch.lock"
+def locked(config: Config, name: str = "switch") -> Iterator[None]:
+    """Hold one of the instance's locks across apps and processes (all workers share state_dir).
+
+    "switch": one change to the proxy's routes at a time. "setup": one process at a time creates
+    the network and the proxy (Docker allows several networks of one name, and then every
+    container start on "the" network fails as ambiguous). Never take one while holding the same."""
+    lock_path = conf_dir(config).parent / f"{name}.lock"
     lock_path.parent.mkdir(parents=True, exist_ok=True)
     with open(lock_path, "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)

@@ -21,6 +21,7 @@ import waitress.channel
 import waitress.server
 import waitress.task
 
+from hookdeploy import logsetup
 from hookdeploy.config import Config
 from hookdeploy.receiver import create_app
 from hookdeploy.store import Store
@@ -55,7 +56,7 @@ class _Channel(waitress.channel.HTTPChannel):
 
 def adjustments(config: Config) -> dict:
     """Waitress settings from [server]."""
-    return {
+    settings = {
         "listen": config.server.listen,
         "threads": config.server.threads,
         "connection_limit": max(100, config.server.threads * CONNECTION_LIMIT_PER_THREAD),
@@ -67,6 +68,12 @@ def adjustments(config: Config) -> dict:
         "asyncore_use_poll": True,  # select() cannot watch descriptors above 1023
         "ident": "hookdeploy",
     }
+    if config.server.trusted_proxy:
+        # Requests from this peer have their scheme, Host and client address taken from these headers,
+        # so the dashboard sees the https origin the browser used; from any other peer they are dropped.
+        settings["trusted_proxy"] = config.server.trusted_proxy
+        settings["trusted_proxy_headers"] = set(config.server.trusted_proxy_headers)
+    return settings
 
 
 def serve(config: Config, store: Store, with_worker: bool = True) -> int:
@@ -81,14 +88,9 @@ def background_logging() -> Iterator[None]:
 
     A write to stderr releases the GIL, and getting it back under load costs a request thread
     milliseconds; measured on the receiver bench, direct logging cut throughput to a third."""
+    logsetup.configure()
     root = logging.getLogger()
     handlers = root.handlers[:]
-    if not handlers:
-        default = logging.StreamHandler()
-        default.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-        handlers = [default]
-    if root.level == logging.NOTSET or root.level > logging.INFO:
-        root.setLevel(logging.INFO)
     lines: queue.SimpleQueue = queue.SimpleQueue()
     listener = logging.handlers.QueueListener(lines, *handlers, respect_handler_level=True)
     root.handlers = [logging.handlers.QueueHandler(lines)]

@@ -239,6 +239,29 @@ class Store:
             self._event(db, job_id, "state", state.value + (f": {error}" if error else ""))
             return self._job(db, job_id)
 
+    def interrupt(self, job_id: int, reason: str, retry: bool = True) -> tuple[Job, Job | None]:
+        """End a running job `interrupted` and, with `retry`, queue its one retry in the same commit.
+
+        The reason then names the retry ("...; queued again as job N"), so whoever follows the job
+        knows which one to follow next. StoreError if the job is not running."""
+        with self.transaction() as db:
+            job = self._job(db, job_id)
+            if job is None or job.state is not JobState.RUNNING:
+                raise StoreError(f"job {job_id} is not running")
+            again = None
+            if retry:
+                again = self._insert_job(db, job.app, job.sha, job.kind, Trigger.RETRY, job.ref, False, job.id)
+                reason = f"{reason}; queued again as job {again.id}"
+            db.execute("UPDATE jobs SET state = 'interrupted', finished_at = ?, error = ? WHERE id = ?",
+                       (utcnow(), reason, job_id))
+            self._event(db, job_id, "state", f"interrupted: {reason}")
+            return self._job(db, job_id), again
+
+    def retry_of(self, job_id: int) -> Job | None:
+        """The job queued to retry job `job_id`, if any."""
+        found = self._jobs("WHERE retry_of = ? ORDER BY id LIMIT 1", (job_id,))
+        return found[0] if found else None
+
     def stale_running(self, older_than: float) -> list[Job]:
         """Running jobs whose heartbeat is older than `older_than` seconds."""
         now = parse_time(utcnow())

@@ -21,8 +21,8 @@ from typing import Iterator
 
 from hookdeploy import containers, notify, pipeline, proxy
 from hookdeploy.config import Config
-from hookdeploy.errors import HookdeployError, StepFailed
-from hookdeploy.models import Job, JobKind, JobState, Trigger
+from hookdeploy.errors import Aborted, DockerUnavailable, HookdeployError, StepFailed
+from hookdeploy.models import Job, JobKind, JobState
 from hookdeploy.store import Store
 
 log = logging.getLogger(__name__)
@@ -31,11 +31,10 @@ HEARTBEAT_SECONDS = 1.0
 STALE_SECONDS = 15.0
 POLL_SECONDS = 0.05
 RECOVER_EVERY_SECONDS = 5.0
-FAULT_ENV = "HOOKDEPLOY_FAULT"  # testing only: SIGKILL the worker right after the named step
-
-
-class Aborted(HookdeployError):
-    """The worker is stopping; the job will be retried."""
+ENGINE_RETRY_SECONDS = (1.0, 30.0)  # first and longest wait between tries while the engine is away
+# Testing only: SIGKILL the worker right after the named step; "term:STEP" sends SIGTERM instead,
+# as systemd does on a restart, at a moment a test could not hit by timing alone.
+FAULT_ENV = "HOOKDEPLOY_FAULT"
 
 
 class Worker:
@@ -46,6 +45,7 @@ class Worker:
         self.store = store
         self.id = name or f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
         self._client = None
+        self._engine_lost = False
 
     @property
     def client(self):
@@ -56,28 +56,88 @@ class Worker:
     # -- the loop ---------------------------------------------------------------------------
 
     def run(self, stop: threading.Event, drain: bool = False) -> None:
-        """Take jobs until `stop` is set (or, with `drain`, until nothing is queued)."""
+        """Take jobs until `stop` is set (or, with `drain`, until nothing is queued).
+
+        While the Docker engine does not answer, no job starts: the worker says so once and
+        tries again with backoff (with `drain` it gives up: DockerUnavailable)."""
         self.store.worker_beat(self.id)
-        self.recover()
-        last_recovery = last_beat = time.monotonic()
         try:
+            if not self.wait_for_engine(stop, give_up=drain):
+                return
+            self.heal()
+            self.recover()
+            last_recovery = last_beat = time.monotonic()
             while not stop.is_set():
-                job = self.store.claim(self.id, apps=list(self.config.apps))
+                queued = any(self.store.queued_count(app) for app in self.config.apps)
+                if queued and not self.wait_for_engine(stop, give_up=drain):
+                    break
+                job = self.store.claim(self.id, apps=list(self.config.apps)) if queued else None
                 if job is not None:
                     self.run_job(job, stop)
                     continue
-                if drain and not any(self.store.queued_count(app) for app in self.config.apps):
+                if drain and not queued:
                     break
                 now = time.monotonic()
                 if now - last_beat > HEARTBEAT_SECONDS:
                     self.store.worker_beat(self.id)
                     last_beat = now
                 if now - last_recovery > RECOVER_EVERY_SECONDS:
-                    self.recover()
+                    try:
+                        self.recover()
+                    except Exception as error:  # noqa: BLE001 - the engine went away between two looks
+                        log.warning("recovery postponed: %s", _one_line(error))
                     last_recovery = now
                 stop.wait(POLL_SECONDS)
         finally:
             self.store.worker_beat(self.id, stopped=True)
+
+    def wait_for_engine(self, stop: threading.Event, give_up: bool = False) -> bool:
+        """True once the Docker engine answers; False if told to stop first.
+
+        The first miss is logged once with the reason; then tries again after 1, 2, 4 ... 30 s.
+        When it answers again, routes and leftovers are put right: a restarted engine may have
+        given the live containers new addresses."""
+        delay = ENGINE_RETRY_SECONDS[0]
+        while not stop.is_set():
+            try:
+                self.client.ping()
+            except Exception as error:  # noqa: BLE001 - whatever the SDK raises, the engine is away
+                self._client = None
+                if give_up:
+                    raise DockerUnavailable(f"the Docker engine does not answer: {_one_line(error)}") from None
+                if not self._engine_lost:
+                    log.warning("the Docker engine does not answer (%s); no job starts until it does, "
+                                "trying again with backoff up to %.0f s", _one_line(error), ENGINE_RETRY_SECONDS[1])
+                self._engine_lost = True
+                self.store.worker_beat(self.id)
+                stop.wait(delay)
+                delay = min(delay * 2, ENGINE_RETRY_SECONDS[1])
+                continue
+            if self._engine_lost:
+                self._engine_lost = False
+                log.warning("the Docker engine answers again")
+                self.heal(repair_all=True)
+            return True
+        return False
+
+    def engine_answers(self) -> bool:
+        """True if the engine answers a ping now."""
+        try:
+            self.client.ping()
+            return True
+        except Exception:  # noqa: BLE001 - any failure means it does not
+            self._client = None
+            return False
+
+    def heal(self, repair_all: bool = False) -> None:
+        """Merge duplicate instance networks, and route each app moved (or, with `repair_all`, every
+        app) to its recorded live release again."""
+        try:
+            apps = pipeline.heal_networks(self.client, self.config)
+            for app in (set(self.config.apps) if repair_all else apps & set(self.config.apps)):
+                self.repair(app)
+        except Exception as error:  # noqa: BLE001 - the next start or engine return tries again
+            log.warning("could not check the instance's network and routes: %s", _one_line(error))
 
     def run_job(self, job: Job, stop: threading.Event) -> Job:
         """Run one claimed job to a final state, heartbeating all along."""
@@ -88,19 +148,23 @@ class Worker:
         try:
             state, error = self._deploy(job, stop)
         except Aborted:
-            state, error = JobState.INTERRUPTED, "the worker stopped before the switch; queued again"
+            state, error = JobState.INTERRUPTED, "the worker is restarting"
         except Exception as unexpected:  # noqa: BLE001 - a bug must end the job, not the worker
-            log.exception("%s: unexpected error", self._name(job))
+            if self.engine_answers():
+                log.exception("%s: unexpected error", self._name(job))
             state, error = JobState.FAILED, f"internal error: {type(unexpected).__name__}: {unexpected}"
         finally:
             beating.set()
             beat.join()
-        final = self.store.finish(job.id, state, error)
-        notify.send(self.config, self.store, final)
+        if state is JobState.FAILED and not self.engine_answers():
+            # Not the commit's fault: try it again once the engine is back.
+            state, error = JobState.INTERRUPTED, f"the Docker engine stopped answering ({_one_line(error)})"
         if state is JobState.INTERRUPTED:
-            self.store.enqueue(job.app, job.sha, kind=job.kind, trigger=Trigger.RETRY, ref=job.ref,
-                               coalesce=False, retry_of=job.id)
-        log.info("%s: %s%s", self._name(job), state.value, f": {error}" if error else "")
+            final, _ = self.store.interrupt(job.id, error)
+        else:
+            final = self.store.finish(job.id, state, error)
+        notify.send(self.config, self.store, final)
+        log.info("%s: %s%s", self._name(job), state.value, f": {final.error}" if final.error else "")
         return final
 
     def _heartbeat(self, job_id: int, done: threading.Event) -> None:
@@ -120,25 +184,27 @@ class Worker:
         candidate = image = None
         try:
             client = self.client
-            image = self._image(client, app, job)
+            image = self._image(client, app, job, stop)
             self._check_stop(stop)
             with self.step(job, "proxy ready"):
                 proxy_container = pipeline.ensure_proxy(client, self.config)
+            self._check_stop(stop)
             with self.step(job, "started candidate") as note:
                 candidate, ip = pipeline.start_candidate(client, self.config, app, job, image)
                 note(f"started candidate {candidate.name} at {ip}:{app.port}")
             self._fault("candidate")
+            self._check_stop(stop)
             with self.step(job, "health check") as note:
-                took = pipeline.check_health(candidate, ip, app)
+                took = pipeline.check_health(candidate, ip, app, stop)
                 note(f"health check passed in {took:.1f} s")
             self._fault("health")
             self._check_stop(stop)
-        except (StepFailed, HookdeployError) as error:
-            self._discard(app, job, candidate, image)
-            return JobState.FAILED, str(error)
-        except Aborted:
+        except Aborted:  # before HookdeployError, of which it is one: a stop is no failure
             self._discard(app, job, candidate, image)
             raise
+        except HookdeployError as error:
+            self._discard(app, job, candidate, image)
+            return JobState.FAILED, str(error)
         finally:
             pipeline.clean_build_dir(self.config, job)
 
@@ -180,7 +246,7 @@ class Worker:
             note(f"pruned {', '.join(pruned)}" if pruned else "no images to prune")
         return JobState.SUCCEEDED, None
 
-    def _image(self, client, app, job: Job) -> str:
+    def _image(self, client, app, job: Job, stop: threading.Event) -> str:
         """The job's image: reused when the engine has it (rollback, replay, retry), else built from git."""
         name = containers.image_name(self.config.server.name, app.name, job.sha)
         if containers.image_exists(client, name):
@@ -193,10 +259,11 @@ class Worker:
             context = pipeline.checkout(self.config, app, job)
             note(f"checked out {job.sha[:12]}")
         self._fault("checkout")
+        self._check_stop(stop)
         with self.step(job, "built image") as note:
             self.store.log(job.id, f"building {name}", kind="step")
             name = pipeline.build(client, self.config, app, job, context,
-                                  lambda lines: self.store.log_many(job.id, lines))
+                                  lambda lines: self.store.log_many(job.id, lines), stop)
             self.store.set_image(job.id, name)
             note(f"built {name}")
         self._fault("build")
@@ -217,8 +284,12 @@ class Worker:
                 if self._worker_dead(job)]
         recovered = []
         for job in dead:
+            live = self.store.live_release(job.app)
+            went_live = live is not None and live.job == job.id
+            newer = self.store.newer_job_queued(job.app, job.id)
             try:
-                job = self.store.finish(job.id, JobState.INTERRUPTED, "the worker died while running this job")
+                job, retry = self.store.interrupt(job.id, "the worker died while running this job",
+                                                  retry=not went_live and not newer)
             except HookdeployError:
                 continue  # another worker got there first
             recovered.append(job)
@@ -227,14 +298,11 @@ class Worker:
             pipeline.clean_build_dir(self.config, job)  # its own `finally` never ran
             with contextlib.suppress(HookdeployError):
                 self.repair(job.app)
-            live = self.store.live_release(job.app)
-            if live is not None and live.job == job.id:
+            if went_live:
                 self.store.log(job.id, f"{job.sha[:12]} had gone live before the worker died; no retry needed")
-            elif self.store.newer_job_queued(job.app, job.id):
+            elif newer:
                 self.store.log(job.id, "a newer job is queued; no retry")
             else:
-                retry = self.store.enqueue(job.app, job.sha, kind=job.kind, trigger=Trigger.RETRY, ref=job.ref,
-                                           coalesce=False, retry_of=job.id)
                 self.store.log(job.id, f"queued retry as job {retry.id}")
         return recovered
 
@@ -299,9 +367,18 @@ class Worker:
 
     @staticmethod
     def _fault(step: str) -> None:
-        if os.environ.get(FAULT_ENV) == step:
+        fault = os.environ.get(FAULT_ENV)
+        if fault == step:
             os.kill(os.getpid(), signal.SIGKILL)
+        elif fault == f"term:{step}":
+            os.kill(os.getpid(), signal.SIGTERM)
 
     @staticmethod
     def _name(job: Job) -> str:
         return f"{job.app} job {job.id} @ {job.sha[:7]}"
+
+
+def _one_line(error: object) -> str:
+    """An error's message on one line, short enough for a log line or a job's reason."""
+    text = " ".join(str(error).split()) or type(error).__name__
+    return text if len(text) <= 300 else text[:297] + "..."

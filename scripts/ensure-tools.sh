@@ -24,8 +24,9 @@ for command_name in "${!package_of[@]}"; do
         missing+=("${package_of[$command_name]}")
     fi
 done
-# scripts/test.sh makes a virtualenv; Debian's python3 needs python3-venv (ensurepip) for that.
-if [[ "$(command -v python3 || true)" == /usr/bin/python3 ]] && ! python3 -c 'import ensurepip' 2>/dev/null; then
+# scripts/ensure-venv.sh makes the virtualenv from Debian's /usr/bin/python3, which needs
+# python3-venv (ensurepip) for that.
+if [[ -x /usr/bin/python3 ]] && ! /usr/bin/python3 -c 'import ensurepip' 2>/dev/null; then
     missing+=(python3-venv)
 fi
 

@@ -8,6 +8,7 @@ removes exactly those (containers, images, network), so concurrent runs never to
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import os
@@ -20,7 +21,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, NamedTuple
+from typing import Any, Iterator, Mapping, NamedTuple
 
 import pytest
 
@@ -77,7 +78,7 @@ def free_port() -> int:
 
 
 def site_files(version: str, *, health: str | None = "healthy\n", dockerfile_tail: str = "",
-               extra: Mapping[str, str] | None = None) -> dict[str, str]:
+               extra: Mapping[str, "str | Link"] | None = None) -> dict[str, "str | Link"]:
     """The whole tree of a static site commit: nginx serving `version` at / and `health` at /health."""
     files = {
         "Dockerfile": f"FROM {BASE_IMAGE}\nCOPY site/ /usr/share/nginx/html/\n{dockerfile_tail}",
@@ -98,6 +99,12 @@ def git(*arguments: str, cwd: Path | None = None) -> str:
                           timeout=60).stdout.strip()
 
 
+class Link(NamedTuple):
+    """A symlink in a commit (as a value of the files mapping): where it points."""
+
+    target: str
+
+
 @dataclass
 class Repo:
     """An app's bare repo and a work clone that pushes to it; every commit is a whole snapshot."""
@@ -113,15 +120,18 @@ class Repo:
         git("remote", "add", "production", str(bare), cwd=work)
         return cls(bare, work)
 
-    def commit(self, files: Mapping[str, str], message: str = "change") -> str:
+    def commit(self, files: Mapping[str, "str | Link"], message: str = "change") -> str:
         """Replace the tree with `files`, commit, push to the bare repo; return the SHA."""
         for path in sorted(self.work.rglob("*"), reverse=True):
             if ".git" not in path.relative_to(self.work).parts:
-                path.unlink() if path.is_file() else path.rmdir()
+                path.unlink() if path.is_symlink() or path.is_file() else path.rmdir()
         for name, text in files.items():
             target = self.work / name
             target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_text(text)
+            if isinstance(text, Link):
+                target.symlink_to(text.target)
+            else:
+                target.write_text(text)
         git("add", "--all", cwd=self.work)
         git("commit", "--allow-empty", "-q", "-m", message, cwd=self.work)
         git("push", "-q", "production", "HEAD:deploy", cwd=self.work)
@@ -329,6 +339,19 @@ class Instance:
             _quietly(self.client.images.remove, image.id, force=True)
         for network in self.client.networks.list(filters=label):
             _quietly(network.remove)
+
+
+@contextlib.contextmanager
+def live_instance(root: Path, client, app: Mapping[str, Any], version: str) -> Iterator[Instance]:
+    """An instance whose one app `site` (configured with `app`) has `version` live; removed afterwards."""
+    made = Instance(root, client)
+    try:
+        made.configure({"site": app})
+        job = made.deploy("site", site_files(version))
+        assert job.state.value == "succeeded", job.error
+        yield made
+    finally:
+        made.cleanup()
 
 
 def _quietly(function, *arguments, **options) -> None:

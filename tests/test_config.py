@@ -295,6 +295,55 @@ def test_server_rules(write_config, server, problem):
     assert problems_of(write_config, {"site": {"repo": "/r.git"}}, server=server) == [problem]
 
 
+def test_no_proxy_is_trusted_by_default(write_config):
+    server = config.load(write_config({"site": {"repo": "/r.git"}})).server
+    assert server.trusted_proxy == ""
+    assert server.trusted_proxy_headers == ("x-forwarded-for", "x-forwarded-host", "x-forwarded-proto")
+
+
+@pytest.mark.parametrize("keys, trusted_proxy, trusted_proxy_headers", [
+    ({"trusted_proxy": "127.0.0.1"}, "127.0.0.1", ("x-forwarded-for", "x-forwarded-host", "x-forwarded-proto")),
+    ({"trusted_proxy": "0:0:0:0:0:0:0:1"}, "::1", None),  # the form waitress sees the peer's address in
+    ({"trusted_proxy": "FD00::5"}, "fd00::5", None),
+    ({"trusted_proxy": "*"}, "*", None),
+    ({"trusted_proxy": "10.0.0.2", "trusted_proxy_headers": ["X-Forwarded-Proto", "x-forwarded-proto"]},
+     "10.0.0.2", ("x-forwarded-proto",)),
+    ({"trusted_proxy": "10.0.0.2", "trusted_proxy_headers": ["forwarded"]}, "10.0.0.2", ("forwarded",)),
+    ({"trusted_proxy": "10.0.0.2", "trusted_proxy_headers": list(config.PROXY_HEADERS[:5])},
+     "10.0.0.2", ("x-forwarded-for", "x-forwarded-host", "x-forwarded-proto", "x-forwarded-port", "x-forwarded-by")),
+])
+def test_trusted_proxy_values(write_config, keys, trusted_proxy, trusted_proxy_headers):
+    server = config.load(write_config({"site": {"repo": "/r.git"}}, server=keys)).server
+    assert server.trusted_proxy == trusted_proxy
+    assert server.trusted_proxy_headers == (trusted_proxy_headers or config.ServerConfig().trusted_proxy_headers)
+
+
+NOT_AN_ADDRESS = 'server.trusted_proxy: must be an IP address (or "*" for any peer), not '
+
+
+@pytest.mark.parametrize("keys, problems", [
+    ({"trusted_proxy": "localhost"}, [NOT_AN_ADDRESS + "'localhost'"]),
+    ({"trusted_proxy": "127.0.0.1:8443"}, [NOT_AN_ADDRESS + "'127.0.0.1:8443'"]),
+    ({"trusted_proxy": "10.0.0.0/8"}, [NOT_AN_ADDRESS + "'10.0.0.0/8'"]),
+    ({"trusted_proxy": ["127.0.0.1"]}, ["server.trusted_proxy: must be a string, not [\"127.0.0.1\"]"]),
+    ({"trusted_proxy_headers": "x-forwarded-proto"},
+     ["server.trusted_proxy_headers: must be a list, not 'x-forwarded-proto'"]),
+    ({"trusted_proxy_headers": [1]}, ["server.trusted_proxy_headers: must be a list of strings"]),
+    ({"trusted_proxy_headers": []},
+     ["server.trusted_proxy_headers: must name at least one header (leave trusted_proxy empty to believe none)"]),
+    ({"trusted_proxy_headers": ["x-real-ip", "x-forwarded-proto", "x-forwarded-server"]},
+     ["server.trusted_proxy_headers: 'x-real-ip' is not one of x-forwarded-for, x-forwarded-host, x-forwarded-proto, "
+      "x-forwarded-port, x-forwarded-by, forwarded",
+      "server.trusted_proxy_headers: 'x-forwarded-server' is not one of x-forwarded-for, x-forwarded-host, "
+      "x-forwarded-proto, x-forwarded-port, x-forwarded-by, forwarded"]),
+    ({"trusted_proxy_headers": ["forwarded", "x-forwarded-for"]},
+     ["server.trusted_proxy_headers: \"forwarded\" and the x-forwarded-* headers exclude each other"]),
+    ({"trusted_proxy_count": 2}, ["server.trusted_proxy_count: unknown key"]),
+])
+def test_trusted_proxy_rules(write_config, keys, problems):
+    assert problems_of(write_config, {"site": {"repo": "/r.git"}}, server=keys) == problems
+
+
 # -- all at once --------------------------------------------------------------------------------------------
 
 BROKEN = """\

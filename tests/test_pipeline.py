@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from docker_helpers import (BASE_IMAGE, Instance, Load, docker_engine, instance, make_instance,  # noqa: F401
+from docker_helpers import (BASE_IMAGE, Instance, Link, Load, docker_engine, instance, make_instance,  # noqa: F401
                             site_files)
 from hookdeploy.models import JobKind, JobState, ReleaseState, Trigger
 
@@ -123,6 +123,9 @@ FAILURES = {
         site_files("hanging", dockerfile_tail='CMD ["nc", "-ll", "-p", "80", "-e", "sleep", "30"]\n'),
         r"^unhealthy after [\d.]+ s: GET /health no answer: timed out$"),
     "health body lacks `contains`": (site_files("sick", health="sick\n"), r"GET /health body lacks 'healthy'$"),
+    # Checked out on Debian 12's Python 3.11.2 too: refused before any build could read the host's file.
+    "symlink to a file outside the checkout": (site_files("leaky", extra={"leak": Link("/etc/shadow")}),
+                                               r"symlink 'leak' points outside the checkout \(to '/etc/shadow'\)"),
 }
 
 

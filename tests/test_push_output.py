@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+import threading
 import time
 
 import pytest
@@ -111,3 +112,38 @@ def test_wait_exits_0_when_live_and_1_when_not_and_logs_follow_ends_with_the_job
     failed = instance.cli("replay", "site", bad, "--wait")
     assert failed.returncode == 1 and "failed" in failed.stdout.splitlines()[-1]
     assert instance.get().release != bad[:12]
+
+
+def test_a_restart_during_the_build_tells_the_pusher_and_follows_the_retry_live(instance):
+    instance.configure({"site": {}})
+    assert instance.cli("init-repo", "site").returncode == 0
+    command = [str(HOOKDEPLOY), "--config", str(instance.config_path), "worker"]
+    first = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    second = None
+    try:
+        deadline = time.monotonic() + 20
+        while not instance.store.worker_alive(10) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        seen: list[str] = []
+        pushing = threading.Thread(target=lambda: seen.append(push(instance, site_files(
+            "after a restart", dockerfile_tail="RUN sleep 3 && echo slow step\n"))[1]))
+        pushing.start()
+        deadline = time.monotonic() + 60
+        while not any("RUN sleep 3" in event.message for job in instance.store.jobs("site", limit=1)
+                      for event in instance.store.events(job.id)):
+            assert time.monotonic() < deadline, "the build never reached its RUN step"
+            time.sleep(0.05)
+        first.terminate()  # what `systemctl restart` sends
+        assert first.wait(30) == 0
+        second = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        pushing.join(180)
+        assert not pushing.is_alive()
+    finally:
+        for worker in (first, second):
+            if worker is not None and worker.poll() is None:
+                worker.terminate()
+                worker.wait(60)
+    [interrupted, retry] = sorted(instance.store.jobs("site"), key=lambda job: job.id)
+    assert f"-----> interrupted: the worker is restarting; queued again as job {retry.id}" in seen[0]
+    assert f"-----> Switched: http://127.0.0.1:{instance.port} serves {retry.sha[:12]}" in seen[0]
+    assert instance.get().release == retry.sha[:12]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from docker_helpers import Instance, Load, died_of_sigkill, docker_engine, site_files  # noqa: F401
+from docker_helpers import Load, died_of_sigkill, docker_engine, live_instance, site_files  # noqa: F401
 from hookdeploy.models import JobState, Trigger
 
 pytestmark = pytest.mark.docker
@@ -22,14 +22,8 @@ SWITCHED = ("switch", "drain")
 @pytest.fixture(scope="module")
 def crash_site(docker_engine, tmp_path_factory):  # noqa: F811
     """An instance with a release live, shared by the crash cases."""
-    made = Instance(tmp_path_factory.mktemp("crash-site"), docker_engine)
-    try:
-        made.configure({"site": {}})
-        job = made.deploy("site", site_files("before any crash"))
-        assert job.state is JobState.SUCCEEDED, job.error
+    with live_instance(tmp_path_factory.mktemp("crash-site"), docker_engine, {}, "before any crash") as made:
         yield made
-    finally:
-        made.cleanup()
 
 
 @pytest.mark.parametrize("step", ["checkout", "build", "candidate", "health", "switch", "drain"])
