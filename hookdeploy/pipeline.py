@@ -37,6 +37,9 @@ def checkout(config: Config, app: AppConfig, job: Job) -> Path:
         source = gitops.export(repo, job.sha, build_dir(config, job))
     except GitError as error:
         raise StepFailed(str(error)) from None
+    except OSError as error:  # a full disk, most likely
+        raise StepFailed(f"checkout of {job.sha[:12]} into {build_dir(config, job)} failed: "
+                         f"{error.strerror or error}") from None
     context = source / app.context
     if not (context / app.dockerfile).is_file():
         raise StepFailed(f"{app.dockerfile} not found in {app.context!r} at {job.sha[:12]}")

@@ -23,6 +23,7 @@ import waitress.task
 
 from hookdeploy import logsetup
 from hookdeploy.config import Config
+from hookdeploy.errors import HookdeployError
 from hookdeploy.receiver import create_app
 from hookdeploy.store import Store
 
@@ -126,6 +127,10 @@ def _serve(config: Config, store: Store, with_worker: bool) -> int:
         def run_worker() -> None:
             try:
                 worker.run(worker_stop)
+            except HookdeployError as error:  # the store or the engine refused: said in one line
+                log.error("the worker stopped: %s; shutting down so a supervisor restarts us", error)
+                failed.set()
+                stop.set()
             except BaseException:
                 log.exception("the worker stopped unexpectedly; shutting down so a supervisor restarts us")
                 failed.set()

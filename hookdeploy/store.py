@@ -21,6 +21,48 @@ from hookdeploy.models import (Event, Job, JobKind, JobState, Release, ReleaseSt
 
 BUSY_TIMEOUT_MS = 30_000
 
+# What a person can do about the errors SQLite reports in a few words.
+_ADVICE = {
+    "file is not a database": "restore it from a backup, or move it away to start an empty store",
+    "database disk image is malformed": "restore it from a backup, or move it away to start an empty store",
+    "database is locked": f"another process held it for over {BUSY_TIMEOUT_MS // 1000} s "
+                          "(a sqlite3 shell or a backup left open?)",
+    "unable to open database file": "check that state_dir exists and the hookdeploy user can write it",
+    "attempt to write a readonly database": "give the hookdeploy user write access to it and its folder",
+    "disk i/o error": "check the disk (full or failing?)",
+    "database or disk is full": "free space on the disk that holds state_dir",
+}
+
+
+def store_error(path: Path, error: BaseException) -> StoreError:
+    """One line naming the store, what SQLite (or the OS) said, and what to do about it."""
+    text = str(error).strip() or type(error).__name__
+    advice = _ADVICE.get(text.lower())
+    return StoreError(f"job store {path}: {text}" + (f" ({advice})" if advice else ""))
+
+
+class _Connection(sqlite3.Connection):
+    """A connection whose failures are StoreErrors that name the file (so never a traceback);
+    constraint violations stay IntegrityErrors."""
+
+    store_path: Path
+
+    def execute(self, *arguments):
+        try:
+            return super().execute(*arguments)
+        except sqlite3.IntegrityError:
+            raise  # the database enforcing a rule: callers (and tests) look for exactly this
+        except sqlite3.Error as error:
+            raise store_error(self.store_path, error) from None
+
+    def executemany(self, *arguments):
+        try:
+            return super().executemany(*arguments)
+        except sqlite3.IntegrityError:
+            raise  # the database enforcing a rule: callers (and tests) look for exactly this
+        except sqlite3.Error as error:
+            raise store_error(self.store_path, error) from None
+
 # Each entry moves the schema one version up; never edit one that has shipped, add another.
 MIGRATIONS = [
     # 1: jobs, their events, releases
@@ -103,16 +145,20 @@ class Store:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self.migrate()
-        except (OSError, sqlite3.Error) as error:
-            raise StoreError(f"job store {self.path}: {error}") from None
+        except OSError as error:
+            raise store_error(self.path, error.strerror or error) from None
 
     # -- connections and transactions -------------------------------------------------
 
     def _connection(self) -> sqlite3.Connection:
         connection = getattr(self._local, "connection", None)
         if connection is None:
-            connection = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None,
-                                         check_same_thread=False)
+            try:
+                connection = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None,
+                                             check_same_thread=False, factory=_Connection)
+            except sqlite3.Error as error:
+                raise store_error(self.path, error) from None
+            connection.store_path = self.path
             connection.row_factory = sqlite3.Row
             connection.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
             connection.execute("PRAGMA journal_mode = WAL")
@@ -128,10 +174,11 @@ class Store:
         connection.execute("BEGIN IMMEDIATE")
         try:
             yield connection
+            connection.execute("COMMIT")
         except BaseException:
-            connection.execute("ROLLBACK")
+            with contextlib.suppress(StoreError):  # a failed statement may have ended it already
+                connection.execute("ROLLBACK")
             raise
-        connection.execute("COMMIT")
 
     def close(self) -> None:
         """Close this thread's connection."""

@@ -1,4 +1,5 @@
-"""The Docker engine away (issue 8): when the worker starts and in the middle of a job.
+"""The Docker engine away (issue 8): when the worker starts and in the middle of a job; and a
+full disk under the build folder.
 
 The worker reaches the real engine through a socket relay the test can cut and restore
 (DOCKER_HOST=unix://RELAY), which is what a worker sees when dockerd stops or restarts: its
@@ -190,3 +191,29 @@ def test_engine_gone_during_the_build_interrupts_the_job_and_the_retry_goes_live
     assert site.container_names() == site.expected_containers()
     assert "Traceback" not in output, output
     assert load.errors == [], f"{len(load.errors)} of {load.requests} requests failed: {load.errors[:5]}"
+
+
+def test_a_full_disk_during_the_checkout_fails_the_job_with_the_reason_and_the_site_keeps_serving(
+        docker_engine, tmp_path):  # noqa: F811
+    with live_instance(tmp_path, docker_engine, {}, "live before the disk filled") as site:
+        old = site.store.live_release("site")
+        builds = site.state_dir / "builds"
+        builds.mkdir(exist_ok=True)
+        # A 64 KiB filesystem where build folders go: the store beside it still has room.
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(builds)], check=True)
+        try:
+            big = site_files("too big for the disk", extra={"site/big.html": "x" * 512 * 1024})
+            job = site.enqueue("site", site.commit("site", big))
+            worker = site.worker_process()
+        finally:
+            subprocess.run(["umount", str(builds)], check=True)
+        assert worker.returncode == 0, worker.stderr
+        assert "Traceback" not in worker.stderr
+        failed = site.store.job(job.id)
+        assert failed.state is JobState.FAILED
+        assert failed.error.startswith(f"checkout of {job.sha[:12]} into {builds / str(job.id)} failed: "
+                                       "No space left on device"), failed.error
+        assert site.store.live_release("site") == old
+        answer = site.get()
+        assert (answer.status, answer.release) == (200, old.sha[:12])
+        assert site.container_names() == site.expected_containers()
