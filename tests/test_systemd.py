@@ -29,9 +29,9 @@ def localized(unit: Path, folder: Path) -> Path:
     return copy
 
 
-def test_there_are_units_for_serve_and_for_the_split_pair():
+def test_there_are_units_for_serve_the_split_pair_and_more_workers():
     assert [unit.name for unit in UNITS] == ["hookdeploy-receiver.service", "hookdeploy-worker.service",
-                                             "hookdeploy.service"]
+                                             "hookdeploy-worker@.service", "hookdeploy.service"]
 
 
 @pytest.mark.parametrize("unit", UNITS, ids=[unit.name for unit in UNITS])
