@@ -30,6 +30,12 @@ if [[ -x /usr/bin/python3 ]] && ! /usr/bin/python3 -c 'import ensurepip' 2>/dev/
     missing+=(python3-venv)
 fi
 
+# Playwright's bundled node (the driver of the dashboard's browser test) links libatomic.so.1,
+# which a minimal Debian does not have.
+if ! ldconfig -p 2>/dev/null | grep -q 'libatomic\.so\.1 '; then
+    missing+=(libatomic1)
+fi
+
 if ((${#missing[@]} == 0)); then
     exit 0
 fi
