@@ -186,12 +186,13 @@ def build(client: docker.DockerClient, context: Path, dockerfile: str, tag: str,
     deadline = time.monotonic() + timeout
     pending = ""
     while True:
+        # Seen within half a second, whether the build is quiet (a RUN sleep) or chatty.
+        if stop is not None and stop.is_set():
+            _cancel(api, thread)
+            raise Aborted()
         try:
             item = lines.get(timeout=max(0.0, min(0.5, deadline - time.monotonic())))
         except queue.Empty:
-            if stop is not None and stop.is_set():
-                _cancel(api, thread)
-                raise Aborted()
             if time.monotonic() >= deadline:
                 _cancel(api, thread)
                 raise StepFailed(f"build timed out after {timeout:.0f} s")
@@ -211,9 +212,6 @@ def build(client: docker.DockerClient, context: Path, dockerfile: str, tag: str,
             on_lines(complete)
         if done:
             break
-        if stop is not None and stop.is_set():  # a chatty build never leaves the queue empty
-            _cancel(api, thread)
-            raise Aborted()
     if pending.strip():
         on_lines([pending.rstrip()])
     api.close()

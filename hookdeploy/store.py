@@ -48,16 +48,14 @@ class _Connection(sqlite3.Connection):
     store_path: Path
 
     def execute(self, *arguments):
-        try:
-            return super().execute(*arguments)
-        except sqlite3.IntegrityError:
-            raise  # the database enforcing a rule: callers (and tests) look for exactly this
-        except sqlite3.Error as error:
-            raise store_error(self.store_path, error) from None
+        return self._named(super().execute, arguments)
 
     def executemany(self, *arguments):
+        return self._named(super().executemany, arguments)
+
+    def _named(self, call, arguments: tuple):
         try:
-            return super().executemany(*arguments)
+            return call(*arguments)
         except sqlite3.IntegrityError:
             raise  # the database enforcing a rule: callers (and tests) look for exactly this
         except sqlite3.Error as error:
@@ -279,12 +277,15 @@ class Store:
         if not state.finished:
             raise StoreError(f"job {job_id}: {state.value} is not a final state")
         with self.transaction() as db:
-            changed = db.execute("UPDATE jobs SET state = ?, finished_at = ?, error = ? WHERE id = ? AND state = 'running'",
-                                 (state.value, utcnow(), error, job_id)).rowcount
-            if not changed:
-                raise StoreError(f"job {job_id} is not running")
-            self._event(db, job_id, "state", state.value + (f": {error}" if error else ""))
-            return self._job(db, job_id)
+            return self._finish(db, job_id, state, error)
+
+    def _finish(self, db, job_id: int, state: JobState, error: str | None) -> Job:
+        changed = db.execute("UPDATE jobs SET state = ?, finished_at = ?, error = ? WHERE id = ? AND state = 'running'",
+                             (state.value, utcnow(), error, job_id)).rowcount
+        if not changed:
+            raise StoreError(f"job {job_id} is not running")
+        self._event(db, job_id, "state", state.value + (f": {error}" if error else ""))
+        return self._job(db, job_id)
 
     def interrupt(self, job_id: int, reason: str, retry: bool = True) -> tuple[Job, Job | None]:
         """End a running job `interrupted` and, with `retry`, queue its one retry in the same commit.
@@ -299,10 +300,7 @@ class Store:
             if retry:
                 again = self._insert_job(db, job.app, job.sha, job.kind, Trigger.RETRY, job.ref, False, job.id)
                 reason = f"{reason}; queued again as job {again.id}"
-            db.execute("UPDATE jobs SET state = 'interrupted', finished_at = ?, error = ? WHERE id = ?",
-                       (utcnow(), reason, job_id))
-            self._event(db, job_id, "state", f"interrupted: {reason}")
-            return self._job(db, job_id), again
+            return self._finish(db, job_id, JobState.INTERRUPTED, reason), again
 
     def retry_of(self, job_id: int) -> Job | None:
         """The job queued to retry job `job_id`, if any."""

@@ -145,20 +145,22 @@ class Worker:
         beat = threading.Thread(target=self._heartbeat, args=(job.id, beating), daemon=True,
                                 name=f"heartbeat-{job.id}")
         beat.start()
+        unexpected = None
         try:
             state, error = self._deploy(job, stop)
         except Aborted:
             state, error = JobState.INTERRUPTED, "the worker is restarting"
-        except Exception as unexpected:  # noqa: BLE001 - a bug must end the job, not the worker
-            if self.engine_answers():
-                log.exception("%s: unexpected error", self._name(job))
-            state, error = JobState.FAILED, f"internal error: {type(unexpected).__name__}: {unexpected}"
+        except Exception as raised:  # noqa: BLE001 - a bug must end the job, not the worker
+            unexpected = raised
+            state, error = JobState.FAILED, f"internal error: {type(raised).__name__}: {raised}"
         finally:
             beating.set()
             beat.join()
         if state is JobState.FAILED and not self.engine_answers():
             # Not the commit's fault: try it again once the engine is back.
             state, error = JobState.INTERRUPTED, f"the Docker engine stopped answering ({_one_line(error)})"
+        elif unexpected is not None:
+            log.error("%s: unexpected error", self._name(job), exc_info=unexpected)
         if state is JobState.INTERRUPTED:
             final, _ = self.store.interrupt(job.id, error)
         else:
