@@ -288,16 +288,21 @@ class Store:
         return self._job(db, job_id)
 
     def interrupt(self, job_id: int, reason: str, retry: bool = True) -> tuple[Job, Job | None]:
-        """End a running job `interrupted` and, with `retry`, queue its one retry in the same commit.
+        """End a running job `interrupted` and, with `retry`, queue its one retry in the same commit,
+        unless a newer job of the app is queued already (DESIGN: "queued once unless a newer one is").
 
-        The reason then names the retry ("...; queued again as job N"), so whoever follows the job
-        knows which one to follow next. StoreError if the job is not running."""
+        The reason then names what runs next ("...; queued again as job N" or "...; job N is queued
+        after it"), so whoever follows the job knows which one to follow. StoreError if it is not running."""
         with self.transaction() as db:
             job = self._job(db, job_id)
             if job is None or job.state is not JobState.RUNNING:
                 raise StoreError(f"job {job_id} is not running")
             again = None
-            if retry:
+            newer = db.execute("SELECT id FROM jobs WHERE app = ? AND state = 'queued' AND id > ? ORDER BY id DESC",
+                               (job.app, job_id)).fetchone()
+            if retry and newer is not None:
+                reason = f"{reason}; job {newer['id']} is queued after it"
+            elif retry:
                 again = self._insert_job(db, job.app, job.sha, job.kind, Trigger.RETRY, job.ref, False, job.id)
                 reason = f"{reason}; queued again as job {again.id}"
             return self._finish(db, job_id, JobState.INTERRUPTED, reason), again
@@ -384,11 +389,6 @@ class Store:
         """The app's running job, if any."""
         found = self._jobs("WHERE state = 'running' AND app = ?", (app,))
         return found[0] if found else None
-
-    def newer_job_queued(self, app: str, than: int) -> bool:
-        """True if a job of the app newer than job `than` is queued."""
-        return self._connection().execute("SELECT 1 FROM jobs WHERE app = ? AND state = 'queued' AND id > ?",
-                                          (app, than)).fetchone() is not None
 
     def query(self, sql: str, params: tuple = ()) -> list[sqlite3.Row]:
         """The rows of a read-only query, for reports across tables (metrics)."""

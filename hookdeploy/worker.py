@@ -288,10 +288,8 @@ class Worker:
         for job in dead:
             live = self.store.live_release(job.app)
             went_live = live is not None and live.job == job.id
-            newer = self.store.newer_job_queued(job.app, job.id)
             try:
-                job, retry = self.store.interrupt(job.id, "the worker died while running this job",
-                                                  retry=not went_live and not newer)
+                job, retry = self.store.interrupt(job.id, "the worker died while running this job", retry=not went_live)
             except HookdeployError:
                 continue  # another worker got there first
             recovered.append(job)
@@ -302,7 +300,7 @@ class Worker:
                 self.repair(job.app)
             if went_live:
                 self.store.log(job.id, f"{job.sha[:12]} had gone live before the worker died; no retry needed")
-            elif newer:
+            elif retry is None:
                 self.store.log(job.id, "a newer job is queued; no retry")
             else:
                 self.store.log(job.id, f"queued retry as job {retry.id}")

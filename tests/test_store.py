@@ -113,6 +113,26 @@ def test_finish_with_an_error_keeps_it(store, final):
     assert log_messages(store, job.id)[-1] == f"state: {final.value}: health check: 502"
 
 
+def test_interrupt_queues_one_retry_in_the_same_commit_unless_a_newer_job_is_queued(store):
+    store.enqueue("site", fake_sha(1))
+    running = store.claim("w1")
+    interrupted, retry = store.interrupt(running.id, "the worker is restarting")
+    assert interrupted.state is JobState.INTERRUPTED
+    assert interrupted.error == f"the worker is restarting; queued again as job {retry.id}"
+    assert (retry.sha, retry.kind, retry.trigger, retry.state, retry.retry_of) == (
+        fake_sha(1), JobKind.DEPLOY, Trigger.RETRY, JobState.QUEUED, running.id)
+    assert store.retry_of(running.id) == retry
+
+    again = store.claim("w1")
+    newer = store.enqueue("site", fake_sha(2))  # pushed while the retry ran
+    interrupted, none = store.interrupt(again.id, "the worker is restarting")
+    assert none is None and store.retry_of(again.id) is None
+    assert interrupted.error == f"the worker is restarting; job {newer.id} is queued after it"
+    assert [job.id for job in store.jobs("site", states=(JobState.QUEUED,))] == [newer.id]
+    with pytest.raises(StoreError, match="is not running"):
+        store.interrupt(again.id, "twice")
+
+
 def test_only_running_jobs_can_finish_and_only_in_final_states(store):
     job = store.enqueue("site", SHA_A)
     with pytest.raises(StoreError, match="is not running"):
