@@ -23,8 +23,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from hookdeploy.models import JobState, utcnow
-from hookdeploy.store import Store
+from hookdeploy.core.models import JobState, utcnow
+from hookdeploy.core.store import Store
 
 HOOKDEPLOY = str(Path(sys.executable).parent / "hookdeploy")
 APPS = ("site", "api", "docs", "shop")

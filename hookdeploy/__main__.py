@@ -1,6 +1,6 @@
 """The `hookdeploy` console script and `python -m hookdeploy`.
 
-`hook APP`, which post-receive runs inside every push, goes straight to hookdeploy.hook
+`hook APP`, which post-receive runs inside every push, goes straight to hookdeploy.cli.hook
 without importing click and the rest of the CLI: that halves what the hook adds to a push.
 """
 
@@ -9,12 +9,12 @@ import sys
 
 def main() -> None:
     """Run the post-receive fast path, or the click command line."""
-    from hookdeploy import hook
+    from hookdeploy.cli import hook
 
     fast = hook.fast_path_arguments(sys.argv[1:])
     if fast is not None:
         sys.exit(hook.run(*fast))
-    from hookdeploy.cli import main as cli_main
+    from hookdeploy.cli.main import main as cli_main
 
     cli_main()
 

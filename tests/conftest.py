@@ -162,7 +162,7 @@ def invoke(monkeypatch):
     """
     from click.testing import CliRunner
 
-    from hookdeploy.cli import cli
+    from hookdeploy.cli.main import cli
 
     monkeypatch.delenv("HOOKDEPLOY_CONFIG", raising=False)
 
@@ -251,7 +251,7 @@ def pushed_clone(work_clone: WorkClone) -> WorkClone:
 @pytest.fixture
 def store(state_dir: Path):
     """The job store at <tmp>/state/hookdeploy.db: the one configs from `write_config` use."""
-    from hookdeploy.store import Store
+    from hookdeploy.core.store import Store
 
     opened = Store(state_dir / "hookdeploy.db")
     yield opened

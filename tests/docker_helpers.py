@@ -250,14 +250,14 @@ class Instance:
 
     @property
     def config(self):
-        from hookdeploy.config import load
+        from hookdeploy.core.config import load
 
         return load(self.config_path)
 
     @property
     def store(self):
         if self._store is None:
-            from hookdeploy.store import Store
+            from hookdeploy.core.store import Store
 
             self._store = Store(self.state_dir / "hookdeploy.db")
         return self._store
@@ -274,7 +274,7 @@ class Instance:
 
     def work(self) -> None:
         """Run a worker in this process until nothing is queued."""
-        from hookdeploy.worker import Worker
+        from hookdeploy.engine.worker import Worker
 
         Worker(self.config, self.store).run(threading.Event(), drain=True)
 

@@ -9,11 +9,11 @@ from dataclasses import dataclass
 
 import pytest
 
-from hookdeploy import config as configuration
-from hookdeploy import tokens
-from hookdeploy.models import JobKind, JobState, Trigger
-from hookdeploy.receiver import create_app
-from hookdeploy.store import Store
+from hookdeploy.core import config as configuration
+from hookdeploy.core import tokens
+from hookdeploy.core.models import JobKind, JobState, Trigger
+from hookdeploy.web.app import create_app
+from hookdeploy.core.store import Store
 from webhook_helpers import SECRETS, Server, free_port, git, make_repo, request, write_config
 
 

@@ -15,8 +15,8 @@ from pathlib import Path
 import git as gitpython
 import pytest
 
-from hookdeploy import gitops
-from hookdeploy.errors import GitError
+from hookdeploy.engine import gitops
+from hookdeploy.core.errors import GitError
 
 GIT = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
 

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from hookdeploy.models import JobKind, JobState, Trigger
-from hookdeploy.store import Store
+from hookdeploy.core.models import JobKind, JobState, Trigger
+from hookdeploy.core.store import Store
 
 from conftest import HOOKDEPLOY, fake_sha, git
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from hookdeploy import config
-from hookdeploy.errors import ConfigError
+from hookdeploy.core import config
+from hookdeploy.core.errors import ConfigError
 
 from conftest import toml_document
 

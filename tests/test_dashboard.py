@@ -15,12 +15,12 @@ from pathlib import Path
 import pytest
 
 from docker_helpers import docker_engine, instance, site_files  # noqa: F401
-from hookdeploy import config as configuration
-from hookdeploy import tokens
-from hookdeploy.dashboard import COOKIE
-from hookdeploy.models import JobKind, JobState, Trigger
-from hookdeploy.receiver import create_app
-from hookdeploy.store import Store
+from hookdeploy.core import config as configuration
+from hookdeploy.core import tokens
+from hookdeploy.web.dashboard import COOKIE
+from hookdeploy.core.models import JobKind, JobState, Trigger
+from hookdeploy.web.app import create_app
+from hookdeploy.core.store import Store
 from webhook_helpers import SECRETS, Server, make_repo, write_config
 
 SECRET = SECRETS["HOOKDEPLOY_SECRET"].encode()

@@ -13,7 +13,7 @@ import subprocess
 import pytest
 
 from docker_helpers import docker_engine, instance, site_files  # noqa: F401
-from hookdeploy import doctor
+from hookdeploy.cli import doctor
 
 # Names no environment sets: the secrets these tests leave missing.
 SERVER_SECRET = "HOOKDEPLOY_DOCTOR_TEST_SERVER_SECRET"

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from docker_helpers import HOOKDEPLOY, Instance, Load, docker_engine, live_instance, site_files  # noqa: F401
-from hookdeploy.models import JobState, Trigger
+from hookdeploy.core.models import JobState, Trigger
 
 pytestmark = pytest.mark.docker
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from hookdeploy.models import JobState, Trigger
-from hookdeploy.store import Store
+from hookdeploy.core.models import JobState, Trigger
+from hookdeploy.core.store import Store
 
 from conftest import ZERO_SHA, fake_sha, git
 

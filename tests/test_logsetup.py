@@ -7,7 +7,7 @@ import logging
 import os
 import re
 
-from hookdeploy import logsetup
+from hookdeploy.core import logsetup
 from webhook_helpers import Server, free_port, make_repo, write_config
 
 STAMP = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} "
@@ -27,7 +27,7 @@ def test_serve_under_systemd_logs_priorities_without_its_own_timestamp(tmp_path)
     server = Server(config, port, log, env={"JOURNAL_STREAM": journal_stream(log)}).start()
     assert server.stop() == 0
     lines = log.read_text().splitlines()
-    assert any(re.fullmatch(r"<6>INFO hookdeploy\.server: serving on http://127\.0\.0\.1:\d+ .*", line)
+    assert any(re.fullmatch(r"<6>INFO hookdeploy\.web\.server: serving on http://127\.0\.0\.1:\d+ .*", line)
                for line in lines), lines
     assert not any(re.match(STAMP, line) for line in lines), "journald stamps lines itself"
 
@@ -43,7 +43,7 @@ def test_serve_elsewhere_logs_its_own_timestamp(tmp_path):
     server = Server(config, port, log, env={"JOURNAL_STREAM": journal_stream(other)}).start()
     assert server.stop() == 0
     lines = log.read_text().splitlines()
-    assert any(re.match(STAMP + r"INFO hookdeploy\.server: serving on ", line) for line in lines), lines
+    assert any(re.match(STAMP + r"INFO hookdeploy\.web\.server: serving on ", line) for line in lines), lines
     assert not any(line.startswith("<") for line in lines)
 
 

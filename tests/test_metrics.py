@@ -10,11 +10,12 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from hookdeploy import config as configuration
-from hookdeploy import metrics, worker
-from hookdeploy.models import JobState, parse_time
-from hookdeploy.receiver import create_app
-from hookdeploy.store import Store
+from hookdeploy.core import config as configuration
+from hookdeploy.engine import worker
+from hookdeploy.web import metrics
+from hookdeploy.core.models import JobState, parse_time
+from hookdeploy.web.app import create_app
+from hookdeploy.core.store import Store
 
 from webhook_helpers import SECRETS, delivery, fixture, make_repo, signed_headers, write_config
 

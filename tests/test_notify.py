@@ -9,10 +9,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from hookdeploy import config, notify
-from hookdeploy.errors import ConfigError
-from hookdeploy.models import JobState
-from hookdeploy.store import Store
+from hookdeploy.core import config
+from hookdeploy.engine import notify
+from hookdeploy.core.errors import ConfigError
+from hookdeploy.core.models import JobState
+from hookdeploy.core.store import Store
 
 from conftest import toml_document
 from docker_helpers import docker_engine, instance, site_files  # noqa: F401 (fixtures)
@@ -188,7 +189,7 @@ def test_real_deploys_are_notified_by_the_worker_and_counted_by_metrics(instance
     """The worker's one call after finish, end to end; and /metrics labels every step the real worker logs."""
     from prometheus_client.parser import text_string_to_metric_families
 
-    from hookdeploy.receiver import create_app
+    from hookdeploy.web.app import create_app
 
     receiver = receiver_factory(failures=1)
     path = instance.configure({"site": {"health": {"deadline": 2.5}}})

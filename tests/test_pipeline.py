@@ -15,7 +15,7 @@ import pytest
 
 from docker_helpers import (BASE_IMAGE, Instance, Link, Load, docker_engine, instance, make_instance,  # noqa: F401
                             site_files)
-from hookdeploy.models import JobKind, JobState, ReleaseState, Trigger
+from hookdeploy.core.models import JobKind, JobState, ReleaseState, Trigger
 
 pytestmark = pytest.mark.docker
 

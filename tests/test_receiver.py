@@ -28,11 +28,11 @@ from hypothesis import event as record_outcome
 from hypothesis import strategies as st
 
 from docker_helpers import docker_engine, instance, site_files  # noqa: F401 (fixtures)
-from hookdeploy import config as configuration
-from hookdeploy import webhooks
-from hookdeploy.models import JobState, Trigger
-from hookdeploy.receiver import create_app
-from hookdeploy.store import Store
+from hookdeploy.core import config as configuration
+from hookdeploy.web import webhooks
+from hookdeploy.core.models import JobState, Trigger
+from hookdeploy.web.app import create_app
+from hookdeploy.core.store import Store
 from webhook_helpers import (FIXTURE_OF, HOOKDEPLOY, PROVIDER_OF, SECRET_OF, SECRETS, Server, delivery, environment,
                              fixture, form_encoded, free_port, make_repo, push_body, request, signed_headers,
                              write_config)
@@ -219,7 +219,7 @@ def test_other_events_branches_tags_and_deletions_are_ignored(receiver):
 
 def test_pinned_repository(receiver, caplog):
     other = push_body("github", receiver.shas[-1], repository={"full_name": "mallory/site"})
-    with caplog.at_level(logging.WARNING, logger="hookdeploy.receiver"):
+    with caplog.at_level(logging.WARNING, logger="hookdeploy.web.receiver"):
         ignored = signed(receiver, "pinned", other)
     assert ignored.status_code == 200 and "mallory/site" in one_json_line(ignored)["ignored"]
     assert any("another repository" in record.getMessage() for record in caplog.records)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 
 from docker_helpers import Load, died_of_sigkill, docker_engine, live_instance, site_files  # noqa: F401
-from hookdeploy.models import JobState, Trigger
+from hookdeploy.core.models import JobState, Trigger
 
 pytestmark = pytest.mark.docker
 

@@ -18,7 +18,7 @@ import time
 import pytest
 
 from docker_helpers import HOOKDEPLOY, Load, docker_engine, live_instance, site_files  # noqa: F401
-from hookdeploy.models import JobState, Trigger
+from hookdeploy.core.models import JobState, Trigger
 
 pytestmark = pytest.mark.docker
 

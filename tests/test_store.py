@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from hookdeploy.errors import StoreError
-from hookdeploy.models import JobKind, JobState, ReleaseState, Trigger, parse_time
-from hookdeploy.store import MIGRATIONS, SCHEMA_VERSION, Store
+from hookdeploy.core.errors import StoreError
+from hookdeploy.core.models import JobKind, JobState, ReleaseState, Trigger, parse_time
+from hookdeploy.core.store import MIGRATIONS, SCHEMA_VERSION, Store
 
 from conftest import fake_sha
 
@@ -355,8 +355,8 @@ def test_migration_from_version_1_keeps_the_data(tmp_path):
 
 CLAIMER = textwrap.dedent("""
     import json, os, sys, time
-    from hookdeploy.models import JobState
-    from hookdeploy.store import Store
+    from hookdeploy.core.models import JobState
+    from hookdeploy.core.store import Store
 
     path, name, go = sys.argv[1], sys.argv[2], sys.argv[3]
     store = Store(path)
@@ -411,8 +411,8 @@ def test_processes_claiming_at_once_each_job_is_won_exactly_once(tmp_path, round
 
 COMMIT_THEN_DIE = textwrap.dedent("""
     import os, signal, sys
-    from hookdeploy.models import Trigger
-    from hookdeploy.store import Store
+    from hookdeploy.core.models import Trigger
+    from hookdeploy.core.store import Store
 
     store = Store(sys.argv[1])
     job = store.enqueue("site", sys.argv[2], trigger=Trigger.PUSH, ref="refs/heads/deploy")

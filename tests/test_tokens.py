@@ -10,7 +10,7 @@ import time
 import pytest
 from itsdangerous import URLSafeTimedSerializer
 
-from hookdeploy import tokens
+from hookdeploy.core import tokens
 from webhook_helpers import HOOKDEPLOY, environment, make_repo, write_config
 
 SECRET = b"server secret"

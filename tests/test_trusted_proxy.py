@@ -20,11 +20,11 @@ from pathlib import Path
 import pytest
 
 from docker_helpers import BASE_IMAGE, docker_engine, free_port  # noqa: F401
-from hookdeploy import config as configuration
-from hookdeploy import tokens
-from hookdeploy.dashboard import COOKIE
-from hookdeploy.models import JobKind, JobState
-from hookdeploy.server import adjustments
+from hookdeploy.core import config as configuration
+from hookdeploy.core import tokens
+from hookdeploy.web.dashboard import COOKIE
+from hookdeploy.core.models import JobKind, JobState
+from hookdeploy.web.server import adjustments
 from test_dashboard import SECRET, release
 from webhook_helpers import Server, make_repo
 

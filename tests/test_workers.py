@@ -10,7 +10,7 @@ import subprocess
 import pytest
 
 from docker_helpers import HOOKDEPLOY, Instance, docker_engine, instance, site_files  # noqa: F401
-from hookdeploy.models import JobState
+from hookdeploy.core.models import JobState
 
 pytestmark = pytest.mark.docker
 

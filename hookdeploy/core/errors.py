@@ -26,6 +26,10 @@ class UnknownApp(BadInput):
     """No such app in deploy.toml."""
 
 
+class UnknownJob(BadInput):
+    """No such job."""
+
+
 class GitError(HookdeployError):
     """A git operation failed."""
 

@@ -12,13 +12,13 @@ import sys
 
 import click
 
-from hookdeploy import config as configuration
-from hookdeploy.errors import BadInput, ConfigError, HookdeployError
-from hookdeploy.models import Job, JobKind, JobState, ReleaseState, Trigger
-from hookdeploy.names import check_app_name, check_sha_prefix
-from hookdeploy.follow import follow as follow_job
-from hookdeploy.store import Store
-
+from hookdeploy import actions
+from hookdeploy.cli.follow import follow as follow_job
+from hookdeploy.core import config as configuration
+from hookdeploy.core.errors import BadInput, ConfigError, HookdeployError
+from hookdeploy.core.models import Job, JobState
+from hookdeploy.core.names import check_app_name
+from hookdeploy.core.store import Store
 
 
 class Context:
@@ -42,8 +42,8 @@ class Context:
         return self._store
 
     def app(self, name: str) -> configuration.AppConfig:
-        check_app_name(name)
-        return self.config.app(name)
+        check_app_name(name)  # before loading the config: a bad name is the first thing to say
+        return actions.find_app(self.config, name)
 
 
 pass_context = click.make_pass_decorator(Context)
@@ -84,7 +84,8 @@ def init_repo(context: Context, app_name: str) -> None:
     """Create the app's bare repo if missing and install its post-receive hook."""
     from pathlib import Path
 
-    from hookdeploy import gitops, hook
+    from hookdeploy.cli import hook
+    from hookdeploy.engine import gitops
 
     app = context.app(app_name)
     if not app.is_local_repo:
@@ -104,7 +105,7 @@ def init_repo(context: Context, app_name: str) -> None:
 @pass_context
 def hook(context: Context, app_name: str, no_follow: bool) -> None:
     """post-receive entry: read "<old> <new> <ref>" lines from stdin and queue pushes."""
-    from hookdeploy import hook as post_receive
+    from hookdeploy.cli import hook as post_receive
 
     sys.exit(post_receive.run(context.config_option, app_name, follow_job=not no_follow))
 
@@ -143,13 +144,7 @@ def enqueue_options(function):
 @pass_context
 def deploy(context: Context, app_name: str, ref: str | None, wait: bool, as_json: bool) -> None:
     """Queue a deploy of the head of REF."""
-    from hookdeploy import gitops
-
-    app = context.app(app_name)
-    ref = app.branch if ref is None else ref  # an empty --ref "$TAG" is bad input, not the branch
-    repo = gitops.open_repo(app, context.config.server.state_dir, fetch=True)
-    sha = gitops.resolve_ref(repo, ref)
-    job = context.store.enqueue(app.name, sha, trigger=Trigger.MANUAL, ref=ref, coalesce=app.coalesce)
+    job = actions.deploy_ref(context.config, context.store, context.app(app_name), ref)
     _enqueued(context, job, as_json, wait)
 
 
@@ -160,13 +155,7 @@ def deploy(context: Context, app_name: str, ref: str | None, wait: bool, as_json
 @pass_context
 def replay(context: Context, app_name: str, sha_text: str, wait: bool, as_json: bool) -> None:
     """Queue a deploy of a past commit (full or unique abbreviated SHA)."""
-    from hookdeploy import gitops
-
-    app = context.app(app_name)
-    check_sha_prefix(sha_text)
-    repo = gitops.open_repo(app, context.config.server.state_dir, fetch=True)
-    sha = gitops.resolve_sha(repo, sha_text)
-    job = context.store.enqueue(app.name, sha, trigger=Trigger.REPLAY, coalesce=app.coalesce)
+    job = actions.replay_sha(context.config, context.store, context.app(app_name), sha_text)
     _enqueued(context, job, as_json, wait)
 
 
@@ -177,30 +166,8 @@ def replay(context: Context, app_name: str, sha_text: str, wait: bool, as_json: 
 @pass_context
 def rollback(context: Context, app_name: str, to_sha: str | None, wait: bool, as_json: bool) -> None:
     """Queue a switch back to the previous live release (or SHA)."""
-    app = context.app(app_name)
-    sha = rollback_target(context.store, app.name, to_sha)
-    job = context.store.enqueue(app.name, sha, kind=JobKind.ROLLBACK, trigger=Trigger.ROLLBACK, coalesce=app.coalesce)
+    job = actions.rollback(context.store, context.app(app_name), to_sha)
     _enqueued(context, job, as_json, wait)
-
-
-def rollback_target(store: Store, app: str, to_sha: str | None) -> str:
-    """The SHA a rollback goes to: the newest earlier release, or the one release `to_sha` names."""
-    releases = store.releases(app)
-    live = store.live_release(app)
-    if to_sha is None:
-        for release in releases:
-            if release.state is not ReleaseState.LIVE and (live is None or release.sha != live.sha):
-                return release.sha
-        raise BadInput(f"{app} has no earlier release to roll back to")
-    prefix = check_sha_prefix(to_sha)
-    matches = sorted({release.sha for release in releases if release.sha.startswith(prefix)})
-    if not matches:
-        raise BadInput(f"{prefix} was never a release of {app}; to deploy another commit use: hookdeploy replay {app} {prefix}")
-    if len(matches) > 1:
-        raise BadInput(f"SHA {prefix} is ambiguous among {app}'s releases; give more digits")
-    if live is not None and matches[0] == live.sha:
-        raise BadInput(f"{matches[0][:12]} is already live for {app}")
-    return matches[0]
 
 
 # -- looking --------------------------------------------------------------------------------------
@@ -212,13 +179,7 @@ def rollback_target(store: Store, app: str, to_sha: str | None) -> str:
 @pass_context
 def status(context: Context, app_name: str | None, as_json: bool) -> None:
     """Live release, queue and running job of each app (or one)."""
-    names = [context.app(app_name).name] if app_name else sorted(context.config.apps)
-    apps = {}
-    for name in names:
-        live = context.store.live_release(name)
-        running = context.store.running(name)
-        apps[name] = {"live": live.to_json() if live else None, "queued": context.store.queued_count(name),
-                      "running": running.id if running else None}
+    apps = {app.name: app.to_json() for app in actions.status(context.config, context.store, app_name)}
     if as_json:
         click.echo(json.dumps({"apps": apps}))
         return
@@ -236,8 +197,7 @@ def status(context: Context, app_name: str | None, as_json: bool) -> None:
 @pass_context
 def history(context: Context, app_name: str, limit: int, as_json: bool) -> None:
     """The app's jobs, newest first."""
-    app = context.app(app_name)
-    jobs = context.store.jobs(app.name, limit=limit)
+    jobs = actions.history(context.store, context.app(app_name), limit)
     if as_json:
         click.echo(json.dumps([job.to_json() for job in jobs]))
         return
@@ -253,12 +213,11 @@ def history(context: Context, app_name: str, limit: int, as_json: bool) -> None:
 @pass_context
 def logs(context: Context, job_id: int, follow: bool) -> None:
     """A job's log: its states, steps and output."""
-    if context.store.job(job_id) is None:
-        raise BadInput(f"no job {job_id}")
+    _, events = actions.job_log(context.store, job_id)
     if follow:
         follow_job(context.store, job_id, prefix="", show_all=True)
         return
-    for event in context.store.events(job_id):
+    for event in events:
         click.echo(event.render())
 
 
@@ -266,7 +225,7 @@ def logs(context: Context, job_id: int, follow: bool) -> None:
 @pass_context
 def doctor(context: Context) -> None:
     """Check config, git, the Docker engine and the proxy; say what to fix."""
-    from hookdeploy import doctor as checks
+    from hookdeploy.cli import doctor as checks
 
     problems = checks.run(context.config, click.echo)
     if problems:
@@ -283,9 +242,9 @@ def worker(context: Context, drain: bool) -> None:
     import signal
     import threading
 
-    from hookdeploy import logsetup
-    from hookdeploy.config import missing_secrets
-    from hookdeploy.worker import Worker
+    from hookdeploy.core import logsetup
+    from hookdeploy.core.config import missing_secrets
+    from hookdeploy.engine.worker import Worker
 
     problems = missing_secrets(context.config, app_env=True)
     if problems:
@@ -305,8 +264,8 @@ def worker(context: Context, drain: bool) -> None:
 @pass_context
 def serve(context: Context, no_worker: bool) -> None:
     """Receiver, API and dashboard on server.listen, with a worker unless --no-worker."""
-    from hookdeploy import server
-    from hookdeploy.config import missing_secrets
+    from hookdeploy.web import server
+    from hookdeploy.core.config import missing_secrets
 
     problems = missing_secrets(context.config, tokens=True, webhooks=True, app_env=not no_worker)
     if problems:
@@ -327,8 +286,8 @@ def token() -> None:
 @pass_context
 def token_create(context: Context, scope: str, ttl: int) -> None:
     """Print a new API token alone on stdout."""
-    from hookdeploy import tokens
-    from hookdeploy.config import missing_secrets
+    from hookdeploy.core import tokens
+    from hookdeploy.core.config import missing_secrets
 
     secret = context.config.server.secret()
     if secret is None:

@@ -8,8 +8,8 @@ from __future__ import annotations
 import sys
 import time
 
-from hookdeploy.models import Job, JobState
-from hookdeploy.store import Store
+from hookdeploy.core.models import Job, JobState
+from hookdeploy.core.store import Store
 
 WORKER_ALIVE_SECONDS = 10.0
 
@@ -61,7 +61,7 @@ def follow_push(store: Store, job: Job, url: str, out=None) -> Job:
     Ctrl-C in the pusher's terminal ends only this report: the worker runs the job on its own.
     """
     out = out or sys.stdout
-    arrow, indent = "-----> ", " " * 7
+    arrow = "-----> "
 
     def say(text: str) -> None:
         print(text, file=out, flush=True)

@@ -13,24 +13,21 @@ from __future__ import annotations
 import functools
 import hashlib
 import hmac
-import json
 import logging
-import re
 import secrets
-import sqlite3
 import time
 from datetime import datetime, timezone
 from urllib.parse import urlsplit
 
 from flask import Blueprint, Response, g, redirect, render_template, request, url_for
 from itsdangerous import BadSignature, URLSafeTimedSerializer
-from werkzeug.exceptions import HTTPException
 
-from hookdeploy import tokens
-from hookdeploy.config import AppConfig, Config
-from hookdeploy.errors import BadInput, GitError, HookdeployError, StoreError
-from hookdeploy.models import Job, JobState, parse_time
-from hookdeploy.receiver import services
+from hookdeploy import actions
+from hookdeploy.core import tokens
+from hookdeploy.core.config import AppConfig, Config
+from hookdeploy.core.errors import BadInput, GitError
+from hookdeploy.core.models import Job, JobState, parse_time
+from hookdeploy.web.http import Refused, answer, event_json, int_argument, reply, services
 
 log = logging.getLogger(__name__)
 
@@ -53,21 +50,13 @@ SECURITY_HEADERS = {
 }
 
 
-class Denied(Exception):
-    """A dashboard request refused with a status and a sentence for the person reading it."""
-
-    def __init__(self, status: int, message: str):
-        super().__init__(message)
-        self.status = status
-
-
 # -- sessions and CSRF ----------------------------------------------------------------------------
 
 
 def _secret() -> bytes:
     secret = services().config.server.secret()
     if secret is None:
-        raise Denied(503, "The server secret is not set, so nobody can sign in. Set it in the environment "
+        raise Refused(503, "The server secret is not set, so nobody can sign in. Set it in the environment "
                           "named by server.secret_env (or server.secret_file) and restart hookdeploy.")
     return secret
 
@@ -102,7 +91,7 @@ def _check_origin() -> None:
     """Refuse a POST that a browser says comes from a page of another site."""
     origin = request.headers.get("Origin")
     if origin and origin != "null" and _origin(origin) != _origin(request.host_url):
-        raise Denied(403, "This form was sent from another site; reload the dashboard and try again.")
+        raise Refused(403, "This form was sent from another site; reload the dashboard and try again.")
 
 
 def _check_csrf() -> None:
@@ -110,7 +99,7 @@ def _check_csrf() -> None:
     _check_origin()
     sent = request.form.get("csrf", "")
     if not isinstance(sent, str) or not hmac.compare_digest(sent.encode(), csrf_token().encode()):
-        raise Denied(403, "The form's security token is missing or stale; reload the page and try again.")
+        raise Refused(403, "The form's security token is missing or stale; reload the page and try again.")
 
 
 def _origin(url: str) -> tuple[str, str]:
@@ -128,11 +117,11 @@ def requires(scope: str):
             if have is None:
                 if request.method == "GET":
                     return redirect(url_for("dashboard.signin_form"), 303)
-                raise Denied(401, "You are not signed in (or your session expired); sign in again.")
+                raise Refused(401, "You are not signed in (or your session expired); sign in again.")
             if request.method == "POST":
                 _check_csrf()
             if not tokens.grants(have, scope):
-                raise Denied(403, f"Your session has {have} scope; this needs {scope} scope. "
+                raise Refused(403, f"Your session has {have} scope; this needs {scope} scope. "
                                   f"Sign in with a token made by: hookdeploy token create --scope {scope}")
             return view(*args, **kwargs)
 
@@ -187,8 +176,8 @@ def signout() -> Response:
 def index() -> str:
     """Every app with its live release and queue, and the most recent jobs."""
     config, store = services().config, services().store
-    apps = [_app_summary(config, name) for name in sorted(config.apps)]
-    jobs = store.jobs(limit=RECENT_JOBS)
+    apps = [_app_summary(config, status) for status in actions.status(config, store)]
+    jobs = actions.recent_jobs(store, RECENT_JOBS)
     active = any(job.state in ACTIVE_STATES for job in jobs)
     return render_template("index.html", apps=apps, jobs=jobs, active=active, error=g.get("error"))
 
@@ -197,8 +186,7 @@ def index() -> str:
 @requires("read")
 def job_page(job_id: int) -> str:
     """One job: its state, steps and log (the page follows it while it runs)."""
-    job = _job(job_id)
-    events = services().store.events(job_id)
+    job, events = actions.job_log(services().store, job_id)
     return render_template("job.html", job=job, events=events, last=events[-1].id if events else 0,
                            active=job.state in ACTIVE_STATES)
 
@@ -207,15 +195,10 @@ def job_page(job_id: int) -> str:
 @requires("read")
 def job_events(job_id: int) -> Response:
     """The job and its events after `?after=N`, as JSON: what the job page polls."""
-    job = _job(job_id)
-    text = request.args.get("after", "0")
-    if not re.fullmatch(r"[0-9]{1,18}", text):
-        raise Denied(400, "?after= must be a whole number")
-    events = [{"id": event.id, "at": event.at, "kind": event.kind, "message": event.message,
-               "duration": event.duration} for event in services().store.events(job_id, int(text))]
-    fields = {"job": {**job.to_json(), "active": job.state in ACTIVE_STATES, "duration": duration(job)},
-              "events": events}
-    return Response(json.dumps(fields) + "\n", mimetype="application/json")
+    after = int_argument("after", 0, 0, 2**62)
+    job, events = actions.job_log(services().store, job_id, after)
+    return reply(200, {"job": {**job.to_json(), "active": job.state in ACTIVE_STATES, "duration": duration(job)},
+                       "events": [event_json(event) for event in events]})
 
 
 # -- acting --------------------------------------------------------------------------------------------
@@ -225,28 +208,23 @@ def job_events(job_id: int) -> Response:
 @requires("deploy")
 def rollback(app_name: str) -> Response:
     """Queue a rollback to the previous live release (or the release in the form's `to`)."""
-    from hookdeploy.api import rollback_to
-
     app = _app(app_name)
     to_sha = request.form.get("to", "").strip() or None
-    return _queued(lambda: rollback_to(services().store, app, to_sha), "rollback")
+    return _queued(actions.rollback(services().store, app, to_sha), "rollback")
 
 
 @dashboard.post("/apps/<app_name>/replay")
 @requires("deploy")
 def replay(app_name: str) -> Response:
     """Queue a deploy of the past commit in the form's `sha`."""
-    from hookdeploy.api import replay_sha
-
     app = _app(app_name)
     sha_text = request.form.get("sha", "").strip()
     if not sha_text:
         raise BadInput("type the SHA of the commit to replay")
-    return _queued(lambda: replay_sha(services().config, services().store, app, sha_text), "replay")
+    return _queued(actions.replay_sha(services().config, services().store, app, sha_text), "replay")
 
 
-def _queued(enqueue, verb: str) -> Response:
-    job = enqueue()
+def _queued(job: Job, verb: str) -> Response:
     log.info("dashboard %s: queued job %d %s @ %s", verb, job.id, job.app, job.short_sha)
     return redirect(url_for("dashboard.job_page", job_id=job.id), 303)
 
@@ -257,29 +235,20 @@ def _queued(enqueue, verb: str) -> Response:
 def _app(name: str) -> AppConfig:
     app = services().config.apps.get(name)
     if app is None:
-        raise Denied(404, "There is no such app in deploy.toml.")
+        raise Refused(404, "There is no such app in deploy.toml.")
     return app
 
 
-def _job(job_id: int) -> Job:
-    job = services().store.job(job_id)
-    if job is None:
-        raise Denied(404, f"There is no job {job_id}.")
-    return job
-
-
-def _app_summary(config: Config, name: str) -> dict:
-    store = services().store
-    live = store.live_release(name)
-    running = store.running(name)
-    return {"name": name, "live": live, "subject": commit_subject(config, config.apps[name], live.sha) if live else "",
-            "queued": store.queued_count(name), "running": running,
-            "can_roll_back": any(release.sha != live.sha for release in store.releases(name)) if live else False}
+def _app_summary(config: Config, status: actions.AppStatus) -> dict:
+    live = status.live
+    return {"name": status.name, "live": live, "queued": status.queued, "running": status.running,
+            "subject": commit_subject(config, config.apps[status.name], live.sha) if live else "",
+            "can_roll_back": live is not None and status.can_roll_back}
 
 
 def commit_subject(config: Config, app: AppConfig, sha: str) -> str:
     """The commit's first line when the repo is at hand (never cloned or fetched for this); else ''."""
-    from hookdeploy import gitops
+    from hookdeploy.engine import gitops
 
     if not app.is_local_repo and not (gitops.mirror_path(app, config.server.state_dir) / "HEAD").exists():
         return ""
@@ -300,7 +269,7 @@ def _subject(app_name: str, repo: str, state_dir: str, sha: str) -> str:
 
 
 def _read_subject(app_name: str, state_dir: str, sha: str) -> str:
-    from hookdeploy import gitops
+    from hookdeploy.engine import gitops
 
     app = services().config.apps[app_name]
     try:
@@ -373,40 +342,7 @@ def _error_page(status: int, message: str) -> tuple[str, int]:
         return f"{status}: {message}\n", status
 
 
-@dashboard.errorhandler(Denied)
-def _denied(error: Denied):
-    return _error_page(error.status, str(error))
-
-
-@dashboard.errorhandler(BadInput)
-def _bad_input(error: BadInput):
-    return _error_page(400, str(error))
-
-
-@dashboard.errorhandler(GitError)
-def _git_error(error: GitError):
-    return _error_page(502, str(error))
-
-
-@dashboard.errorhandler(StoreError)
-@dashboard.errorhandler(sqlite3.Error)
-def _store_error(error: Exception):
-    log.error("job store failed: %s", error)
-    return _error_page(503, "The job store is unavailable; retry in a moment.")
-
-
-@dashboard.errorhandler(HookdeployError)
-def _other_error(error: HookdeployError):
-    return _error_page(400, str(error))
-
-
-@dashboard.errorhandler(HTTPException)
-def _http_error(error: HTTPException):
-    status = error.code if error.code and error.code < 500 else 400
-    return _error_page(status, error.description or error.name)
-
-
 @dashboard.errorhandler(Exception)
-def _unexpected(error: Exception):
-    log.error("%s %s failed unexpectedly", request.method, request.path, exc_info=error)
-    return _error_page(400, "The request could not be handled (the server logged why).")
+def _error(error: Exception):
+    status, message, _ = answer(error)
+    return _error_page(status, message)

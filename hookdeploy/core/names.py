@@ -2,7 +2,7 @@
 
 import re
 
-from hookdeploy.errors import BadInput
+from hookdeploy.core.errors import BadInput
 
 APP_NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,62}\Z")
 INSTANCE_NAME = re.compile(r"[a-z0-9][a-z0-9_.-]{0,39}\Z")

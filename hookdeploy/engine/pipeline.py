@@ -14,11 +14,11 @@ from typing import Callable
 
 import docker
 
-from hookdeploy import containers, gitops, health, proxy
-from hookdeploy.config import AppConfig, Config
-from hookdeploy.errors import Aborted, GitError, StepFailed
-from hookdeploy.models import Job, ReleaseState
-from hookdeploy.store import Store
+from hookdeploy.engine import containers, gitops, health, proxy
+from hookdeploy.core.config import AppConfig, Config
+from hookdeploy.core.errors import Aborted, GitError, StepFailed
+from hookdeploy.core.models import Job, ReleaseState
+from hookdeploy.core.store import Store
 
 log = logging.getLogger(__name__)
 

@@ -18,8 +18,8 @@ from pathlib import Path, PurePosixPath
 from types import MappingProxyType
 from typing import Any, Mapping
 
-from hookdeploy.errors import ConfigError, UnknownApp
-from hookdeploy.names import APP_NAME, INSTANCE_NAME, branch_problem, printable
+from hookdeploy.core.errors import ConfigError, UnknownApp
+from hookdeploy.core.names import APP_NAME, INSTANCE_NAME, branch_problem, printable
 
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 HOSTNAME = re.compile(r"(\*\.)?[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\Z")

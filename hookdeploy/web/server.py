@@ -21,11 +21,11 @@ import waitress.channel
 import waitress.server
 import waitress.task
 
-from hookdeploy import logsetup
-from hookdeploy.config import Config
-from hookdeploy.errors import HookdeployError
-from hookdeploy.receiver import create_app
-from hookdeploy.store import Store
+from hookdeploy.core import logsetup
+from hookdeploy.core.config import Config
+from hookdeploy.core.errors import HookdeployError
+from hookdeploy.web.app import create_app
+from hookdeploy.core.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +120,7 @@ def _serve(config: Config, store: Store, with_worker: bool) -> int:
     worker_thread = None
     worker_stop = threading.Event()
     if with_worker:
-        from hookdeploy.worker import Worker
+        from hookdeploy.engine.worker import Worker
 
         worker = Worker(config, store)
 

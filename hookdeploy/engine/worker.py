@@ -19,11 +19,11 @@ import threading
 import time
 from typing import Iterator
 
-from hookdeploy import containers, notify, pipeline, proxy
-from hookdeploy.config import Config
-from hookdeploy.errors import Aborted, DockerUnavailable, HookdeployError, StepFailed
-from hookdeploy.models import Job, JobKind, JobState
-from hookdeploy.store import Store
+from hookdeploy.engine import containers, notify, pipeline, proxy
+from hookdeploy.core.config import Config
+from hookdeploy.core.errors import Aborted, DockerUnavailable, HookdeployError, StepFailed
+from hookdeploy.core.models import Job, JobKind, JobState
+from hookdeploy.core.store import Store
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
-from hookdeploy.config import HealthConfig
+from hookdeploy.core.config import HealthConfig
 
 MAX_BODY = 1024 * 1024
 

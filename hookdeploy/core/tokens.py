@@ -11,7 +11,7 @@ import time
 
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 
-from hookdeploy.errors import HookdeployError
+from hookdeploy.core.errors import HookdeployError
 
 SALT = "hookdeploy-api"
 DEFAULT_TTL = 30 * 24 * 3600

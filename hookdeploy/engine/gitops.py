@@ -14,9 +14,9 @@ from pathlib import Path, PurePosixPath
 
 import git
 
-from hookdeploy.config import AppConfig
-from hookdeploy.errors import BadInput, GitError
-from hookdeploy.names import check_ref, check_sha_prefix, printable
+from hookdeploy.core.config import AppConfig
+from hookdeploy.core.errors import BadInput, GitError
+from hookdeploy.core.names import check_ref, check_sha_prefix, printable
 
 log = logging.getLogger(__name__)
 

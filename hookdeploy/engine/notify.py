@@ -18,9 +18,9 @@ import urllib.parse
 import urllib.request
 
 from hookdeploy import __version__
-from hookdeploy.config import Config, NotifyConfig
-from hookdeploy.models import Job
-from hookdeploy.store import Store
+from hookdeploy.core.config import Config, NotifyConfig
+from hookdeploy.core.models import Job
+from hookdeploy.core.store import Store
 
 log = logging.getLogger(__name__)
 

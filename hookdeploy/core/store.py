@@ -15,8 +15,8 @@ import threading
 from pathlib import Path
 from typing import Iterator
 
-from hookdeploy.errors import StoreError
-from hookdeploy.models import (Event, Job, JobKind, JobState, Release, ReleaseState, Trigger,
+from hookdeploy.core.errors import StoreError
+from hookdeploy.core.models import (Event, Job, JobKind, JobState, Release, ReleaseState, Trigger,
                                parse_time, utcnow)
 
 BUSY_TIMEOUT_MS = 30_000

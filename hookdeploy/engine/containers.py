@@ -17,7 +17,7 @@ from typing import Callable
 import docker
 import docker.errors
 
-from hookdeploy.errors import Aborted, DockerUnavailable, StepFailed
+from hookdeploy.core.errors import Aborted, DockerUnavailable, StepFailed
 
 log = logging.getLogger(__name__)
 

@@ -7,8 +7,8 @@ import shutil
 from pathlib import Path
 from typing import Callable
 
-from hookdeploy.config import Config, missing_secrets
-from hookdeploy.errors import HookdeployError
+from hookdeploy.core.config import Config, missing_secrets
+from hookdeploy.core.errors import HookdeployError
 
 Report = Callable[[str], None]
 
@@ -44,7 +44,7 @@ def run(config: Config, report: Report) -> int:
 
 
 def _check_app(config: Config, app, check) -> None:
-    from hookdeploy import hook
+    from hookdeploy.cli import hook
 
     if not app.is_local_repo:
         error = _ls_remote(app.repo)
@@ -101,7 +101,7 @@ def _ls_remote(url: str, timeout: float = LS_REMOTE_TIMEOUT) -> str | None:
 
 def _check_docker(config: Config, check) -> None:
     try:
-        from hookdeploy import containers
+        from hookdeploy.engine import containers
 
         engine = containers.engine()
         version = engine.version().get("Version", "?")
@@ -119,7 +119,7 @@ def _check_docker(config: Config, check) -> None:
 
 def _check_proxy(config: Config, engine, check) -> None:
     """The proxy container `N-proxy`: running, published where proxy.publish says, on network `N` (once)."""
-    from hookdeploy import containers
+    from hookdeploy.engine import containers
 
     instance = config.server.name
     name = f"{instance}-proxy"

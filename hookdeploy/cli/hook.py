@@ -13,13 +13,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, TextIO
 
-from hookdeploy import config as configuration
-from hookdeploy.config import AppConfig
-from hookdeploy.errors import ConfigError, HookdeployError
-from hookdeploy.follow import WORKER_ALIVE_SECONDS, follow_push, site_url
-from hookdeploy.models import Job, Trigger
-from hookdeploy.names import ZERO_SHA, check_app_name, is_full_sha, printable, ref_problem
-from hookdeploy.store import Store
+from hookdeploy import actions
+from hookdeploy.cli.follow import WORKER_ALIVE_SECONDS, follow_push, site_url
+from hookdeploy.core import config as configuration
+from hookdeploy.core.config import AppConfig
+from hookdeploy.core.errors import ConfigError, HookdeployError
+from hookdeploy.core.models import Job
+from hookdeploy.core.names import is_full_sha, printable
+from hookdeploy.core.store import Store
 
 TEMPLATE_NAME = "post-receive"
 
@@ -48,19 +49,15 @@ def parse_updates(lines: Iterable[str], out: TextIO) -> list[RefUpdate]:
 
 def queue_pushes(store: Store, app: AppConfig, updates: list[RefUpdate], out: TextIO) -> list[Job]:
     """Queue a `push` job for each update of the app's branch; report and skip the rest."""
-    branch_ref = f"refs/heads/{app.branch}"
     jobs = []
     for update in updates:
-        if ref_problem(update.ref):
-            print(f"hookdeploy: ignored {printable(update.ref)}: not a valid ref name", file=out)
-        elif update.ref != branch_ref:
-            print(f"hookdeploy: ignored {update.ref}: {app.name} deploys {branch_ref}", file=out)
-        elif update.new == ZERO_SHA:
-            print(f"hookdeploy: ignored deletion of {update.ref}; the live release is unchanged", file=out)
-        else:
-            job = store.enqueue(app.name, update.new, trigger=Trigger.PUSH, ref=update.ref, coalesce=app.coalesce)
-            print(f"queued job {job.id} ({app.name} @ {update.new[:7]})", file=out)
-            jobs.append(job)
+        reason = actions.ignored_push(app, update.ref, update.new)
+        if reason is not None:
+            print(f"hookdeploy: ignored {reason}", file=out)
+            continue
+        job = actions.queue_push(store, app, update.ref, update.new)
+        print(f"queued job {job.id} ({app.name} @ {update.new[:7]})", file=out)
+        jobs.append(job)
     return jobs
 
 
@@ -71,8 +68,7 @@ def run(config_option: str | None, app_name: str, follow_job: bool = True) -> in
     """
     try:
         config = configuration.load(config_option)
-        check_app_name(app_name)
-        app = config.app(app_name)
+        app = actions.find_app(config, app_name)
         store = Store(config.server.database)
         jobs = queue_pushes(store, app, parse_updates(sys.stdin, sys.stdout), sys.stdout)
     except Exception as error:  # noqa: BLE001 - also SQLite's "disk is full": say it, never a traceback
@@ -110,8 +106,9 @@ def fast_path_arguments(argv: list[str]) -> tuple[str | None, str, bool] | None:
 
 def template_path() -> Path:
     """The hook template: inside the installed package, or at the top of a source checkout."""
-    packaged = Path(__file__).parent / "hooks" / TEMPLATE_NAME
-    return packaged if packaged.exists() else Path(__file__).parent.parent / "hooks" / TEMPLATE_NAME
+    package = Path(__file__).resolve().parent.parent
+    packaged = package / "hooks" / TEMPLATE_NAME
+    return packaged if packaged.exists() else package.parent / "hooks" / TEMPLATE_NAME
 
 
 def hookdeploy_command() -> list[str]:

@@ -15,9 +15,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.core import (CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily,
                                     InfoMetricFamily)
 
-from hookdeploy.config import Config
-from hookdeploy.models import JobState, parse_time
-from hookdeploy.store import Store
+from hookdeploy.core.config import Config
+from hookdeploy.core.models import JobState, parse_time
+from hookdeploy.core.store import Store
 
 BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
 FINISHED = tuple(state.value for state in JobState if state.finished)

@@ -9,16 +9,14 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 
 from flask import Blueprint, Response, request
 
-from hookdeploy import tokens
-from hookdeploy.config import AppConfig, Config
-from hookdeploy.errors import BadInput
-from hookdeploy.models import Job, JobKind, Trigger
-from hookdeploy.receiver import RETRY_AFTER_SECONDS, Refused, reply, services
-from hookdeploy.store import Store
+from hookdeploy import actions
+from hookdeploy.core import tokens
+from hookdeploy.core.errors import BadInput
+from hookdeploy.core.models import Job
+from hookdeploy.web.http import Refused, event_json, int_argument, reply, retry_later, services
 
 log = logging.getLogger(__name__)
 
@@ -38,8 +36,7 @@ def authenticate() -> None:
                       challenge)
     secret = services().config.server.secret()
     if secret is None:
-        raise Refused(503, "the server secret is not set, so no API token can be checked",
-                      {"Retry-After": str(RETRY_AFTER_SECONDS)})
+        raise Refused(503, "the server secret is not set, so no API token can be checked", retry_later())
     try:
         scope = tokens.verify(secret, token.strip())
     except tokens.InvalidToken as error:
@@ -54,40 +51,30 @@ def authenticate() -> None:
 @api.get("/apps")
 def apps() -> Response:
     """Each app's live release, queue length and running job (as `status --json`)."""
-    config, store = services().config, services().store
-    return reply(200, {"apps": {name: app_status(store, name) for name in sorted(config.apps)}})
+    statuses = actions.status(services().config, services().store)
+    return reply(200, {"apps": {status.name: status.to_json() for status in statuses}})
 
 
 @api.get("/apps/<app_name>/jobs")
 def app_jobs(app_name: str) -> Response:
     """The app's jobs, newest first (`?limit=N`, default 50)."""
     app = services().config.app(app_name)
-    limit = _int_argument("limit", 50, 1, 1000)
-    return reply(200, [job.to_json() for job in services().store.jobs(app.name, limit=limit)])
+    limit = int_argument("limit", 50, 1, 1000)
+    return reply(200, [job.to_json() for job in actions.history(services().store, app, limit)])
 
 
 @api.get("/jobs/<int:job_id>")
 def job(job_id: int) -> Response:
     """One job."""
-    return reply(200, _job(job_id).to_json())
+    return reply(200, actions.job(services().store, job_id).to_json())
 
 
 @api.get("/jobs/<int:job_id>/log")
 def job_log(job_id: int) -> Response:
     """A job and its log lines after event `?after=N` (poll with the last id seen to follow it)."""
-    found = _job(job_id)
-    after = _int_argument("after", 0, 0, 2**62)
-    events = [{"id": event.id, "at": event.at, "kind": event.kind, "message": event.message,
-               "duration": event.duration} for event in services().store.events(job_id, after)]
-    return reply(200, {"job": found.to_json(), "events": events})
-
-
-def app_status(store: Store, name: str) -> dict:
-    """One app as in `status --json`: live release, queued count, running job id."""
-    live = store.live_release(name)
-    running = store.running(name)
-    return {"live": live.to_json() if live else None, "queued": store.queued_count(name),
-            "running": running.id if running else None}
+    after = int_argument("after", 0, 0, 2**62)
+    found, events = actions.job_log(services().store, job_id, after)
+    return reply(200, {"job": found.to_json(), "events": [event_json(event) for event in events]})
 
 
 # -- enqueueing ---------------------------------------------------------------------------------
@@ -98,7 +85,7 @@ def deploy(app_name: str) -> Response:
     """Queue a deploy of the head of `ref` (default: the app's branch)."""
     app = services().config.app(app_name)
     fields = _json_body(optional=("ref",))
-    return _queued(deploy_ref(services().config, services().store, app, fields.get("ref")), "deploy")
+    return _queued(actions.deploy_ref(services().config, services().store, app, fields.get("ref")), "deploy")
 
 
 @api.post("/apps/<app_name>/replay")
@@ -106,7 +93,7 @@ def replay(app_name: str) -> Response:
     """Queue a deploy of a past commit `sha` (full or unique abbreviated)."""
     app = services().config.app(app_name)
     fields = _json_body(required=("sha",))
-    return _queued(replay_sha(services().config, services().store, app, fields["sha"]), "replay")
+    return _queued(actions.replay_sha(services().config, services().store, app, fields["sha"]), "replay")
 
 
 @api.post("/apps/<app_name>/rollback")
@@ -114,45 +101,12 @@ def rollback(app_name: str) -> Response:
     """Queue a switch back to the previous live release, or to the release `to`."""
     app = services().config.app(app_name)
     fields = _json_body(optional=("to",))
-    return _queued(rollback_to(services().store, app, fields.get("to")), "rollback")
-
-
-def deploy_ref(config: Config, store: Store, app: AppConfig, ref: str | None) -> Job:
-    """Queue a manual deploy of the commit `ref` (default: the app's branch) points at."""
-    from hookdeploy import gitops
-
-    ref = ref or app.branch
-    repo = gitops.open_repo(app, config.server.state_dir, fetch=True)
-    sha = gitops.resolve_ref(repo, ref)
-    return store.enqueue(app.name, sha, trigger=Trigger.MANUAL, ref=ref, coalesce=app.coalesce)
-
-
-def replay_sha(config: Config, store: Store, app: AppConfig, sha_text: str) -> Job:
-    """Queue a deploy of the one commit whose SHA starts with `sha_text`."""
-    from hookdeploy import gitops
-
-    repo = gitops.open_repo(app, config.server.state_dir, fetch=True)
-    return store.enqueue(app.name, gitops.resolve_sha(repo, sha_text), trigger=Trigger.REPLAY, coalesce=app.coalesce)
-
-
-def rollback_to(store: Store, app: AppConfig, to_sha: str | None) -> Job:
-    """Queue a switch back to an earlier release (the CLI's rule picks which)."""
-    from hookdeploy.cli import rollback_target
-
-    sha = rollback_target(store, app.name, to_sha)
-    return store.enqueue(app.name, sha, kind=JobKind.ROLLBACK, trigger=Trigger.ROLLBACK, coalesce=app.coalesce)
+    return _queued(actions.rollback(services().store, app, fields.get("to")), "rollback")
 
 
 def _queued(job: Job, verb: str) -> Response:
     log.info("api %s: queued job %d %s @ %s", verb, job.id, job.app, job.short_sha)
     return reply(202, job.to_json())
-
-
-def _job(job_id: int) -> Job:
-    found = services().store.job(job_id)
-    if found is None:
-        raise Refused(404, f"no job {job_id}")
-    return found
 
 
 def _json_body(required: tuple[str, ...] = (), optional: tuple[str, ...] = ()) -> dict[str, str]:
@@ -175,12 +129,3 @@ def _json_body(required: tuple[str, ...] = (), optional: tuple[str, ...] = ()) -
         if not isinstance(value, str) or not value:
             raise BadInput(f"field {json.dumps(key)} must be a non-empty string")
     return fields
-
-
-def _int_argument(name: str, default: int, low: int, high: int) -> int:
-    text = request.args.get(name)
-    if text is None:
-        return default
-    if not re.fullmatch(r"[0-9]{1,19}", text) or not low <= int(text) <= high:
-        raise BadInput(f"?{name}= must be a whole number from {low} to {high}")
-    return int(text)

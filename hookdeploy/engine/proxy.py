@@ -15,8 +15,8 @@ import tempfile
 from pathlib import Path
 from typing import Iterator
 
-from hookdeploy.config import AppConfig, Config
-from hookdeploy.errors import StepFailed
+from hookdeploy.core.config import AppConfig, Config
+from hookdeploy.core.errors import StepFailed
 
 DEFAULT_SERVER_FILE = "00-default.conf"
 HTTP_SETTINGS_FILE = "00-http.conf"

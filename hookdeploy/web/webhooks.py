@@ -15,8 +15,8 @@ import urllib.parse
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from hookdeploy.errors import BadInput, HookdeployError
-from hookdeploy.names import ZERO_SHA, is_full_sha, printable, ref_problem
+from hookdeploy.core.errors import BadInput, HookdeployError
+from hookdeploy.core.names import ZERO_SHA, is_full_sha, printable, ref_problem
 
 DELIVERY_ID = re.compile(r"[\x21-\x7e]{1,200}\Z")
 

@@ -1,0 +1,165 @@
+"""What a person can ask of hookdeploy, whichever door they come through.
+
+The CLI, the post-receive hook, the API and the dashboard all call these; none of them resolves
+refs, picks rollback targets or queues jobs itself, so the rules live here once. No click and
+no Flask: a refusal is a HookdeployError (BadInput, UnknownApp, UnknownJob, GitError,
+StoreError) that each door turns into its own answer (exit status, HTTP status, error page),
+and a refused request has queued nothing.
+
+git is imported only by the calls that resolve a ref or a SHA, so the post-receive hook, which
+queues pushes and follows a job, stays light.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from hookdeploy.core.config import AppConfig, Config
+from hookdeploy.core.errors import BadInput, UnknownJob
+from hookdeploy.core.models import Event, Job, JobKind, Release, Trigger
+from hookdeploy.core.names import ZERO_SHA, check_app_name, check_sha_prefix, printable, ref_problem
+from hookdeploy.core.store import Store
+
+
+def find_app(config: Config, name: str) -> AppConfig:
+    """The app named `name`: BadInput for a malformed name, UnknownApp for one not in deploy.toml."""
+    check_app_name(name)
+    return config.app(name)
+
+
+# -- queueing ------------------------------------------------------------------------------------
+
+
+def deploy_ref(config: Config, store: Store, app: AppConfig, ref: str | None = None) -> Job:
+    """Queue a manual deploy of the commit `ref` points at now.
+
+    No ref (None) means the app's branch. A ref given but empty is bad input, never the branch:
+    `--ref "$TAG"` with an unset TAG must not deploy whatever the branch holds.
+    """
+    from hookdeploy.engine import gitops
+
+    if ref is None:
+        ref = app.branch
+    elif not ref.strip():
+        raise BadInput(f"the ref is empty; leave it out to deploy {app.name}'s branch ({app.branch})")
+    repo = gitops.open_repo(app, config.server.state_dir, fetch=True)
+    sha = gitops.resolve_ref(repo, ref)
+    return store.enqueue(app.name, sha, trigger=Trigger.MANUAL, ref=ref, coalesce=app.coalesce)
+
+
+def replay_sha(config: Config, store: Store, app: AppConfig, sha_text: str) -> Job:
+    """Queue a deploy of the one commit whose SHA starts with `sha_text` (full or abbreviated)."""
+    from hookdeploy.engine import gitops
+
+    check_sha_prefix(sha_text)
+    repo = gitops.open_repo(app, config.server.state_dir, fetch=True)
+    return store.enqueue(app.name, gitops.resolve_sha(repo, sha_text), trigger=Trigger.REPLAY, coalesce=app.coalesce)
+
+
+def rollback(store: Store, app: AppConfig, to_sha: str | None = None) -> Job:
+    """Queue a switch back to the previous live release, or to the release `to_sha` names."""
+    sha = rollback_target(store, app.name, to_sha)
+    return store.enqueue(app.name, sha, kind=JobKind.ROLLBACK, trigger=Trigger.ROLLBACK, coalesce=app.coalesce)
+
+
+def rollback_target(store: Store, app: str, to_sha: str | None) -> str:
+    """The SHA a rollback goes to: the newest earlier release, or the one release `to_sha` names."""
+    if to_sha is None:
+        sha = earlier_release(store, app)
+        if sha is None:
+            raise BadInput(f"{app} has no earlier release to roll back to")
+        return sha
+    prefix = check_sha_prefix(to_sha)
+    matches = sorted({release.sha for release in store.releases(app) if release.sha.startswith(prefix)})
+    if not matches:
+        raise BadInput(f"{prefix} was never a release of {app}; to deploy another commit use: hookdeploy replay {app} {prefix}")
+    if len(matches) > 1:
+        raise BadInput(f"SHA {prefix} is ambiguous among {app}'s releases; give more digits")
+    live = store.live_release(app)
+    if live is not None and matches[0] == live.sha:
+        raise BadInput(f"{matches[0][:12]} is already live for {app}")
+    return matches[0]
+
+
+def earlier_release(store: Store, app: str) -> str | None:
+    """The SHA of the newest release other than the live one, or None when there is none."""
+    live = store.live_release(app)
+    for release in store.releases(app):
+        if live is None or release.sha != live.sha:
+            return release.sha
+    return None
+
+
+def ignored_push(app: AppConfig, ref: str, new_sha: str) -> str | None:
+    """Why a pushed ref update deploys nothing (another branch, a deletion, a bad name), or None."""
+    branch_ref = f"refs/heads/{app.branch}"
+    if ref_problem(ref):
+        return f"{printable(ref)}: not a valid ref name"
+    if ref != branch_ref:
+        return f"{ref}: {app.name} deploys {branch_ref}"
+    if new_sha == ZERO_SHA:
+        return f"deletion of {ref}; the live release is unchanged"
+    return None
+
+
+def queue_push(store: Store, app: AppConfig, ref: str, new_sha: str) -> Job:
+    """Queue a `push` job for an update of the app's branch to `new_sha` (a full SHA git gave us)."""
+    reason = ignored_push(app, ref, new_sha)
+    if reason is not None:
+        raise BadInput(f"ignored {reason}")
+    return store.enqueue(app.name, new_sha, trigger=Trigger.PUSH, ref=ref, coalesce=app.coalesce)
+
+
+# -- looking -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AppStatus:
+    """One app now: its live release, how many jobs wait, the running job, and whether it can roll back."""
+
+    name: str
+    live: Release | None
+    queued: int
+    running: Job | None
+    can_roll_back: bool
+
+    def to_json(self) -> dict:
+        """As in `status --json` and GET /api/apps."""
+        return {"live": self.live.to_json() if self.live else None, "queued": self.queued,
+                "running": self.running.id if self.running else None}
+
+
+def app_status(store: Store, name: str) -> AppStatus:
+    """The app's live release, queue length, running job and rollback possibility."""
+    return AppStatus(name=name, live=store.live_release(name), queued=store.queued_count(name),
+                     running=store.running(name), can_roll_back=earlier_release(store, name) is not None)
+
+
+def status(config: Config, store: Store, app_name: str | None = None) -> list[AppStatus]:
+    """Every app's status, by name (or the one app named)."""
+    names = [find_app(config, app_name).name] if app_name else sorted(config.apps)
+    return [app_status(store, name) for name in names]
+
+
+def history(store: Store, app: AppConfig, limit: int) -> list[Job]:
+    """The app's jobs, newest first."""
+    return store.jobs(app.name, limit=limit)
+
+
+def recent_jobs(store: Store, limit: int) -> list[Job]:
+    """The newest jobs of every app."""
+    return store.jobs(limit=limit)
+
+
+def job(store: Store, job_id: int) -> Job:
+    """The job with this id; UnknownJob when there is none."""
+    found = store.job(job_id)
+    if found is None:
+        raise UnknownJob(f"no job {job_id}")
+    return found
+
+
+def job_log(store: Store, job_id: int, after: int = 0) -> tuple[Job, list[Event]]:
+    """The job and its log events after event id `after` (poll with the last id seen to follow it)."""
+    found = job(store, job_id)
+    return found, store.events(job_id, after)

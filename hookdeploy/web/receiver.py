@@ -1,0 +1,116 @@
+"""Forge webhooks (POST /hooks/APP) and GET /healthz.
+
+A webhook is answered in this order, and nothing later runs before everything earlier passed:
+known app with a webhook table → body within max_body → signature over the raw body → parse →
+decide (ignored, duplicate, or queued). A 202 goes out only after the job row is committed.
+No input produces a 500: every refusal is a 4xx (or a 503 while the store cannot commit) with
+a one-line JSON body, and every delivery gets one access log line.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+
+from flask import Blueprint, Response, request
+from werkzeug.exceptions import HTTPException
+
+from hookdeploy.core.config import AppConfig, Config
+from hookdeploy.core.errors import BadInput, StoreError
+from hookdeploy.core.names import printable
+from hookdeploy.web import webhooks
+from hookdeploy.web.http import STORE_UNAVAILABLE, Refused, Services, answer, error_reply, reply, retry_later, services
+
+log = logging.getLogger(__name__)
+access_log = logging.getLogger("hookdeploy.access")
+
+READ_CHUNK = 64 * 1024
+
+hooks = Blueprint("hooks", __name__)
+
+
+@hooks.get("/healthz")
+def healthz() -> Response:
+    """Liveness: the process answers HTTP."""
+    return reply(200, {"ok": True})
+
+
+@hooks.post("/hooks/<app_name>")
+def receive(app_name: str) -> Response:
+    """A forge's push delivery for one app: verify, deduplicate, queue."""
+    seen = {"app": printable(app_name, 64), "event": "-", "delivery": "-"}
+    headers = None
+    try:
+        status, fields = _receive(services(), app_name, seen)
+    except Exception as error:  # a bug must not become a 500 nor leave the delivery unlogged
+        status, message, headers = answer(error)
+        fields = {"error": message}
+    outcome = next(iter(fields))  # job, duplicate, ignored or error
+    job = fields.get("job", fields.get("duplicate", "-"))
+    access_log.info("webhook app=%s event=%s delivery=%s status=%d result=%s job=%s%s", seen["app"], seen["event"],
+                    seen["delivery"], status, "queued" if outcome == "job" else outcome, job,
+                    f" sha={seen['sha'][:12]}" if "sha" in seen else "")
+    return error_reply(status, fields["error"], headers) if "error" in fields else reply(status, fields, headers)
+
+
+def _receive(services: Services, app_name: str, seen: dict) -> tuple[int, dict]:
+    app = _webhook_app(services.config, app_name)
+    body = _read_body(services.config.server.max_body)
+    secret = app.webhook.secret()
+    if secret is None:
+        raise Refused(503, f"no webhook secret is configured for {app.name}", retry_later())
+    provider = app.webhook.provider
+    webhooks.verify(provider, secret, request.headers, body)
+
+    event = webhooks.event(provider, request.headers)
+    seen["event"] = printable(event or "", 40)
+    seen["delivery"] = delivery_id = webhooks.delivery_id(provider, request.headers, body)
+    payload = webhooks.parse_payload(request.headers.get("Content-Type"), body)
+    if provider == "github" and event == "ping":
+        return 200, {"ignored": "ping"}
+    if event is None:
+        raise BadInput(f"missing {' or '.join(webhooks.EVENT_HEADERS[provider])} header")
+    if event not in webhooks.PUSH_EVENTS[provider] or (provider == "gitlab" and payload.get("object_kind") != "push"):
+        return 200, {"ignored": f"event {printable(event, 40)} is not a push"}
+    push = webhooks.read_push(provider, payload)
+    reason = webhooks.ignore_reason(push, app.branch, app.webhook.repository)
+    if reason is not None:
+        if app.webhook.repository is not None and reason.startswith("repository"):
+            log.warning("webhook for %s from another repository ignored: %s", app.name, reason)
+        return 200, {"ignored": reason}
+    seen["sha"] = sha = webhooks.new_head(push)
+
+    try:
+        job, earlier = services.deliveries.enqueue(app=app.name, provider=provider, delivery_id=delivery_id,
+                                                   sha=sha, ref=push.ref, coalesce=app.coalesce)
+    except (StoreError, sqlite3.Error) as error:
+        log.error("webhook for %s not queued: job store failed: %s", app.name, error)
+        raise Refused(503, STORE_UNAVAILABLE, retry_later()) from None
+    if job is None:
+        return 200, {"duplicate": earlier}
+    return 202, {"job": job.id}
+
+
+def _webhook_app(config: Config, app_name: str) -> AppConfig:
+    """The app, if it takes webhooks; one 404 for unknown apps and apps without a webhook table alike."""
+    app = config.apps.get(app_name)
+    if app is None or app.webhook is None:
+        raise Refused(404, f"no webhook endpoint for app {printable(app_name, 64)}")
+    return app
+
+
+def _read_body(limit: int) -> bytes:
+    """The raw body; 413 beyond `limit`, having read at most `limit` + 1 bytes of it."""
+    too_large = f"body is over max_body ({limit} bytes)"
+    if request.content_length is not None and request.content_length > limit:
+        raise Refused(413, too_large)
+    chunks, size = [], 0
+    try:
+        while chunk := request.stream.read(min(READ_CHUNK, limit + 1 - size)):
+            chunks.append(chunk)
+            size += len(chunk)
+            if size > limit:
+                raise Refused(413, too_large)
+    except HTTPException as error:  # werkzeug's own limit or a client that sent less than it announced
+        raise Refused(error.code or 400, error.description or error.name) from None
+    return b"".join(chunks)
