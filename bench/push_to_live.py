@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from harness import Instance, remove_by_label, run, served_release  # noqa: E402
+from harness import Instance, remove_by_label  # noqa: E402
 
 import docker  # noqa: E402
 

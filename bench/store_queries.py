@@ -23,7 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from hookdeploy.core.models import JobState, utcnow
+from hookdeploy.core.models import utcnow
 from hookdeploy.core.store import Store
 
 HOOKDEPLOY = str(Path(sys.executable).parent / "hookdeploy")

@@ -3,6 +3,7 @@
 # extra, git and the load generators, and a running Docker engine with hookdeploy-nginx:local.
 #
 # Usage: scripts/test.sh [PYTEST ARGS...]     (default: -q)
+# Fast feedback (no Docker, no slow servers): .venv/bin/python -m pytest -q -m "not docker and not slow"
 # Tests that need Docker fail instead of skipping (HOOKDEPLOY_REQUIRE_DOCKER=1).
 # Exits 1 when pytest collects no tests, so an empty run never passes.
 set -euo pipefail

@@ -1,8 +1,15 @@
 """Shared fixtures: a deploy.toml in a temp dir, a real bare repo made by `hookdeploy init-repo`,
-a work clone with commits, the CLI run in-process (click) and as a subprocess, the job store.
+a work clone with commits, the CLI run in-process (click) and as a subprocess, the job store, and
+the web app (Flask test client) or `hookdeploy serve` on a config with webhooks, with API tokens.
 
-Everything here is real: git, SQLite files, the installed `hookdeploy` script. Docker-specific
-fixtures live with the tests that need them, not here.
+Everything here is real: git, SQLite files, the installed `hookdeploy` script. The Docker fixtures
+(docker_engine, instance, make_instance) live in docker_helpers.py, loaded as a plugin below, so
+every test module can ask for them without importing them.
+
+Markers (registered in pyproject.toml): a test using docker_engine (directly or through instance,
+make_instance or another fixture) is marked `docker` here; tests taking seconds (sleeps past an
+expiry, fuzzing, a real `hookdeploy serve` or other processes) carry `slow`. The quick run leaves
+both out: `pytest -m "not docker and not slow"`.
 
 Fixtures are shared by several test modules: add new ones, never rename or remove one.
 """
@@ -14,15 +21,31 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 import pytest
+
+if TYPE_CHECKING:
+    from webhook_helpers import Served, WebApp
+
+pytest_plugins = ["docker_helpers"]
 
 HOOKDEPLOY = Path(sys.executable).parent / "hookdeploy"
 GIT_IDENTITY = ("-c", "user.name=t", "-c", "user.email=t@t")
 # Passed as --receive-pack: the remote side of the push then finds no hooks, so nothing is queued.
 RECEIVE_PACK_WITHOUT_HOOKS = "git -c core.hooksPath=/dev/null receive-pack"
 ZERO_SHA = "0" * 40
+
+
+# -- markers -----------------------------------------------------------------------------------------
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects by marker
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark `docker` every test that needs the engine, however it reaches the docker_engine fixture."""
+    for item in items:
+        if "docker_engine" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.docker)
 
 
 # -- TOML -------------------------------------------------------------------------------------------
@@ -261,3 +284,52 @@ def store(state_dir: Path):
 def fake_sha(number: int) -> str:
     """A well-formed 40-hex SHA derived from a number (for store tests that need no real commit)."""
     return f"{number:040x}"
+
+
+# -- the web app and `hookdeploy serve` ------------------------------------------------------------
+
+
+@pytest.fixture
+def secrets_in_environment(monkeypatch) -> dict[str, str]:
+    """webhook_helpers.SECRETS (the apps' webhook secrets and HOOKDEPLOY_SECRET) set in the environment."""
+    from webhook_helpers import SECRETS
+
+    for key, value in SECRETS.items():
+        monkeypatch.setenv(key, value)
+    return SECRETS
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Served:
+    """(config path, port, deploy SHAs): webhook_helpers.write_config's apps site (github), lab (gitlab),
+    tea (gitea), pinned and plain on one repo from make_repo, listening on a free port.
+    served.server() is `hookdeploy serve --no-worker` on it (a Server, not started)."""
+    from webhook_helpers import Served
+
+    return Served.make(tmp_path)
+
+
+@pytest.fixture
+def web_app(served: Served, secrets_in_environment) -> WebApp:
+    """The Flask app in process (test client, store, config, SHAs) on `served`'s config."""
+    from webhook_helpers import WebApp
+
+    return WebApp.of(served)
+
+
+@pytest.fixture
+def read_token() -> str:
+    """An API token of scope `read`, signed with the HOOKDEPLOY_SECRET of webhook_helpers.SECRETS."""
+    from hookdeploy.core import tokens
+    from webhook_helpers import API_SECRET
+
+    return tokens.create(API_SECRET, "read")
+
+
+@pytest.fixture
+def deploy_token() -> str:
+    """An API token of scope `deploy` (which includes read)."""
+    from hookdeploy.core import tokens
+    from webhook_helpers import API_SECRET
+
+    return tokens.create(API_SECRET, "deploy")

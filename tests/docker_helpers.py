@@ -4,6 +4,10 @@ or as a subprocess, HTTP requests to the published proxy port, and cleanup by la
 
 Every Docker object an instance makes carries `hookdeploy.instance=NAME`; `Instance.cleanup`
 removes exactly those (containers, images, network), so concurrent runs never touch each other.
+
+conftest.py loads this module as a plugin (pytest_plugins): its fixtures (docker_engine, instance,
+make_instance) reach every test module without an import, and each test using docker_engine is
+marked `docker`. Import only the helpers (site_files, Instance, Load, ...).
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Mapping, NamedTuple
+from typing import Any, Iterator, Mapping, NamedTuple, NoReturn
 
 import pytest
 
@@ -51,15 +55,20 @@ def engine_problem() -> str | None:
     return None
 
 
+def unavailable(message: str) -> NoReturn:
+    """Skip the test for want of the engine (or the browser), or fail it with HOOKDEPLOY_REQUIRE_DOCKER=1
+    (scripts/test.sh, CI), where a missing piece is a broken machine, not a reason to pass."""
+    if os.environ.get("HOOKDEPLOY_REQUIRE_DOCKER") == "1":
+        pytest.fail(message)
+    pytest.skip(message)
+
+
 @pytest.fixture(scope="session")
 def docker_engine():
     """A docker SDK client; skip (or fail, with HOOKDEPLOY_REQUIRE_DOCKER=1) when no engine answers."""
     problem = engine_problem()
     if problem is not None:
-        message = f"no usable Docker engine ({problem}); run scripts/ensure-docker.sh"
-        if os.environ.get("HOOKDEPLOY_REQUIRE_DOCKER") == "1":
-            pytest.fail(message)
-        pytest.skip(message)
+        unavailable(f"no usable Docker engine ({problem}); run scripts/ensure-docker.sh")
     import docker
 
     client = docker.from_env(timeout=120)

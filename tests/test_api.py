@@ -3,59 +3,19 @@ replays and rollbacks resolved against a real git repo, as the CLI resolves them
 
 from __future__ import annotations
 
-import json
 import time
-from dataclasses import dataclass
 
 import pytest
 
-from hookdeploy.core import config as configuration
 from hookdeploy.core import tokens
 from hookdeploy.core.models import JobKind, JobState, Trigger
-from hookdeploy.web.app import create_app
-from hookdeploy.core.store import Store
-from webhook_helpers import SECRETS, Server, free_port, git, make_repo, request, write_config
-
-
-@dataclass
-class Api:
-    client: object
-    store: Store
-    shas: list[str]
-    other_sha: str
-
-    def call(self, method: str, path: str, token: str | None = None, body: object = None, raw: bytes | None = None):
-        headers = {"Authorization": f"Bearer {token}"} if token is not None else {}
-        data = raw if raw is not None else (json.dumps(body).encode() if body is not None else b"")
-        response = self.client.open(path, method=method, data=data, headers=headers,
-                                    content_type="application/json")
-        text = response.get_data(as_text=True)
-        assert text.endswith("\n") and text.count("\n") == 1 and response.mimetype == "application/json", text
-        return response.status_code, json.loads(text)
+from webhook_helpers import API_SECRET as SECRET, request
 
 
 @pytest.fixture
-def api(tmp_path, monkeypatch) -> Api:
-    for key, value in SECRETS.items():
-        monkeypatch.setenv(key, value)
-    bare, shas = make_repo(tmp_path)
-    config = configuration.load(write_config(tmp_path, bare))
-    store = Store(config.server.database)
-    other = git("rev-parse", "refs/heads/other", cwd=bare)
-    return Api(create_app(config, store).test_client(), store, shas, other)
-
-
-SECRET = SECRETS["HOOKDEPLOY_SECRET"].encode()
-
-
-@pytest.fixture
-def read_token() -> str:
-    return tokens.create(SECRET, "read")
-
-
-@pytest.fixture
-def deploy_token() -> str:
-    return tokens.create(SECRET, "deploy")
+def api(web_app):
+    """The Flask app on a real repo and store: web_app.call() is one API request."""
+    return web_app
 
 
 # -- tokens and scopes ---------------------------------------------------------------------------
@@ -75,6 +35,7 @@ def test_missing_bad_and_foreign_tokens_are_401(api):
     assert api.store.jobs() == []
 
 
+@pytest.mark.slow
 def test_expired_token_is_401(api):
     # itsdangerous stamps whole seconds, so a token lives between ttl - 1 and ttl seconds.
     token = tokens.create(SECRET, "read", ttl=3)
@@ -198,12 +159,10 @@ def test_rollback_to_the_previous_or_a_named_release(api, deploy_token):
     assert api.store.job(named["id"]).state is JobState.QUEUED
 
 
-def test_api_through_a_real_server(tmp_path):
-    bare, shas = make_repo(tmp_path)
-    port = free_port()
-    config = write_config(tmp_path, bare, port=port)
-    token = tokens.create(SECRET, "deploy")
-    with Server(config, port, tmp_path / "serve.log") as server:
+@pytest.mark.slow
+def test_api_through_a_real_server(served, deploy_token):
+    port, shas, token = served.port, served.shas, deploy_token
+    with served.server() as server:
         status, job, _ = request(port, "POST", "/api/apps/site/deploy", b'{"ref": "deploy"}',
                                  {"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
         assert status == 202 and job["sha"] == shas[-1]

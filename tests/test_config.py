@@ -11,8 +11,6 @@ import pytest
 from hookdeploy.core import config
 from hookdeploy.core.errors import ConfigError
 
-from conftest import toml_document
-
 
 def problems_of(write_config, content, **keywords) -> list[str]:
     """The problems `config.load` reports for a config; [] when it is valid."""

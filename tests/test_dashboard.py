@@ -6,6 +6,7 @@ sign in, see the live SHA, press rollback, watch the job, see the live SHA chang
 
 from __future__ import annotations
 
+import importlib
 import os
 import re
 import shutil
@@ -14,55 +15,24 @@ from pathlib import Path
 
 import pytest
 
-from docker_helpers import docker_engine, instance, site_files  # noqa: F401
-from hookdeploy.core import config as configuration
+from docker_helpers import site_files, unavailable
 from hookdeploy.core import tokens
-from hookdeploy.web.dashboard import COOKIE
+from hookdeploy.web.sessions import COOKIE
 from hookdeploy.core.models import JobKind, JobState, Trigger
-from hookdeploy.web.app import create_app
-from hookdeploy.core.store import Store
-from webhook_helpers import SECRETS, Server, make_repo, write_config
+from webhook_helpers import API_SECRET as SECRET, Server, release
 
-SECRET = SECRETS["HOOKDEPLOY_SECRET"].encode()
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--no-first-run"]
 SCREENSHOT = Path(__file__).parent.parent / "docs" / "dashboard.png"  # rewritten with HOOKDEPLOY_UPDATE_SCREENSHOT=1
 
 
-class Dashboard:
-    """A test client on an app whose `site` has had two releases (shas[0], then shas[1] live)."""
-
-    def __init__(self, client, store: Store, shas: list[str]):
-        self.client, self.store, self.shas = client, store, shas
-
-    def sign_in(self, scope: str = "deploy", **options):
-        return self.client.post("/signin", data={"token": tokens.create(SECRET, scope, **options)})
-
-    def csrf(self, path: str = "/") -> str:
-        found = re.search(r'name="csrf" value="([0-9a-f]+)"', self.client.get(path).get_data(as_text=True))
-        assert found, "no CSRF field on the page"
-        return found.group(1)
-
-
-def release(store: Store, app: str, sha: str) -> None:
-    """Record `sha` as the app's live release, through a job that ran and succeeded."""
-    job = store.enqueue(app, sha)
-    assert store.claim("test", [app]).id == job.id
-    store.finish(job.id, JobState.SUCCEEDED)
-    store.record_live(app, sha, f"hookdeploy/{app}:{sha[:12]}", f"hookdeploy-{app}-{sha[:12]}-{job.id}", job.id)
-
-
 @pytest.fixture
-def dash(tmp_path, monkeypatch) -> Dashboard:
-    for key, value in SECRETS.items():
-        monkeypatch.setenv(key, value)
-    bare, shas = make_repo(tmp_path)
-    config = configuration.load(write_config(tmp_path, bare))
-    store = Store(config.server.database)
-    release(store, "site", shas[0])
-    release(store, "site", shas[1])
-    return Dashboard(create_app(config, store).test_client(), store, shas)
+def dash(web_app):
+    """The web app (test client, store, SHAs) with two releases of `site`: shas[0], then shas[1] live."""
+    release(web_app.store, "site", web_app.shas[0])
+    release(web_app.store, "site", web_app.shas[1])
+    return web_app
 
 
 # -- signing in ------------------------------------------------------------------------------------
@@ -97,6 +67,7 @@ def test_good_token_gives_a_signed_httponly_samesite_strict_cookie_without_the_t
     assert "Roll back" in page and "Replay" in page and "deploy scope" in page
 
 
+@pytest.mark.slow
 def test_bad_foreign_and_expired_tokens_are_refused(dash):
     expiring = tokens.create(SECRET, "deploy", ttl=1)
     time.sleep(2.1)
@@ -108,6 +79,7 @@ def test_bad_foreign_and_expired_tokens_are_refused(dash):
         assert dash.client.get("/").status_code == 303
 
 
+@pytest.mark.slow
 def test_session_ends_with_its_token_and_tampered_cookies_are_ignored(dash):
     # Token timestamps are whole seconds: a ttl of 3 lives 2 to 3 s.
     assert dash.sign_in(ttl=3).status_code == 303
@@ -251,7 +223,7 @@ def browser_problem() -> str | None:
     if not os.access(CHROMIUM, os.X_OK):
         return f"{CHROMIUM} is missing (run scripts/ensure-tools.sh)"
     try:
-        import playwright.sync_api  # noqa: F401
+        importlib.import_module("playwright.sync_api")
     except ImportError:
         return "playwright is not installed (pip install -e '.[test]')"
     return None
@@ -261,9 +233,7 @@ def browser_problem() -> str | None:
 def chromium():
     problem = browser_problem()
     if problem is not None:
-        if os.environ.get("HOOKDEPLOY_REQUIRE_DOCKER") == "1":
-            pytest.fail(problem)
-        pytest.skip(problem)
+        unavailable(problem)
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:

@@ -12,7 +12,7 @@ import subprocess
 
 import pytest
 
-from docker_helpers import docker_engine, instance, site_files  # noqa: F401
+from docker_helpers import site_files
 from hookdeploy.cli import doctor
 
 # Names no environment sets: the secrets these tests leave missing.

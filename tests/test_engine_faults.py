@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from docker_helpers import HOOKDEPLOY, Instance, Load, docker_engine, live_instance, site_files  # noqa: F401
+from docker_helpers import HOOKDEPLOY, Instance, Load, live_instance, site_files
 from hookdeploy.core.models import JobState, Trigger
 
 pytestmark = pytest.mark.docker
@@ -89,7 +89,7 @@ class Relay:
 
 
 @pytest.fixture
-def relayed(docker_engine, tmp_path):  # noqa: F811
+def relayed(docker_engine, tmp_path):
     """An instance with a release live, and a relay (cut at first) the worker under test talks through."""
     relay = Relay(tmp_path / "engine.sock")
     with live_instance(tmp_path, docker_engine, {}, "live before the fault") as made:
@@ -194,7 +194,7 @@ def test_engine_gone_during_the_build_interrupts_the_job_and_the_retry_goes_live
 
 
 def test_a_full_disk_during_the_checkout_fails_the_job_with_the_reason_and_the_site_keeps_serving(
-        docker_engine, tmp_path):  # noqa: F811
+        docker_engine, tmp_path):
     with live_instance(tmp_path, docker_engine, {}, "live before the disk filled") as site:
         old = site.store.live_release("site")
         builds = site.state_dir / "builds"

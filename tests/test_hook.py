@@ -6,8 +6,6 @@ import os
 import subprocess
 from pathlib import Path
 
-import pytest
-
 from hookdeploy.core.models import JobState, Trigger
 from hookdeploy.core.store import Store
 
@@ -207,7 +205,7 @@ def test_a_config_path_with_shell_characters_is_quoted_in_the_hook(tmp_path, wri
     folder = tmp_path / "my $(touch pwned) `touch pwned` 'configs'"
     folder.mkdir()
     config = folder / "deploy.toml"
-    config.write_text(f'[server]\nstate_dir = "state"\n[apps.site]\nrepo = "site.git"\n')
+    config.write_text('[server]\nstate_dir = "state"\n[apps.site]\nrepo = "site.git"\n')
     assert run_cli("init-repo", "site", config=config).returncode == 0
     work = tmp_path / "work"
     git("init", "-q", "-b", "deploy", str(work))

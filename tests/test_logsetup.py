@@ -7,8 +7,9 @@ import logging
 import os
 import re
 
+import pytest
+
 from hookdeploy.core import logsetup
-from webhook_helpers import Server, free_port, make_repo, write_config
 
 STAMP = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} "
 
@@ -18,13 +19,11 @@ def journal_stream(path) -> str:
     return f"{status.st_dev}:{status.st_ino}"
 
 
-def test_serve_under_systemd_logs_priorities_without_its_own_timestamp(tmp_path):
-    repo, _ = make_repo(tmp_path)
-    port = free_port()
-    config = write_config(tmp_path, repo, port=port)
+@pytest.mark.slow
+def test_serve_under_systemd_logs_priorities_without_its_own_timestamp(served, tmp_path):
     log = tmp_path / "journal.log"
     log.touch()
-    server = Server(config, port, log, env={"JOURNAL_STREAM": journal_stream(log)}).start()
+    server = served.server(log, env={"JOURNAL_STREAM": journal_stream(log)}).start()
     assert server.stop() == 0
     lines = log.read_text().splitlines()
     assert any(re.fullmatch(r"<6>INFO hookdeploy\.web\.server: serving on http://127\.0\.0\.1:\d+ .*", line)
@@ -32,15 +31,13 @@ def test_serve_under_systemd_logs_priorities_without_its_own_timestamp(tmp_path)
     assert not any(re.match(STAMP, line) for line in lines), "journald stamps lines itself"
 
 
-def test_serve_elsewhere_logs_its_own_timestamp(tmp_path):
-    repo, _ = make_repo(tmp_path)
-    port = free_port()
-    config = write_config(tmp_path, repo, port=port)
+@pytest.mark.slow
+def test_serve_elsewhere_logs_its_own_timestamp(served, tmp_path):
     log = tmp_path / "serve.log"
     other = tmp_path / "other"
     other.touch()
     # A JOURNAL_STREAM inherited from a parent whose stderr went elsewhere does not count.
-    server = Server(config, port, log, env={"JOURNAL_STREAM": journal_stream(other)}).start()
+    server = served.server(log, env={"JOURNAL_STREAM": journal_stream(other)}).start()
     assert server.stop() == 0
     lines = log.read_text().splitlines()
     assert any(re.match(STAMP + r"INFO hookdeploy\.web\.server: serving on ", line) for line in lines), lines

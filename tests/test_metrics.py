@@ -10,20 +10,12 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from hookdeploy.core import config as configuration
-from hookdeploy.engine import worker
+from hookdeploy.engine import deploy
 from hookdeploy.web import metrics
 from hookdeploy.core.models import JobState, parse_time
-from hookdeploy.web.app import create_app
 from hookdeploy.core.store import Store
 
-from webhook_helpers import SECRETS, delivery, fixture, make_repo, signed_headers, write_config
-
-
-@pytest.fixture
-def secrets_in_environment(monkeypatch):
-    for key, value in SECRETS.items():
-        monkeypatch.setenv(key, value)
+from webhook_helpers import SECRETS, delivery, fixture, signed_headers
 
 
 def run(store: Store, app: str, sha: str, state: JobState, steps: dict[str, float], error: str | None = None):
@@ -52,11 +44,8 @@ def scrape(client) -> dict[str, dict[tuple, float]]:
     return samples
 
 
-def test_metrics_after_real_jobs_and_webhook_deliveries(tmp_path, secrets_in_environment):
-    bare, shas = make_repo(tmp_path)
-    config = configuration.load(write_config(tmp_path, bare))
-    store = Store(config.server.database)
-    client = create_app(config, store).test_client()
+def test_metrics_after_real_jobs_and_webhook_deliveries(web_app):
+    client, store, shas = web_app.client, web_app.store, web_app.shas
 
     live = run(store, "site", shas[0], JobState.SUCCEEDED,
                {f"checked out {shas[0][:12]}": 0.3, "built hookdeploy/site:x": 4.0, "proxy ready": 0.05,
@@ -115,17 +104,15 @@ def test_metrics_after_real_jobs_and_webhook_deliveries(tmp_path, secrets_in_env
     }
 
 
-def test_an_empty_store_scrapes_with_zero_queues(tmp_path, secrets_in_environment):
-    bare, _ = make_repo(tmp_path)
-    config = configuration.load(write_config(tmp_path, bare))
-    samples = scrape(create_app(config, Store(config.server.database)).test_client())
+def test_an_empty_store_scrapes_with_zero_queues(web_app):
+    samples = scrape(web_app.client)
     assert samples["hookdeploy_queue_depth"][(("app", "site"),)] == 0.0
     assert "hookdeploy_jobs_total" not in samples and "hookdeploy_live_release_info" not in samples
 
 
-def test_every_step_the_worker_names_has_a_label():
-    """Step labels come from event messages, so each `self.step(job, NAME)` in worker.py must map to one."""
-    tree = ast.parse(Path(worker.__file__).read_text())
+def test_every_step_a_deploy_names_has_a_label():
+    """Step labels come from event messages, so each `self.step(job, NAME)` in deploy.py must map to one."""
+    tree = ast.parse(Path(deploy.__file__).read_text())
     names = [node.args[1].value for node in ast.walk(tree)
              if isinstance(node, ast.Call) and getattr(node.func, "attr", None) == "step"
              and len(node.args) == 2 and isinstance(node.args[1], ast.Constant)]

@@ -16,7 +16,7 @@ from hookdeploy.core.models import JobState
 from hookdeploy.core.store import Store
 
 from conftest import toml_document
-from docker_helpers import docker_engine, instance, site_files  # noqa: F401 (fixtures)
+from docker_helpers import site_files
 
 SHA = "a" * 40
 OLD_SHA = "b" * 40
@@ -83,13 +83,13 @@ def events(store: Store, job_id: int) -> list[tuple[str, str]]:
     return [(event.kind, event.message) for event in store.events(job_id) if "notif" in event.message]
 
 
+@pytest.mark.slow
 def test_a_receiver_failing_twice_gets_three_deliveries_and_the_success_is_a_job_event(
-        write_config, state_dir, receiver_factory, monkeypatch):
+        write_config, state_dir, store, receiver_factory, monkeypatch):
     monkeypatch.setenv("SITE_TOKEN", "hunter2-secret")
     receiver = receiver_factory(failures=2)
     loaded = load(write_config, state_dir, f'[[notify]]\nurl = "{receiver.url}"\n',
                   env={"TOKEN": {"from_env": "SITE_TOKEN"}, "MODE": "plain-secret-value"})
-    store = Store(loaded.server.database)
     previous = finished_job(store, JobState.SUCCEEDED, sha=OLD_SHA)
     store.record_live("site", OLD_SHA, "hookdeploy/site:bbbbbbbbbbbb", "hookdeploy-site-bbbbbbbbbbbb-1", previous.id)
     store.log(previous.id, "unrelated")
@@ -112,13 +112,13 @@ def test_a_receiver_failing_twice_gets_three_deliveries_and_the_success_is_a_job
     assert "SECRET-TOKEN" not in " ".join(event.message for event in store.events(job.id))  # a URL may hold a token
 
 
-def test_a_failed_job_is_notified_with_state_failed_and_slack_gets_text(write_config, state_dir, receiver_factory):
+def test_a_failed_job_is_notified_with_state_failed_and_slack_gets_text(write_config, state_dir, store,
+                                                                        receiver_factory):
     json_receiver, slack_receiver, success_only = receiver_factory(), receiver_factory(), receiver_factory()
     loaded = load(write_config, state_dir,
                   f'[[notify]]\nurl = "{json_receiver.url}"\nevents = ["failed", "rolled_back"]\n'
                   f'[[notify]]\nurl = "{slack_receiver.url}"\nformat = "slack"\n'
                   f'[[notify]]\nurl = "{success_only.url}"\nevents = ["succeeded"]\n')
-    store = Store(loaded.server.database)
     job = finished_job(store, JobState.FAILED, "build failed: exit status 2")
 
     notify.send(loaded, store, job).join(timeout=30)
@@ -133,10 +133,11 @@ def test_a_failed_job_is_notified_with_state_failed_and_slack_gets_text(write_co
     assert [kind for kind, _ in events(store, job.id)] == ["log", "log"]
 
 
-def test_an_unreachable_receiver_is_a_job_error_event_after_three_tries(write_config, state_dir, receiver_factory):
+@pytest.mark.slow
+def test_an_unreachable_receiver_is_a_job_error_event_after_three_tries(write_config, state_dir, store,
+                                                                        receiver_factory):
     receiver = receiver_factory(failures=99)
     loaded = load(write_config, state_dir, f'[[notify]]\nurl = "{receiver.url}"\n')
-    store = Store(loaded.server.database)
     job = finished_job(store, JobState.ROLLED_BACK, "verification through the proxy failed")
 
     notify.send(loaded, store, job).join(timeout=30)
@@ -147,9 +148,8 @@ def test_an_unreachable_receiver_is_a_job_error_event_after_three_tries(write_co
     assert store.job(job.id).state is JobState.ROLLED_BACK
 
 
-def test_nothing_is_sent_without_a_target_for_the_state(write_config, state_dir):
+def test_nothing_is_sent_without_a_target_for_the_state(write_config, state_dir, store):
     loaded = load(write_config, state_dir, '[[notify]]\nurl = "http://127.0.0.1:9/"\nevents = ["failed"]\n')
-    store = Store(loaded.server.database)
     assert notify.send(loaded, store, finished_job(store, JobState.SUCCEEDED)) is None
 
 

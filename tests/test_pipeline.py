@@ -13,8 +13,7 @@ import time
 
 import pytest
 
-from docker_helpers import (BASE_IMAGE, Instance, Link, Load, docker_engine, instance, make_instance,  # noqa: F401
-                            site_files)
+from docker_helpers import BASE_IMAGE, Instance, Link, Load, site_files
 from hookdeploy.core.models import JobKind, JobState, ReleaseState, Trigger
 
 pytestmark = pytest.mark.docker
@@ -93,7 +92,7 @@ def test_push_goes_live_through_the_proxy_with_design_names_and_labels(instance)
 
 
 @pytest.fixture(scope="module")
-def live_site(docker_engine, tmp_path_factory):  # noqa: F811
+def live_site(docker_engine, tmp_path_factory):
     """One instance with a healthy release live, shared by the failure cases (each leaves it as it was)."""
     made = Instance(tmp_path_factory.mktemp("live-site"), docker_engine)
     try:

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from docker_helpers import HOOKDEPLOY, Instance, docker_engine, git, instance, site_files  # noqa: F401
+from docker_helpers import HOOKDEPLOY, Instance, git, site_files
 
 
 @pytest.fixture

@@ -19,7 +19,6 @@ import threading
 import time
 import urllib.parse
 import uuid
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -27,41 +26,24 @@ from hypothesis import HealthCheck, given, settings, target
 from hypothesis import event as record_outcome
 from hypothesis import strategies as st
 
-from docker_helpers import docker_engine, instance, site_files  # noqa: F401 (fixtures)
+from docker_helpers import site_files
 from hookdeploy.core import config as configuration
 from hookdeploy.web import webhooks
 from hookdeploy.core.models import JobState, Trigger
 from hookdeploy.web.app import create_app
-from hookdeploy.core.store import Store
-from webhook_helpers import (FIXTURE_OF, HOOKDEPLOY, PROVIDER_OF, SECRET_OF, SECRETS, Server, delivery, environment,
-                             fixture, form_encoded, free_port, make_repo, push_body, request, signed_headers,
-                             write_config)
+from webhook_helpers import (FIXTURE_OF, HOOKDEPLOY, PROVIDER_OF, SECRET_OF, SECRETS, Server, Served, WebApp, delivery,
+                             environment, fixture, form_encoded, push_body, request, signed_headers, write_config)
 
 GITHUB_CHECK_SECRET = "It's a Secret to Everybody"
 GITHUB_CHECK_VALUE = "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17"
 
 
-@dataclass
-class Receiver:
-    """The Flask app on a real store and config, and what the tests need around it."""
-
-    client: object
-    store: Store
-    config: configuration.Config
-    shas: list[str]
-
-    def post(self, app: str, body: bytes, headers: dict, path: str | None = None):
-        return self.client.post(path or f"/hooks/{app}", data=body, headers=headers)
-
-    def job_count(self) -> int:
-        return len(self.store.jobs(limit=100_000))
-
-
 @pytest.fixture(scope="module")
 def secrets_in_environment():
+    """conftest's fixture of that name, for the module: shared_receiver needs the secrets as long as it lives."""
     saved = {key: os.environ.get(key) for key in SECRETS}
     os.environ.update(SECRETS)
-    yield
+    yield SECRETS
     for key, value in saved.items():
         if value is None:
             os.environ.pop(key, None)
@@ -69,22 +51,16 @@ def secrets_in_environment():
             os.environ[key] = value
 
 
-def make_receiver(root: Path, **config_options) -> Receiver:
-    bare, shas = make_repo(root)
-    config = configuration.load(write_config(root, bare, **config_options))
-    store = Store(config.server.database)
-    return Receiver(create_app(config, store).test_client(), store, config, shas)
-
-
 @pytest.fixture
-def receiver(tmp_path, secrets_in_environment) -> Receiver:
-    return make_receiver(tmp_path)
+def receiver(web_app) -> WebApp:
+    """The Flask app on a real store, config and repo: receiver.post() delivers to /hooks/APP."""
+    return web_app
 
 
 @pytest.fixture(scope="module")
-def shared_receiver(tmp_path_factory, secrets_in_environment) -> Receiver:
+def shared_receiver(tmp_path_factory, secrets_in_environment) -> WebApp:
     """One receiver for the hypothesis tests (function-scoped fixtures do not reset between examples)."""
-    return make_receiver(tmp_path_factory.mktemp("fuzz"))
+    return WebApp.of(Served.make(tmp_path_factory.mktemp("fuzz")))
 
 
 def one_json_line(response) -> dict:
@@ -369,6 +345,7 @@ forge_headers = st.one_of(
     st.just({}))
 
 
+@pytest.mark.slow
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(method=st.sampled_from(["POST", "POST", "POST", "GET", "PUT", "DELETE", "HEAD", "OPTIONS", "PATCH"]),
        prefix=st.sampled_from(["/hooks/", "/hooks/", "/api/apps/", "/", "/healthz/", "/hooks//"]),
@@ -400,6 +377,7 @@ fuzzed_payload = st.builds(lambda start, changed: {**start, **changed}, st.sampl
 PUSH = "(the provider's push event)"
 
 
+@pytest.mark.slow
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(app=st.sampled_from(["site", "lab", "tea"]), payload=fuzzed_payload,
        event=st.sampled_from([PUSH, PUSH, "ping", "issues", "Push Hook", "push"]) | header_text,
@@ -433,31 +411,24 @@ def test_fuzzed_signed_payloads_queue_only_valid_pushes(shared_receiver, app, pa
 # -- a real server ------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def served(tmp_path):
-    """(config path, port, SHAs) for a `hookdeploy serve` on a free port."""
-    bare, shas = make_repo(tmp_path)
-    port = free_port()
-    return write_config(tmp_path, bare, port=port), port, shas
-
-
 def deliveries_in_store(config_path: Path) -> dict[str, int]:
     database = configuration.load(config_path).server.database
     with sqlite3.connect(database) as db:
         return dict(db.execute("SELECT delivery_id, job FROM deliveries WHERE app = 'site'"))
 
 
+@pytest.mark.slow
 def test_duplicate_after_restart_and_clean_sigterm(served, tmp_path):
     config, port, shas = served
     body, headers = delivery("site", shas[-1], delivery="restart-delivery")
-    server = Server(config, port, tmp_path / "serve.log").start()
+    server = served.server().start()
     try:
         status, answer, _ = request(port, "POST", "/hooks/site", body, headers)
         assert status == 202
     finally:
         assert server.stop(signal.SIGTERM) == 0
     assert "stopped" in (tmp_path / "serve.log").read_text()
-    with Server(config, port, tmp_path / "serve.log") as again:
+    with served.server() as again:
         assert request(port, "POST", "/hooks/site", body, headers)[:2] == (200, {"duplicate": answer["job"]})
         status, second, _ = request(port, "POST", "/hooks/site", *delivery("site", shas[0]))
         assert status == 202 and second["job"] > answer["job"]
@@ -475,10 +446,11 @@ def raw_response(sock: socket.socket) -> tuple[int, dict]:
     return int(head.split()[1]), json.loads(body)
 
 
+@pytest.mark.slow
 def test_413_far_over_the_limit_without_reading_it(served, tmp_path):
     config, port, shas = served  # max_body is 65536
     body, headers = delivery("site", shas[-1])
-    with Server(config, port, tmp_path / "serve.log") as server:
+    with served.server() as server:
         before = server.rss_kib()
         for _ in range(3):
             with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
@@ -521,12 +493,13 @@ def send_all(port: int, sha: str, ids: list[str], senders: int = 8) -> tuple[dic
     return answers, threads
 
 
+@pytest.mark.slow
 def test_sigkill_during_a_burst_loses_no_acknowledged_delivery(served, tmp_path):
     config, port, shas = served
     total = 480
     ids = [f"burst-{number}" for number in range(total)]
 
-    server = Server(config, port, tmp_path / "serve.log").start()
+    server = served.server().start()
     answers, threads = send_all(port, shas[-1], ids)
     deadline = time.monotonic() + 30
     while len(answers) < total // 3 and time.monotonic() < deadline:
@@ -542,7 +515,7 @@ def test_sigkill_during_a_burst_loses_no_acknowledged_delivery(served, tmp_path)
     for delivery_id, job in acknowledged.items():
         assert stored.get(delivery_id) == job, f"{delivery_id} got 202 for job {job} but is not in the store"
 
-    with Server(config, port, tmp_path / "serve.log"):
+    with served.server():
         again, threads = send_all(port, shas[-1], ids)
         for thread in threads:
             thread.join(60)
@@ -598,10 +571,11 @@ def test_signed_webhook_goes_live_behind_the_proxy(instance, tmp_path):
         assert server.stop(signal.SIGTERM) == 0
 
 
+@pytest.mark.slow
 def test_sigterm_during_a_burst_answers_what_it_took_and_exits_cleanly(served, tmp_path):
     config, port, shas = served
     ids = [f"term-{number}" for number in range(2000)]
-    server = Server(config, port, tmp_path / "serve.log").start()
+    server = served.server().start()
     answers, threads = send_all(port, shas[-1], ids)
     while len(answers) < 100:
         time.sleep(0.002)

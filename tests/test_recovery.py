@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from docker_helpers import Load, died_of_sigkill, docker_engine, live_instance, site_files  # noqa: F401
+from docker_helpers import Load, died_of_sigkill, live_instance, site_files
 from hookdeploy.core.models import JobState, Trigger
 
 pytestmark = pytest.mark.docker
@@ -20,7 +20,7 @@ SWITCHED = ("switch", "drain")
 
 
 @pytest.fixture(scope="module")
-def crash_site(docker_engine, tmp_path_factory):  # noqa: F811
+def crash_site(docker_engine, tmp_path_factory):
     """An instance with a release live, shared by the crash cases."""
     with live_instance(tmp_path_factory.mktemp("crash-site"), docker_engine, {}, "before any crash") as made:
         yield made

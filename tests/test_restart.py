@@ -17,7 +17,7 @@ import time
 
 import pytest
 
-from docker_helpers import HOOKDEPLOY, Load, docker_engine, live_instance, site_files  # noqa: F401
+from docker_helpers import HOOKDEPLOY, Load, live_instance, site_files
 from hookdeploy.core.models import JobState, Trigger
 
 pytestmark = pytest.mark.docker
@@ -26,7 +26,7 @@ SLOW_START = 'CMD ["sh", "-c", "sleep 2; exec nginx -g \'daemon off;\'"]\n'
 
 
 @pytest.fixture(scope="module")
-def restart_site(docker_engine, tmp_path_factory):  # noqa: F811
+def restart_site(docker_engine, tmp_path_factory):
     """An instance with a release live, shared by the restart cases (each leaves its release live)."""
     with live_instance(tmp_path_factory.mktemp("restart-site"), docker_engine, {"health": {"deadline": 8.0}},
                        "before any restart") as made:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
 import subprocess
 import sys
@@ -15,7 +14,8 @@ import pytest
 
 from hookdeploy.core.errors import StoreError
 from hookdeploy.core.models import JobKind, JobState, ReleaseState, Trigger, parse_time
-from hookdeploy.core.store import MIGRATIONS, SCHEMA_VERSION, Store
+from hookdeploy.core.schema import MIGRATIONS, SCHEMA_VERSION
+from hookdeploy.core.store import Store
 
 from conftest import fake_sha
 
@@ -379,6 +379,7 @@ CLAIMER = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("round_number", range(4))
 def test_processes_claiming_at_once_each_job_is_won_exactly_once(tmp_path, round_number):
     path = tmp_path / "hookdeploy.db"

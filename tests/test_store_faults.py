@@ -5,7 +5,6 @@ give one clear line that names what is wrong, and change nothing: no job queued,
 from __future__ import annotations
 
 import sqlite3
-from pathlib import Path
 
 import pytest
 
@@ -51,6 +50,7 @@ def test_the_post_receive_hook_with_a_corrupted_store_tells_the_pusher_nothing_w
         "hookdeploy: the push was received, but nothing was queued"]
 
 
+@pytest.mark.slow
 def test_a_store_locked_by_another_process_fails_the_enqueue_after_the_busy_timeout_and_queues_nothing(
         run_cli, site_config, state_dir, pushed_clone, store):
     holder = sqlite3.connect(state_dir / "hookdeploy.db", isolation_level=None)

@@ -11,7 +11,7 @@ import pytest
 from itsdangerous import URLSafeTimedSerializer
 
 from hookdeploy.core import tokens
-from webhook_helpers import HOOKDEPLOY, environment, make_repo, write_config
+from webhook_helpers import HOOKDEPLOY, environment
 
 SECRET = b"server secret"
 
@@ -60,6 +60,7 @@ def test_well_signed_but_unexpected_contents_are_invalid():
         tokens.verify(SECRET, other_salt)
 
 
+@pytest.mark.slow
 def test_each_token_expires_after_its_own_ttl():
     short, long = tokens.create(SECRET, "deploy", ttl=3), tokens.create(SECRET, "deploy", ttl=3600)
     assert tokens.verify(SECRET, short) == "deploy"
@@ -75,9 +76,8 @@ def test_each_token_expires_after_its_own_ttl():
 
 
 @pytest.fixture
-def config(tmp_path):
-    bare, _ = make_repo(tmp_path)
-    return write_config(tmp_path, bare)
+def config(served):
+    return served.config
 
 
 def token_create(config, *arguments, env=None):

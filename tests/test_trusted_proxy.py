@@ -19,14 +19,13 @@ from pathlib import Path
 
 import pytest
 
-from docker_helpers import BASE_IMAGE, docker_engine, free_port  # noqa: F401
+from docker_helpers import BASE_IMAGE, free_port
 from hookdeploy.core import config as configuration
 from hookdeploy.core import tokens
-from hookdeploy.web.dashboard import COOKIE
+from hookdeploy.web.sessions import COOKIE
 from hookdeploy.core.models import JobKind, JobState
 from hookdeploy.web.server import adjustments
-from test_dashboard import SECRET, release
-from webhook_helpers import Server, make_repo
+from webhook_helpers import API_SECRET as SECRET, Server, make_repo, release
 
 README = Path(__file__).parent.parent / "README.md"
 CONTAINER_CONF_D = "/etc/nginx/conf.d"
@@ -57,7 +56,7 @@ def readme_location_block() -> str:
 
 
 @pytest.fixture
-def tls_proxy(docker_engine, certificate: Path):  # noqa: F811
+def tls_proxy(docker_engine, certificate: Path):
     """A function starting nginx (host network, TLS on a free loopback port) in front of 127.0.0.1:UPSTREAM;
     returns the port. Containers are removed afterwards."""
     started = []
@@ -212,6 +211,7 @@ def test_without_trusted_proxy_the_same_sign_in_is_refused(tls_proxy, serve, cer
 # -- straight to serve, from a peer that is not the proxy ---------------------------------------------------
 
 
+@pytest.mark.slow
 def test_forwarding_headers_from_another_peer_are_dropped(serve):
     upstream, _ = serve(trusted_proxy="127.0.0.1")
     forged = {"X-Forwarded-Proto": "https", "X-Forwarded-Host": "localhost:8443", "X-Forwarded-For": "203.0.113.9",

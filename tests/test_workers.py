@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from docker_helpers import HOOKDEPLOY, Instance, docker_engine, instance, site_files  # noqa: F401
+from docker_helpers import HOOKDEPLOY, Instance, site_files
 from hookdeploy.core.models import JobState
 
 pytestmark = pytest.mark.docker

@@ -1,5 +1,6 @@
-"""Helpers for the receiver, API and token tests: real git repos, configs with webhook tables,
-signed deliveries, and `hookdeploy serve --no-worker` as a subprocess on a free port.
+"""Helpers for the receiver, API, dashboard and token tests: real git repos, configs with webhook
+tables, signed deliveries, the Flask app in process (WebApp), and `hookdeploy serve --no-worker` as a
+subprocess on a free port (Served, Server). conftest.py makes fixtures of them: `served`, `web_app`.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ import hmac
 import http.client
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -16,8 +18,15 @@ import sys
 import time
 import urllib.parse
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
+from typing import Any, Mapping, NamedTuple
+
+from hookdeploy.core import config as configuration
+from hookdeploy.core import tokens
+from hookdeploy.core.models import JobState
+from hookdeploy.core.store import Store
+from hookdeploy.web.app import create_app
 
 FIXTURES = Path(__file__).parent / "fixtures" / "webhooks"
 HOOKDEPLOY = Path(sys.executable).parent / "hookdeploy"
@@ -29,6 +38,8 @@ SECRETS = {"SITE_SECRET": "site webhook secret", "GITLAB_SECRET": "gitlab token 
 PROVIDER_OF = {"site": "github", "lab": "gitlab", "tea": "gitea", "pinned": "github"}
 SECRET_OF = {"site": "SITE_SECRET", "lab": "GITLAB_SECRET", "tea": "GITEA_SECRET", "pinned": "PINNED_SECRET"}
 FIXTURE_OF = {"github": "github-push.json", "gitlab": "gitlab-push.json", "gitea": "gitea-push.json"}
+# What signs API tokens and dashboard sessions (server.secret_env is HOOKDEPLOY_SECRET).
+API_SECRET = SECRETS["HOOKDEPLOY_SECRET"].encode()
 
 
 def fixture(name: str) -> dict:
@@ -200,3 +211,89 @@ class Server:
             self.process.kill()
             self.process.wait(10)
             self.log.close()
+
+
+# -- a config served, in process or as a subprocess ----------------------------------------------------
+
+
+class Served(NamedTuple):
+    """A deploy.toml (write_config's five apps on one repo from make_repo) listening on a free port."""
+
+    config: Path
+    port: int
+    shas: list[str]  # the `deploy` branch's commits, oldest first
+
+    @classmethod
+    def make(cls, root: Path, **config_options) -> "Served":
+        """make_repo and write_config in `root` (which must not hold them yet)."""
+        bare, shas = make_repo(root)
+        port = free_port()
+        return cls(write_config(root, bare, port=port, **config_options), port, shas)
+
+    def server(self, log: Path | None = None, **options) -> Server:
+        """`hookdeploy serve` on this config, not started; it logs to serve.log beside the config unless `log`."""
+        return Server(self.config, self.port, log or self.config.parent / "serve.log", **options)
+
+
+@dataclass
+class WebApp:
+    """The Flask app (a test client) on a real config, SQLite store and git repo, with a helper per door:
+    the JSON API (`call`), the webhooks (`post`) and the dashboard (`sign_in`, `csrf`)."""
+
+    client: Any
+    store: Store
+    config: configuration.Config
+    shas: list[str]  # the `deploy` branch's commits, oldest first
+
+    @classmethod
+    def of(cls, served: Served) -> "WebApp":
+        """The app on `served`'s config and store (the secrets must be in the environment to use it)."""
+        config = configuration.load(served.config)
+        store = Store(config.server.database)
+        return cls(create_app(config, store).test_client(), store, config, served.shas)
+
+    @property
+    def other_sha(self) -> str:
+        """The one commit on the repo's `other` branch."""
+        return git("rev-parse", "refs/heads/other", cwd=self.config.apps["site"].repo)
+
+    def job_count(self) -> int:
+        return len(self.store.jobs(limit=100_000))
+
+    # the API
+
+    def call(self, method: str, path: str, token: str | None = None, body: object = None, raw: bytes | None = None):
+        """One API request (with `Authorization: Bearer TOKEN` when given); (status, its one line of JSON)."""
+        headers = {"Authorization": f"Bearer {token}"} if token is not None else {}
+        data = raw if raw is not None else (json.dumps(body).encode() if body is not None else b"")
+        response = self.client.open(path, method=method, data=data, headers=headers,
+                                    content_type="application/json")
+        text = response.get_data(as_text=True)
+        assert text.endswith("\n") and text.count("\n") == 1 and response.mimetype == "application/json", text
+        return response.status_code, json.loads(text)
+
+    # webhooks
+
+    def post(self, app: str, body: bytes, headers: dict, path: str | None = None):
+        """POST a delivery to /hooks/APP (or `path`); the Flask response."""
+        return self.client.post(path or f"/hooks/{app}", data=body, headers=headers)
+
+    # the dashboard
+
+    def sign_in(self, scope: str = "deploy", **options):
+        """POST /signin with a fresh token of `scope` (tokens.create options, e.g. ttl=3)."""
+        return self.client.post("/signin", data={"token": tokens.create(API_SECRET, scope, **options)})
+
+    def csrf(self, path: str = "/") -> str:
+        """The CSRF field of the page at `path`."""
+        found = re.search(r'name="csrf" value="([0-9a-f]+)"', self.client.get(path).get_data(as_text=True))
+        assert found, "no CSRF field on the page"
+        return found.group(1)
+
+
+def release(store: Store, app: str, sha: str) -> None:
+    """Record `sha` as the app's live release, through a job that ran and succeeded."""
+    job = store.enqueue(app, sha)
+    assert store.claim("test", [app]).id == job.id
+    store.finish(job.id, JobState.SUCCEEDED)
+    store.record_live(app, sha, f"hookdeploy/{app}:{sha[:12]}", f"hookdeploy-{app}-{sha[:12]}-{job.id}", job.id)

@@ -9,6 +9,7 @@ from typing import Callable
 
 from hookdeploy.core.config import Config, missing_secrets
 from hookdeploy.core.errors import HookdeployError
+from hookdeploy.core.names import split_address
 
 Report = Callable[[str], None]
 
@@ -147,8 +148,7 @@ def _check_proxy(config: Config, engine, check) -> None:
 
 def _normalize_address(address: str) -> str:
     """`host:port` with the any-address spelled 0.0.0.0 (Docker reports it as "" or 0.0.0.0)."""
-    host, _, port = address.rpartition(":")
-    host = host.strip("[]")
+    host, port = split_address(address)
     return f"{host if host not in ('', '0.0.0.0') else '0.0.0.0'}:{port}"
 
 

@@ -7,11 +7,29 @@ from __future__ import annotations
 
 import sys
 import time
+from typing import Iterator
 
-from hookdeploy.core.models import Job, JobState
+from hookdeploy.core.models import Event, Job, JobState
+from hookdeploy.core.names import split_address
 from hookdeploy.core.store import Store
 
 WORKER_ALIVE_SECONDS = 10.0
+POLL_SECONDS = 0.1
+
+
+def watch(store: Store, job_id: int) -> Iterator[tuple[Job, list[Event]]]:
+    """The job and the events logged since the last turn, about ten times a second, until the caller stops.
+
+    The job is read before its events, so the turn that sees it finished also has its last events.
+    """
+    after = 0
+    while True:
+        job = store.job(job_id)
+        events = store.events(job_id, after)
+        if events:
+            after = events[-1].id
+        yield job, events
+        time.sleep(POLL_SECONDS)
 
 
 def follow(store: Store, job_id: int, prefix: str | None, show_all: bool = False) -> Job:
@@ -20,38 +38,38 @@ def follow(store: Store, job_id: int, prefix: str | None, show_all: bool = False
     `prefix` marks steps and states (output lines are indented under them); None prints nothing;
     `show_all` prints whole log lines with times.
     """
-    after = 0
     warned = False
-    while True:
-        job = store.job(job_id)
-        for event in store.events(job_id, after):
-            after = event.id
-            if prefix is None:
-                continue
-            if show_all:
-                print(event.render(), flush=True)
-            elif event.kind == "log":
-                print(" " * len(prefix) + event.message, flush=True)
-            else:
-                took = f" ({event.duration:.1f} s)" if event.duration is not None else ""
-                print(f"{prefix}{event.message}{took}", flush=True)
+    for job, events in watch(store, job_id):
+        for event in events if prefix is not None else ():
+            print(_log_line(event, prefix, show_all), flush=True)
         if job.state.finished:
             return job
         if not warned and job.state is JobState.QUEUED and not store.worker_alive(WORKER_ALIVE_SECONDS):
             print("waiting: no worker is running (start it with: hookdeploy worker)", file=sys.stderr, flush=True)
             warned = True
-        time.sleep(0.1)
+    raise AssertionError("watch() never ends")
+
+
+def _log_line(event: Event, prefix: str, show_all: bool) -> str:
+    if show_all:
+        return event.render()
+    if event.kind == "log":
+        return " " * len(prefix) + event.message
+    took = f" ({event.duration:.1f} s)" if event.duration is not None else ""
+    return f"{prefix}{event.message}{took}"
 
 
 def site_url(publish: str, hostnames: tuple[str, ...]) -> str:
     """Where visitors reach an app: its first hostname, or the proxy's published address."""
-    host, _, port = publish.rpartition(":")
+    host, port = split_address(publish)
     if hostnames:
         host = hostnames[0].replace("*", "www")
-    elif host in ("0.0.0.0", "::", "[::]"):
+    elif host in ("0.0.0.0", "::"):
         import socket
 
         host = socket.gethostname()
+    elif ":" in host:
+        host = f"[{host}]"
     return f"http://{host}" + ("" if port == "80" else f":{port}")
 
 
@@ -67,47 +85,45 @@ def follow_push(store: Store, job: Job, url: str, out=None) -> Job:
         print(text, file=out, flush=True)
 
     before = store.live_release(job.app)  # the hook has already said "queued job N (APP @ SHA)"
-    after, waited_for, retried_at = 0, None, None
-    while True:
-        current = store.job(job.id)
-        for event in store.events(job.id, after):
-            after = event.id
-            line = _push_line(event, url)
-            if line is not None:
-                say(line if event.kind == "log" or line.startswith(" ") else arrow + line)
-        if current.state is JobState.SUPERSEDED:
-            newer = store.jobs(job.app, limit=1)[0]
-            say(f"{arrow}superseded by job {newer.id} ({newer.app} @ {newer.sha[:7]}); following it")
-            job, after, waited_for = newer, 0, None
-            continue
-        retry = store.retry_of(job.id) if current.state is JobState.INTERRUPTED else None
-        if retry is not None:
-            # "interrupted: the worker is restarting; queued again as job N"
-            say(f"{arrow}interrupted: {current.error}")
-            job, after, waited_for, retried_at = retry, 0, None, time.monotonic()
-            continue
-        if current.state.finished:
-            if current.state is not JobState.SUCCEEDED:
-                live = store.live_release(job.app)
-                unchanged = live.sha[:7] if live else "none"
-                if live and before and live.sha != before.sha:
-                    unchanged = f"{live.sha[:7]} (changed by another job)"
-                say(f"{arrow}{current.state.value.replace('_', ' ')}: {current.error or 'no reason given'}")
-                say(f"{arrow}live release unchanged: {unchanged}")
-            return current
-        if current.state is JobState.QUEUED:
-            running = store.running(job.app)
-            if running is not None and running.id != waited_for:
-                waited_for = running.id
-                say(f"{arrow}waiting for job {running.id} ({running.sha[:7]}) to finish")
-            if (retried_at is not None and time.monotonic() - retried_at > WORKER_ALIVE_SECONDS
-                    and not store.worker_alive(WORKER_ALIVE_SECONDS)):
-                say(f"{arrow}no worker is running now; job {job.id} runs when one starts (hookdeploy worker)")
+    waited_for, retried_at = None, None
+    while True:  # one turn per job followed: the pushed one, then whatever supersedes or retries it
+        for current, events in watch(store, job.id):
+            for event in events:
+                line = _push_line(event, url)
+                if line is not None:
+                    say(line if event.kind == "log" or line.startswith(" ") else arrow + line)
+            if current.state is JobState.SUPERSEDED:
+                newer = store.jobs(job.app, limit=1)[0]
+                say(f"{arrow}superseded by job {newer.id} ({newer.app} @ {newer.sha[:7]}); following it")
+                job, waited_for = newer, None
+                break
+            retry = store.retry_of(job.id) if current.state is JobState.INTERRUPTED else None
+            if retry is not None:
+                # "interrupted: the worker is restarting; queued again as job N"
+                say(f"{arrow}interrupted: {current.error}")
+                job, waited_for, retried_at = retry, None, time.monotonic()
+                break
+            if current.state.finished:
+                if current.state is not JobState.SUCCEEDED:
+                    live = store.live_release(job.app)
+                    unchanged = live.sha[:7] if live else "none"
+                    if live and before and live.sha != before.sha:
+                        unchanged = f"{live.sha[:7]} (changed by another job)"
+                    say(f"{arrow}{current.state.value.replace('_', ' ')}: {current.error or 'no reason given'}")
+                    say(f"{arrow}live release unchanged: {unchanged}")
                 return current
-        time.sleep(0.1)
+            if current.state is JobState.QUEUED:
+                running = store.running(job.app)
+                if running is not None and running.id != waited_for:
+                    waited_for = running.id
+                    say(f"{arrow}waiting for job {running.id} ({running.sha[:7]}) to finish")
+                if (retried_at is not None and time.monotonic() - retried_at > WORKER_ALIVE_SECONDS
+                        and not store.worker_alive(WORKER_ALIVE_SECONDS)):
+                    say(f"{arrow}no worker is running now; job {job.id} runs when one starts (hookdeploy worker)")
+                    return current
 
 
-def _push_line(event, url: str) -> str | None:
+def _push_line(event: Event, url: str) -> str | None:
     """An event as the pusher sees it, or None for what only the job log needs."""
     message = event.message
     if event.kind == "log":

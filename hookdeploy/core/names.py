@@ -69,3 +69,9 @@ def printable(text: str, limit: int = 80) -> str:
     """A quoted, escaped, bounded form of untrusted text, safe to print to a terminal or log."""
     shown = repr(str(text)[:limit])
     return shown + ("…" if len(str(text)) > limit else "")
+
+
+def split_address(address: str) -> tuple[str, str]:
+    """`HOST:PORT` (or `[V6]:PORT`) as (host without brackets, port text); not checked."""
+    host, _, port = address.rpartition(":")
+    return host.strip("[]"), port

@@ -1,9 +1,11 @@
-"""The durable job store: jobs, their events (the job log), releases and webhook deliveries.
+"""The durable job store: jobs, their events (the job log), releases, webhook deliveries and
+worker heartbeats, as the queries on one SQLite file.
 
-SQLite in WAL mode with synchronous=FULL, so a committed job survives a crash or power
-loss; every write runs in `BEGIN IMMEDIATE`, so writers queue on the busy timeout instead of
-failing half-way. The database enforces the rules (one running job per app, one delivery id
-once, one live release per app); jobs are never deleted.
+Every write runs in `BEGIN IMMEDIATE`, so writers queue on the busy timeout instead of failing
+half-way. The database enforces the rules (one running job per app, one delivery id once, one
+live release per app); jobs are never deleted. The file itself (schema, migrations, WAL with
+synchronous=FULL so a committed job survives a crash or power loss, errors that name the file)
+is schema.py's.
 """
 
 from __future__ import annotations
@@ -15,120 +17,10 @@ import threading
 from pathlib import Path
 from typing import Iterator
 
+from hookdeploy.core import schema
 from hookdeploy.core.errors import StoreError
 from hookdeploy.core.models import (Event, Job, JobKind, JobState, Release, ReleaseState, Trigger,
-                               parse_time, utcnow)
-
-BUSY_TIMEOUT_MS = 30_000
-
-# What a person can do about the errors SQLite reports in a few words.
-_ADVICE = {
-    "file is not a database": "restore it from a backup, or move it away to start an empty store",
-    "database disk image is malformed": "restore it from a backup, or move it away to start an empty store",
-    "database is locked": f"another process held it for over {BUSY_TIMEOUT_MS // 1000} s "
-                          "(a sqlite3 shell or a backup left open?)",
-    "unable to open database file": "check that state_dir exists and the hookdeploy user can write it",
-    "attempt to write a readonly database": "give the hookdeploy user write access to it and its folder",
-    "disk i/o error": "check the disk (full or failing?)",
-    "database or disk is full": "free space on the disk that holds state_dir",
-}
-
-
-def store_error(path: Path, error: BaseException) -> StoreError:
-    """One line naming the store, what SQLite (or the OS) said, and what to do about it."""
-    text = str(error).strip() or type(error).__name__
-    advice = _ADVICE.get(text.lower())
-    return StoreError(f"job store {path}: {text}" + (f" ({advice})" if advice else ""))
-
-
-class _Connection(sqlite3.Connection):
-    """A connection whose failures are StoreErrors that name the file (so never a traceback);
-    constraint violations stay IntegrityErrors."""
-
-    store_path: Path
-
-    def execute(self, *arguments):
-        return self._named(super().execute, arguments)
-
-    def executemany(self, *arguments):
-        return self._named(super().executemany, arguments)
-
-    def _named(self, call, arguments: tuple):
-        try:
-            return call(*arguments)
-        except sqlite3.IntegrityError:
-            raise  # the database enforcing a rule: callers (and tests) look for exactly this
-        except sqlite3.Error as error:
-            raise store_error(self.store_path, error) from None
-
-# Each entry moves the schema one version up; never edit one that has shipped, add another.
-MIGRATIONS = [
-    # 1: jobs, their events, releases
-    """
-    CREATE TABLE jobs (
-        id INTEGER PRIMARY KEY AUTOINCREMENT,
-        app TEXT NOT NULL,
-        kind TEXT NOT NULL CHECK (kind IN ('deploy', 'rollback')),
-        trigger TEXT NOT NULL CHECK (trigger IN ('push', 'webhook', 'manual', 'replay', 'rollback', 'retry')),
-        ref TEXT,
-        sha TEXT NOT NULL CHECK (length(sha) = 40 AND sha NOT GLOB '*[^0-9a-f]*'),
-        state TEXT NOT NULL CHECK (state IN ('queued', 'running', 'succeeded', 'failed',
-                                             'rolled_back', 'superseded', 'interrupted')),
-        created_at TEXT NOT NULL,
-        started_at TEXT,
-        finished_at TEXT,
-        error TEXT,
-        image TEXT,
-        heartbeat_at TEXT,
-        worker TEXT
-    );
-    CREATE UNIQUE INDEX one_running_job_per_app ON jobs (app) WHERE state = 'running';
-    CREATE INDEX jobs_by_app ON jobs (app, id);
-    CREATE INDEX jobs_by_state ON jobs (state, app, id);
-    CREATE TABLE events (
-        id INTEGER PRIMARY KEY AUTOINCREMENT,
-        job INTEGER NOT NULL REFERENCES jobs (id),
-        at TEXT NOT NULL,
-        kind TEXT NOT NULL CHECK (kind IN ('state', 'step', 'log', 'error')),
-        message TEXT NOT NULL,
-        duration REAL
-    );
-    CREATE INDEX events_by_job ON events (job, id);
-    CREATE TABLE releases (
-        id INTEGER PRIMARY KEY AUTOINCREMENT,
-        app TEXT NOT NULL,
-        sha TEXT NOT NULL,
-        image TEXT NOT NULL,
-        container TEXT,
-        job INTEGER NOT NULL REFERENCES jobs (id),
-        state TEXT NOT NULL CHECK (state IN ('live', 'retired', 'pruned')),
-        live_since TEXT NOT NULL,
-        retired_at TEXT
-    );
-    CREATE UNIQUE INDEX one_live_release_per_app ON releases (app) WHERE state = 'live';
-    CREATE INDEX releases_by_app ON releases (app, id);
-    """,
-    # 2: webhook deliveries (each delivery id once per app) and retry links
-    """
-    CREATE TABLE deliveries (
-        app TEXT NOT NULL,
-        delivery_id TEXT NOT NULL,
-        provider TEXT NOT NULL,
-        job INTEGER REFERENCES jobs (id),
-        received_at TEXT NOT NULL,
-        PRIMARY KEY (app, delivery_id)
-    );
-    ALTER TABLE jobs ADD COLUMN retry_of INTEGER REFERENCES jobs (id);
-    CREATE TABLE workers (
-        id TEXT PRIMARY KEY,
-        pid INTEGER NOT NULL,
-        started_at TEXT NOT NULL,
-        heartbeat_at TEXT NOT NULL,
-        stopped_at TEXT
-    );
-    """,
-]
-SCHEMA_VERSION = len(MIGRATIONS)
+                                    parse_time, utcnow)
 
 _JOB_COLUMNS = ("id, app, kind, trigger, ref, sha, state, created_at, started_at, finished_at, "
                 "error, image, heartbeat_at, retry_of, worker")
@@ -144,25 +36,14 @@ class Store:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self.migrate()
         except OSError as error:
-            raise store_error(self.path, error.strerror or error) from None
+            raise schema.store_error(self.path, error.strerror or error) from None
 
-    # -- connections and transactions -------------------------------------------------
+    # -- connections and transactions --------------------------------------------------
 
     def _connection(self) -> sqlite3.Connection:
         connection = getattr(self._local, "connection", None)
         if connection is None:
-            try:
-                connection = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None,
-                                             check_same_thread=False, factory=_Connection)
-            except sqlite3.Error as error:
-                raise store_error(self.path, error) from None
-            connection.store_path = self.path
-            connection.row_factory = sqlite3.Row
-            connection.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-            connection.execute("PRAGMA journal_mode = WAL")
-            connection.execute("PRAGMA synchronous = FULL")
-            connection.execute("PRAGMA foreign_keys = ON")
-            self._local.connection = connection
+            connection = self._local.connection = schema.connect(self.path)
         return connection
 
     @contextlib.contextmanager
@@ -186,18 +67,11 @@ class Store:
             self._local.connection = None
 
     def migrate(self) -> int:
-        """Bring the schema up to SCHEMA_VERSION, keeping all data; return the version found."""
+        """Bring the schema up to schema.SCHEMA_VERSION, keeping all data; return the version found."""
         with self.transaction() as db:
-            found = db.execute("PRAGMA user_version").fetchone()[0]
-            if found > SCHEMA_VERSION:
-                raise StoreError(f"job store {self.path} has schema {found}, newer than this hookdeploy ({SCHEMA_VERSION})")
-            for version in range(found, SCHEMA_VERSION):
-                for statement in _statements(MIGRATIONS[version]):
-                    db.execute(statement)
-            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-        return found
+            return schema.migrate(db, self.path)
 
-    # -- jobs ---------------------------------------------------------------------------
+    # -- queueing jobs (each webhook delivery once) ------------------------------------
 
     def enqueue(self, app: str, sha: str, *, kind: JobKind = JobKind.DEPLOY, trigger: Trigger = Trigger.MANUAL,
                 ref: str | None = None, coalesce: bool = True, retry_of: int | None = None) -> Job:
@@ -244,6 +118,8 @@ class Store:
                 db.execute("UPDATE jobs SET state = 'superseded', finished_at = ? WHERE id = ?", (now, row["id"]))
                 self._event(db, row["id"], "state", f"superseded by job {job_id}")
         return self._job(db, job_id)
+
+    # -- running jobs ------------------------------------------------------------------
 
     def claim(self, worker: str, apps: list[str] | None = None) -> Job | None:
         """Atomically take the oldest queued job of an app with nothing running; None if there is none."""
@@ -318,51 +194,7 @@ class Store:
         return [job for job in self._jobs("WHERE state = 'running' ORDER BY id", ())
                 if (now - parse_time(job.heartbeat_at or job.started_at or job.created_at)).total_seconds() > older_than]
 
-    # -- workers ------------------------------------------------------------------------
-
-    def worker_beat(self, worker: str, stopped: bool = False) -> None:
-        """Record that a worker process is alive (or, with `stopped`, that it exited cleanly)."""
-        now = utcnow()
-        with self.transaction() as db:
-            db.execute("INSERT INTO workers (id, pid, started_at, heartbeat_at) VALUES (?, ?, ?, ?) "
-                       "ON CONFLICT (id) DO UPDATE SET heartbeat_at = excluded.heartbeat_at",
-                       (worker, os.getpid(), now, now))
-            if stopped:
-                db.execute("UPDATE workers SET stopped_at = ? WHERE id = ?", (now, worker))
-
-    def worker_alive(self, within: float) -> bool:
-        """True if some worker that has not stopped beat its heart in the last `within` seconds."""
-        now = parse_time(utcnow())
-        rows = self._connection().execute("SELECT heartbeat_at FROM workers WHERE stopped_at IS NULL").fetchall()
-        return any((now - parse_time(row[0])).total_seconds() <= within for row in rows)
-
-    # -- events (the job log) -----------------------------------------------------------
-
-    def log(self, job_id: int, message: str, *, kind: str = "log", duration: float | None = None) -> None:
-        """Append a line to a job's log."""
-        with self.transaction() as db:
-            self._event(db, job_id, kind, message, duration)
-
-    def log_many(self, job_id: int, messages: list[str]) -> None:
-        """Append several output lines in one commit."""
-        with self.transaction() as db:
-            now = utcnow()
-            db.executemany("INSERT INTO events (job, at, kind, message) VALUES (?, ?, 'log', ?)",
-                           [(job_id, now, message) for message in messages])
-
-    def events(self, job_id: int, after: int = 0) -> list[Event]:
-        """A job's log lines with id greater than `after`, oldest first."""
-        rows = self._connection().execute(
-            "SELECT id, job, at, kind, message, duration FROM events WHERE job = ? AND id > ? ORDER BY id",
-            (job_id, after)).fetchall()
-        return [Event(**dict(row)) for row in rows]
-
-    @staticmethod
-    def _event(db, job_id: int, kind: str, message: str, duration: float | None = None) -> None:
-        db.execute("INSERT INTO events (job, at, kind, message, duration) VALUES (?, ?, ?, ?, ?)",
-                   (job_id, utcnow(), kind, message, duration))
-
-    # -- queries ------------------------------------------------------------------------
+    # -- reading jobs ------------------------------------------------------------------
 
     def job(self, job_id: int) -> Job | None:
         """One job, or None."""
@@ -390,10 +222,6 @@ class Store:
         found = self._jobs("WHERE state = 'running' AND app = ?", (app,))
         return found[0] if found else None
 
-    def query(self, sql: str, params: tuple = ()) -> list[sqlite3.Row]:
-        """The rows of a read-only query, for reports across tables (metrics)."""
-        return self._connection().execute(sql, params).fetchall()
-
     def _job(self, db, job_id: int) -> Job | None:
         row = db.execute(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id = ?", (job_id,)).fetchone()
         return _job_from_row(row) if row else None
@@ -402,7 +230,33 @@ class Store:
         rows = self._connection().execute(f"SELECT {_JOB_COLUMNS} FROM jobs {tail}", params).fetchall()
         return [_job_from_row(row) for row in rows]
 
-    # -- releases -----------------------------------------------------------------------
+    # -- events (the job log) ----------------------------------------------------------
+
+    def log(self, job_id: int, message: str, *, kind: str = "log", duration: float | None = None) -> None:
+        """Append a line to a job's log."""
+        with self.transaction() as db:
+            self._event(db, job_id, kind, message, duration)
+
+    def log_many(self, job_id: int, messages: list[str]) -> None:
+        """Append several output lines in one commit."""
+        with self.transaction() as db:
+            now = utcnow()
+            db.executemany("INSERT INTO events (job, at, kind, message) VALUES (?, ?, 'log', ?)",
+                           [(job_id, now, message) for message in messages])
+
+    def events(self, job_id: int, after: int = 0) -> list[Event]:
+        """A job's log lines with id greater than `after`, oldest first."""
+        rows = self._connection().execute(
+            "SELECT id, job, at, kind, message, duration FROM events WHERE job = ? AND id > ? ORDER BY id",
+            (job_id, after)).fetchall()
+        return [Event(**dict(row)) for row in rows]
+
+    @staticmethod
+    def _event(db, job_id: int, kind: str, message: str, duration: float | None = None) -> None:
+        db.execute("INSERT INTO events (job, at, kind, message, duration) VALUES (?, ?, ?, ?, ?)",
+                   (job_id, utcnow(), kind, message, duration))
+
+    # -- releases ----------------------------------------------------------------------
 
     def record_live(self, app: str, sha: str, image: str, container: str, job_id: int) -> Release:
         """Make a release the app's live one; the previous live release becomes retired."""
@@ -436,13 +290,33 @@ class Store:
                           f"FROM releases {tail}", params).fetchall()
         return [Release(**{**dict(row), "state": ReleaseState(row["state"])}) for row in rows]
 
+    # -- workers -----------------------------------------------------------------------
+
+    def worker_beat(self, worker: str, stopped: bool = False) -> None:
+        """Record that a worker process is alive (or, with `stopped`, that it exited cleanly)."""
+        now = utcnow()
+        with self.transaction() as db:
+            db.execute("INSERT INTO workers (id, pid, started_at, heartbeat_at) VALUES (?, ?, ?, ?) "
+                       "ON CONFLICT (id) DO UPDATE SET heartbeat_at = excluded.heartbeat_at",
+                       (worker, os.getpid(), now, now))
+            if stopped:
+                db.execute("UPDATE workers SET stopped_at = ? WHERE id = ?", (now, worker))
+
+    def worker_alive(self, within: float) -> bool:
+        """True if some worker that has not stopped beat its heart in the last `within` seconds."""
+        now = parse_time(utcnow())
+        rows = self._connection().execute("SELECT heartbeat_at FROM workers WHERE stopped_at IS NULL").fetchall()
+        return any((now - parse_time(row[0])).total_seconds() <= within for row in rows)
+
+    # -- reports across tables ---------------------------------------------------------
+
+    def query(self, sql: str, params: tuple = ()) -> list[sqlite3.Row]:
+        """The rows of a read-only query, for reports across tables (metrics)."""
+        return self._connection().execute(sql, params).fetchall()
+
 
 def _job_from_row(row: sqlite3.Row) -> Job:
     data = dict(row)
     data["kind"], data["trigger"], data["state"] = (JobKind(data["kind"]), Trigger(data["trigger"]),
                                                     JobState(data["state"]))
     return Job(**data)
-
-
-def _statements(script: str) -> list[str]:
-    return [statement.strip() for statement in script.split(";") if statement.strip()]

@@ -18,6 +18,7 @@ import docker
 import docker.errors
 
 from hookdeploy.core.errors import Aborted, DockerUnavailable, StepFailed
+from hookdeploy.core.names import split_address
 
 log = logging.getLogger(__name__)
 
@@ -123,12 +124,12 @@ def ensure_proxy(client: docker.DockerClient, instance: str, image: str, publish
     try:
         proxy = client.containers.get(name)
     except docker.errors.NotFound:
-        host, _, port = publish.rpartition(":")
+        host, port = split_address(publish)
         log.info("creating proxy %s from %s on %s", name, image, publish)
         try:
             proxy = client.containers.create(
                 image, name=name, detach=True, network=instance,
-                ports={"80/tcp": (host.strip("[]"), int(port))},
+                ports={"80/tcp": (host, int(port))},
                 volumes={str(conf_dir): {"bind": "/etc/nginx/conf.d", "mode": "ro"}},
                 labels={INSTANCE: instance, ROLE: "proxy"},
                 restart_policy={"Name": "unless-stopped"})

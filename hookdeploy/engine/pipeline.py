@@ -1,6 +1,6 @@
 """The steps that turn a commit into a live release, each a plain function.
 
-The worker (worker.py) owns their order and every job state change; a step returns a value
+deploy.py owns their order and the worker (worker.py) every job state change; a step returns a value
 or raises StepFailed with the reason a person needs, and touches nothing it was not handed.
 """
 
@@ -14,11 +14,12 @@ from typing import Callable
 
 import docker
 
-from hookdeploy.engine import containers, gitops, health, proxy
 from hookdeploy.core.config import AppConfig, Config
 from hookdeploy.core.errors import Aborted, GitError, StepFailed
 from hookdeploy.core.models import Job, ReleaseState
+from hookdeploy.core.names import split_address
 from hookdeploy.core.store import Store
+from hookdeploy.engine import containers, gitops, health, proxy
 
 log = logging.getLogger(__name__)
 
@@ -130,8 +131,7 @@ def _with_output(reason: str, candidate) -> str:
 
 def verify_through_proxy(config: Config, app: AppConfig, sha: str) -> tuple[float, health.Probe]:
     """Ask the proxy, as a visitor would, until the new release answers healthily."""
-    host, _, port = config.proxy.publish.rpartition(":")
-    host = host.strip("[]")
+    host, port = split_address(config.proxy.publish)
     host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
     host_header = app.hostnames[0].replace("*", "hookdeploy-verify") if app.hostnames else None
     deadline = min(app.health.deadline, VERIFY_DEADLINE)

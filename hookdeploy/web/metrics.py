@@ -23,7 +23,7 @@ BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
 FINISHED = tuple(state.value for state in JobState if state.finished)
 
 # A step event's message starts with the step's name, or with the note the worker gave it
-# instead (Worker.step); this maps both to one stable label.
+# instead (Deploy.step); this maps both to one stable label.
 STEP_PREFIXES = (
     ("checked out", "checkout"), ("built", "build"), ("proxy ready", "proxy"), ("started candidate", "candidate"),
     ("health check", "health"), ("switched proxy", "switch"), ("verified through", "verify"),

@@ -1,0 +1,365 @@
+"""deploy.toml's validation: turning a parsed TOML mapping into a Config.
+
+Each table is walked against its dataclass in config_schema.py (an unknown key or a value of the
+wrong type is a problem), then through its own checks. Every problem is collected, not just the
+first, each naming its key path (`apps.site.health.path: ...`), and ConfigError lists them all.
+Relative paths are resolved against the config file's folder; nothing here reads a file or the
+environment. Imports config_schema.py, never config.py.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import json
+import re
+import urllib.parse
+from pathlib import Path, PurePosixPath
+from types import MappingProxyType
+from typing import Any, Mapping
+
+from hookdeploy.core.config_schema import (NOTIFY_EVENTS, NOTIFY_FORMATS, PROVIDERS, PROXY_HEADERS, AppConfig, Config,
+                                           HealthConfig, NotifyConfig, ProxyConfig, ServerConfig, WebhookConfig,
+                                           is_local_path)
+from hookdeploy.core.errors import ConfigError
+from hookdeploy.core.names import APP_NAME, INSTANCE_NAME, branch_problem, printable, split_address
+
+ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+HOSTNAME = re.compile(r"(\*\.)?[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\Z")
+
+
+def parse(raw: Mapping[str, Any], path: Path) -> Config:
+    """Validate a parsed TOML document; relative paths are resolved against its folder."""
+    problems: list[str] = []
+    _unknown(raw, ("server", "proxy", "apps", "notify"), "", problems)
+    server = _section(ServerConfig, raw.get("server", {}), "server", problems)
+    proxy = _section(ProxyConfig, raw.get("proxy", {}), "proxy", problems)
+    server = _check_server(server, path.parent, problems)
+    _check_address(proxy.get("publish"), "proxy.publish", problems)
+
+    apps: dict[str, AppConfig] = {}
+    raw_apps = raw.get("apps", {})
+    if not isinstance(raw_apps, Mapping):
+        problems.append("apps: must be a table of [apps.NAME] tables")
+        raw_apps = {}
+    for name, table in raw_apps.items():
+        key = f"apps.{name}"
+        if not APP_NAME.match(name):
+            problems.append(f"{key}: app name must match [a-z0-9][a-z0-9-]{{0,62}}")
+        if not isinstance(table, Mapping):
+            problems.append(f"{key}: must be a table")
+            continue
+        app = _app(name, table, key, path.parent, problems)
+        if app is not None:
+            apps[name] = app
+    default_servers = [name for name, app in apps.items() if not app.hostnames]
+    if len(default_servers) > 1:
+        problems.append(f"apps: at most one app may have no hostnames (the default server); found {', '.join(default_servers)}")
+    notify = _notify(raw.get("notify", []), problems)
+    if problems:
+        raise ConfigError(problems)
+    return Config(
+        path=path,
+        server=ServerConfig(**server),
+        proxy=ProxyConfig(**proxy),
+        apps=MappingProxyType(apps),
+        notify=notify,
+    )
+
+
+def _check_server(server: dict, base: Path, problems: list[str]) -> dict:
+    if "name" in server and not INSTANCE_NAME.match(server["name"]):
+        problems.append("server.name: must match [a-z0-9][a-z0-9_.-]{0,39} (it prefixes Docker object names)")
+    if "state_dir" in server:
+        server["state_dir"] = str((base / server["state_dir"]).resolve())
+    _check_address(server.get("listen"), "server.listen", problems)
+    if server.get("max_body", 1) < 1:
+        problems.append("server.max_body: must be a positive number of bytes")
+    if not 1 <= server.get("threads", 1) <= 256:
+        problems.append("server.threads: must be between 1 and 256")
+    _check_secret_source(server, "server", problems)
+    _check_trusted_proxy(server, problems)
+    return server
+
+
+def _check_trusted_proxy(server: dict, problems: list[str]) -> None:
+    proxy = server.get("trusted_proxy", "")
+    if proxy and proxy != "*":
+        try:
+            # waitress compares it, as text, with the peer's address, which comes in this normal form
+            server["trusted_proxy"] = str(ipaddress.ip_address(proxy))
+        except ValueError:
+            problems.append(f"server.trusted_proxy: must be an IP address (or \"*\" for any peer), not {printable(proxy)}")
+    headers = server.get("trusted_proxy_headers")
+    if headers is None:
+        return
+    if not all(isinstance(header, str) for header in headers):
+        problems.append("server.trusted_proxy_headers: must be a list of strings")
+        return
+    headers = tuple(dict.fromkeys(header.lower() for header in headers))
+    unknown = [header for header in headers if header not in PROXY_HEADERS]
+    for header in unknown:
+        problems.append(f"server.trusted_proxy_headers: {printable(header, 40)} is not one of {', '.join(PROXY_HEADERS)}")
+    if not headers:
+        problems.append("server.trusted_proxy_headers: must name at least one header "
+                        "(leave trusted_proxy empty to believe none)")
+    elif "forwarded" in headers and len(headers) > 1 and not unknown:
+        problems.append("server.trusted_proxy_headers: \"forwarded\" and the x-forwarded-* headers exclude each other")
+    server["trusted_proxy_headers"] = headers
+
+
+def _app(name: str, table: Mapping, key: str, base: Path, problems: list[str]) -> AppConfig | None:
+    """One `[apps.NAME]` table; None if it has any problem."""
+    before = len(problems)
+    values = _section(AppConfig, {k: v for k, v in table.items() if k not in ("health", "webhook")}, key, problems,
+                      skip=("name",))
+    health = _section(HealthConfig, table.get("health", {}), f"{key}.health", problems)
+    webhook = _check_webhook(table.get("webhook"), f"{key}.webhook", problems)
+    _check_repo(table, values, key, base, problems)
+    if "branch" in values and (problem := branch_problem(values["branch"])):
+        problems.append(f"{key}.branch: not a valid git branch name ({problem})")
+    _check_paths(values, key, problems)
+    _check_numbers(values, key, problems)
+    _check_hostnames(values, key, problems)
+    if "env" in values:
+        values["env"] = MappingProxyType(_check_env(values["env"], f"{key}.env", problems))
+    _check_build_args(values, key, problems)
+    _check_health(health, f"{key}.health", problems)
+
+    if len(problems) > before:
+        return None
+    return AppConfig(
+        name=name,
+        **values,
+        health=HealthConfig(**health),
+        webhook=WebhookConfig(**webhook) if webhook is not None else None,
+    )
+
+
+def _check_webhook(raw: Any, key: str, problems: list[str]) -> dict | None:
+    """An app's `webhook` table's values; None if it has none (or it is not a table)."""
+    if raw is None or not _is_table(raw, key, problems):
+        return None
+    webhook = _section(WebhookConfig, raw, key, problems)
+    if webhook.get("provider", "github") not in PROVIDERS:
+        problems.append(f"{key}.provider: must be one of {', '.join(PROVIDERS)}")
+    _check_secret_source(webhook, key, problems)
+    if "repository" in webhook and not re.fullmatch(r"[\w.-]+(/[\w.-]+)+", webhook["repository"]):
+        problems.append(f"{key}.repository: must look like owner/name")
+    return webhook
+
+
+def _check_repo(table: Mapping, values: dict, key: str, base: Path, problems: list[str]) -> None:
+    """`repo` is required; a local path is resolved against the config's folder."""
+    if "repo" not in table:
+        problems.append(f"{key}.repo: required (a bare repo path or a clone URL)")
+    elif isinstance(values.get("repo"), str):
+        if not values["repo"]:
+            problems.append(f"{key}.repo: must not be empty")
+        elif is_local_path(values["repo"]):
+            values["repo"] = str((base / values["repo"]).resolve())
+
+
+def _check_paths(values: dict, key: str, problems: list[str]) -> None:
+    """`context`, and `dockerfile` within it, stay inside the repository."""
+    for name_key in ("context", "dockerfile"):
+        if name_key in values and not _stays_inside(values.get("context", "."), values[name_key], name_key):
+            problems.append(f"{key}.{name_key}: must be a relative path that stays inside the repository")
+
+
+def _check_numbers(values: dict, key: str, problems: list[str]) -> None:
+    """`port`, `keep` and the durations are in range."""
+    if "port" in values and not 1 <= values["port"] <= 65535:
+        problems.append(f"{key}.port: must be between 1 and 65535")
+    if "keep" in values and values["keep"] < 2:
+        problems.append(f"{key}.keep: must be at least 2 (the live release and one to roll back to)")
+    for duration in ("drain_seconds", "build_timeout"):
+        if duration in values and not values[duration] > 0:
+            problems.append(f"{key}.{duration}: must be greater than 0")
+
+
+def _check_hostnames(values: dict, key: str, problems: list[str]) -> None:
+    """`hostnames` is a list of valid hostnames (a leading `*.` allowed), kept as a tuple."""
+    if "hostnames" not in values:
+        return
+    hostnames = values["hostnames"]
+    if not isinstance(hostnames, list) or not all(isinstance(h, str) for h in hostnames):
+        problems.append(f"{key}.hostnames: must be a list of strings")
+        return
+    for hostname in hostnames:
+        if not HOSTNAME.match(hostname) or len(hostname) > 253:
+            problems.append(f"{key}.hostnames: {printable(hostname)} is not a valid hostname")
+    values["hostnames"] = tuple(hostnames)
+
+
+def _check_build_args(values: dict, key: str, problems: list[str]) -> None:
+    """`build_args` is a table of scalars, kept as strings."""
+    if "build_args" not in values:
+        return
+    args = values["build_args"]
+    bad = [k for k, v in args.items() if not isinstance(v, (str, int, float, bool))] if isinstance(args, Mapping) else None
+    if bad is None or bad:
+        problems.append(f"{key}.build_args: must be a table of strings")
+    else:
+        values["build_args"] = MappingProxyType({k: str(v) for k, v in args.items()})
+
+
+def _notify(raw: Any, problems: list[str]) -> tuple[NotifyConfig, ...]:
+    """The `[[notify]]` array of tables."""
+    if not isinstance(raw, list):
+        problems.append("notify: must be an array of [[notify]] tables")
+        return ()
+    entries = []
+    for index, table in enumerate(raw):
+        key = f"notify[{index}]"
+        before = len(problems)
+        values = _section(NotifyConfig, table, key, problems)
+        if isinstance(table, Mapping) and "url" not in table:
+            problems.append(f"{key}.url: required (an http:// or https:// URL)")
+        elif isinstance(values.get("url"), str):
+            if not _is_http_url(values["url"]):
+                problems.append(f"{key}.url: must be an http:// or https:// URL, not {printable(values['url'], 40)}")
+        if "events" in values:
+            events = values["events"]
+            if not all(isinstance(event, str) for event in events):
+                problems.append(f"{key}.events: must be a list of strings")
+            else:
+                for event in events:
+                    if event not in NOTIFY_EVENTS:
+                        problems.append(f"{key}.events: {printable(event, 40)} is not one of {', '.join(NOTIFY_EVENTS)}")
+                values["events"] = tuple(dict.fromkeys(events))
+        if "format" in values and values["format"] not in NOTIFY_FORMATS:
+            problems.append(f"{key}.format: must be one of {', '.join(NOTIFY_FORMATS)}")
+        if len(problems) == before:
+            entries.append(NotifyConfig(**values))
+    return tuple(entries)
+
+
+def _is_http_url(text: str) -> bool:
+    try:
+        url = urllib.parse.urlsplit(text)
+        url.port  # noqa: B018 - raises ValueError on a port out of range
+    except ValueError:
+        return False
+    return url.scheme in ("http", "https") and bool(url.hostname) and not re.search(r"[\s\x00-\x1f]", text)
+
+
+def _check_health(health: dict, key: str, problems: list[str]) -> None:
+    if "path" in health and not health["path"].startswith("/"):
+        problems.append(f"{key}.path: must start with '/'")
+    if "path" in health and re.search(r"[\s\x00-\x1f]", health["path"]):
+        problems.append(f"{key}.path: must not contain spaces or control characters")
+    status = health.get("status", 200)
+    if isinstance(status, bool) or not (status == "2xx" or (isinstance(status, int) and 100 <= status <= 599)):
+        problems.append(f"{key}.status: must be an HTTP status (100-599) or \"2xx\"")
+    for duration in ("timeout", "interval", "deadline"):
+        if duration in health and not health[duration] > 0:
+            problems.append(f"{key}.{duration}: must be greater than 0")
+
+
+def _check_env(env: Any, key: str, problems: list[str]) -> dict:
+    if not isinstance(env, Mapping):
+        problems.append(f"{key}: must be a table")
+        return {}
+    checked = {}
+    for name, value in env.items():
+        if not ENV_NAME.match(name):
+            problems.append(f"{key}.{name}: not a valid environment variable name")
+        elif isinstance(value, Mapping):
+            if set(value) != {"from_env"} or not isinstance(value["from_env"], str) or not ENV_NAME.match(value["from_env"]):
+                problems.append(f"{key}.{name}: a table value must be {{from_env = \"NAME\"}}")
+            else:
+                checked[name] = MappingProxyType(dict(value))
+        elif isinstance(value, (str, int, float, bool)):
+            checked[name] = str(value)
+        else:
+            problems.append(f"{key}.{name}: must be a string or {{from_env = \"NAME\"}}")
+    return checked
+
+
+def _check_secret_source(values: dict, key: str, problems: list[str]) -> None:
+    for source in ("secret_env", "secret_file"):
+        if source in values and not values[source]:
+            problems.append(f"{key}.{source}: must not be empty")
+    if values.get("secret_env") and not ENV_NAME.match(values["secret_env"]):
+        problems.append(f"{key}.secret_env: must name an environment variable (the secret itself never goes in the file)")
+
+
+def _check_address(address: Any, key: str, problems: list[str]) -> None:
+    if address is None:
+        return
+    host, port = split_address(address)
+    try:
+        ipaddress.ip_address(host)
+        valid_host = True
+    except ValueError:
+        valid_host = host == "localhost"
+    if not valid_host or not port.isdigit() or not 0 < int(port) < 65536:
+        problems.append(f"{key}: must be HOST:PORT with an IP address (or localhost) and a port 1-65535, not {printable(address)}")
+
+
+def _stays_inside(context: Any, name: str, which: str) -> bool:
+    if not isinstance(context, str) or not isinstance(name, str):
+        return True  # the type error is reported already
+    relative = PurePosixPath(name) if which == "context" else PurePosixPath(context) / name
+    if PurePosixPath(name).is_absolute() or "\\" in name or not name:
+        return False
+    depth = 0
+    for part in relative.parts:
+        depth += -1 if part == ".." else (0 if part == "." else 1)
+        if depth < 0:
+            return False
+    return depth >= (0 if which == "context" else 1)
+
+
+def _is_table(value: Any, key: str, problems: list[str]) -> bool:
+    if isinstance(value, Mapping):
+        return True
+    problems.append(f"{key}: must be a table")
+    return False
+
+
+def _unknown(table: Mapping, known: tuple[str, ...], prefix: str, problems: list[str]) -> None:
+    for name in table:
+        if name not in known:
+            problems.append(f"{prefix}{name}: unknown key")
+
+
+_TYPE_NAMES = {bool: "true or false", int: "an integer", float: "a number", str: "a string",
+               list: "a list", Mapping: "a table"}
+
+
+def _section(cls: type, table: Mapping, key: str, problems: list[str], skip: tuple[str, ...] = ()) -> dict:
+    """Check a table's keys and value types against a dataclass; return the valid values."""
+    if not isinstance(table, Mapping):
+        problems.append(f"{key}: must be a table")
+        return {}
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.name not in skip}
+    _unknown(table, tuple(fields), f"{key}.", problems)
+    values = {}
+    for name, value in table.items():
+        if name not in fields:
+            continue
+        expected = _expected_types(fields[name].type)
+        if isinstance(value, bool) and bool not in expected:
+            ok = False
+        elif float in expected and isinstance(value, int) and not isinstance(value, bool):
+            value, ok = float(value), True
+        else:
+            ok = isinstance(value, expected)
+        if ok:
+            values[name] = value
+        else:
+            wanted = " or ".join(_TYPE_NAMES.get(t, t.__name__) for t in expected if t is not type(None))
+            shown = printable(value, 40) if isinstance(value, str) else json.dumps(value, default=str)[:40]
+            problems.append(f"{key}.{name}: must be {wanted}, not {shown}")
+    return values
+
+
+def _expected_types(annotation: str) -> tuple[type, ...]:
+    names = {"int": int, "float": float, "str": str, "bool": bool, "None": type(None)}
+    if annotation.startswith("tuple"):
+        return (list,)
+    if annotation.startswith("Mapping"):
+        return (Mapping,)
+    return tuple(names[part.strip()] for part in annotation.split("|") if part.strip() in names)

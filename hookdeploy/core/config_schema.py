@@ -1,0 +1,171 @@
+"""deploy.toml's schema: every table as a frozen dataclass, and the values its keys may take.
+
+The dataclasses hold every default; their annotations are the types a key's value must have (the
+parser reads them, so they stay strings: keep `from __future__ import annotations`). A Config is
+built only from a validated document (config_parse.py's job) and reads nothing when built: secrets
+and `from_env` values are read when asked for. This module imports no other config module.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Mapping
+
+from hookdeploy.core.errors import UnknownApp
+from hookdeploy.core.names import printable
+
+PROVIDERS = ("github", "gitlab", "gitea")
+NOTIFY_EVENTS = ("succeeded", "failed", "rolled_back", "interrupted")
+NOTIFY_FORMATS = ("json", "slack")
+# The forwarding headers waitress can be told to believe from server.trusted_proxy.
+PROXY_HEADERS = ("x-forwarded-for", "x-forwarded-host", "x-forwarded-proto", "x-forwarded-port",
+                 "x-forwarded-by", "forwarded")
+
+
+@dataclass(frozen=True)
+class HealthConfig:
+    """How a candidate container is judged healthy."""
+
+    path: str = "/"
+    status: int | str = 200
+    contains: str = ""
+    timeout: float = 2.0
+    interval: float = 0.2
+    deadline: float = 30.0
+
+    def accepts(self, status: int) -> bool:
+        """True if an HTTP status answers the check."""
+        if self.status == "2xx":
+            return 200 <= status < 300
+        return status == self.status
+
+
+@dataclass(frozen=True)
+class WebhookConfig:
+    """Where an app's forge webhooks come from and how they are verified."""
+
+    provider: str = "github"
+    secret_env: str | None = None
+    secret_file: str | None = None
+    repository: str | None = None
+
+    def secret(self) -> bytes | None:
+        """The shared secret, read now from the environment or file; None if unset."""
+        return read_secret(self.secret_env, self.secret_file)
+
+
+@dataclass(frozen=True)
+class AppConfig:
+    """One deployed app."""
+
+    name: str
+    repo: str
+    branch: str = "deploy"
+    dockerfile: str = "Dockerfile"
+    context: str = "."
+    port: int = 80
+    hostnames: tuple[str, ...] = ()
+    keep: int = 5
+    drain_seconds: float = 5.0
+    coalesce: bool = True
+    follow_push: bool = True
+    build_timeout: float = 900.0
+    env: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    build_args: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    health: HealthConfig = HealthConfig()
+    webhook: WebhookConfig | None = None
+
+    @property
+    def is_local_repo(self) -> bool:
+        """True when `repo` is a path on this machine rather than a clone URL."""
+        return is_local_path(self.repo)
+
+    def container_env(self) -> dict[str, str]:
+        """The container environment, `{from_env=NAME}` values read now."""
+        resolved = {}
+        for key, value in self.env.items():
+            resolved[key] = os.environ.get(value["from_env"], "") if isinstance(value, Mapping) else str(value)
+        return resolved
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """The instance: its name, state and listening address."""
+
+    name: str = "hookdeploy"
+    state_dir: str = "/var/lib/hookdeploy"
+    listen: str = "127.0.0.1:8080"
+    max_body: int = 5242880
+    secret_env: str | None = "HOOKDEPLOY_SECRET"
+    secret_file: str | None = None
+    threads: int = 64
+    # The reverse proxy in front (its address as `serve` sees it, or "*"); empty: believe no forwarding headers.
+    trusted_proxy: str = ""
+    trusted_proxy_headers: tuple[str, ...] = ("x-forwarded-for", "x-forwarded-host", "x-forwarded-proto")
+
+    @property
+    def database(self) -> Path:
+        """The SQLite job store."""
+        return Path(self.state_dir) / "hookdeploy.db"
+
+    def secret(self) -> bytes | None:
+        """The token-signing secret, read now; None if unset."""
+        return read_secret(self.secret_env, self.secret_file)
+
+
+@dataclass(frozen=True)
+class ProxyConfig:
+    """The front nginx proxy container."""
+
+    image: str = "nginx:stable-alpine"
+    publish: str = "0.0.0.0:80"
+
+
+@dataclass(frozen=True)
+class NotifyConfig:
+    """One `[[notify]]` entry: where to POST when a job ends in one of `events`."""
+
+    url: str
+    events: tuple[str, ...] = NOTIFY_EVENTS
+    format: str = "json"
+
+
+@dataclass(frozen=True)
+class Config:
+    """A whole validated deploy.toml."""
+
+    path: Path
+    server: ServerConfig = ServerConfig()
+    proxy: ProxyConfig = ProxyConfig()
+    apps: Mapping[str, AppConfig] = field(default_factory=lambda: MappingProxyType({}))
+    notify: tuple[NotifyConfig, ...] = ()
+
+    def app(self, name: str) -> AppConfig:
+        """The app called `name`, or UnknownApp naming the apps there are."""
+        try:
+            return self.apps[name]
+        except KeyError:
+            known = ", ".join(sorted(self.apps)) or "none"
+            raise UnknownApp(f"unknown app {printable(name)} (apps in {self.path}: {known})") from None
+
+
+def read_secret(env_name: str | None, file_name: str | None) -> bytes | None:
+    """A secret from a file (stripped of trailing newline) or environment variable."""
+    if file_name:
+        try:
+            return Path(file_name).read_bytes().rstrip(b"\r\n") or None
+        except OSError:
+            return None
+    if env_name:
+        value = os.environ.get(env_name)
+        return value.encode() if value else None
+    return None
+
+
+def is_local_path(repo: str) -> bool:
+    """True for a filesystem path, False for a clone URL (scheme:// or user@host:path)."""
+    return "://" not in repo and not re.match(r"[^/]+@[^/:]+:", repo)

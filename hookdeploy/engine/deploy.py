@@ -1,0 +1,220 @@
+"""One deploy of one job, in order: prepare → switch and verify → retire.
+
+prepare: the image (reused, or checkout → build), the proxy, the candidate, its health check.
+switch and verify: under the proxy lock, route to the candidate, verify through the proxy as a
+visitor would, record it live. retire: drain and retire the old container, prune images.
+
+Rules: any failure before the switch removes the candidate and a new image and leaves the live
+release as it was; a failed verification switches back. A stop is honoured only before the
+switch (Aborted); from the switch on, the deploy finishes whatever happens. A Deploy returns the
+job's final state and error and changes no job state itself: the worker (worker.py) does that.
+Each step is timed and recorded as a job event named `self.step(job, NAME)`, which is what
+/metrics labels (web/metrics.py). Imports hookdeploy.core and the engine's step modules only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import threading
+import time
+from typing import Callable, Iterator
+
+import docker
+
+from hookdeploy.core.config import Config
+from hookdeploy.core.errors import Aborted, HookdeployError, StepFailed
+from hookdeploy.core.models import Job, JobKind, JobState
+from hookdeploy.core.store import Store
+from hookdeploy.engine import containers, pipeline, proxy
+
+# The worker's lines, whichever of its modules writes them.
+log = logging.getLogger("hookdeploy.engine.worker")
+
+# Testing only: SIGKILL the worker right after the named step; "term:STEP" sends SIGTERM instead,
+# as systemd does on a restart, at a moment a test could not hit by timing alone.
+FAULT_ENV = "HOOKDEPLOY_FAULT"
+
+Ended = tuple[JobState, str | None]  # a job's final state and error
+
+
+class Deploy:
+    """The deploy sequence of one claimed job; `run()` returns its final state and error."""
+
+    def __init__(self, config: Config, store: Store, engine: Callable[[], docker.DockerClient], job: Job,
+                 stop: threading.Event):
+        self.config = config
+        self.store = store
+        self._engine = engine  # the worker's client, asked for afresh at each use as before the split
+        self.job = job
+        self.stop = stop
+        self.app = None
+        self.image: str | None = None
+        self.candidate = None
+        self.ip: str | None = None
+        self.proxy_container = None
+        self.old = None  # the release live before this one
+
+    @property
+    def client(self) -> docker.DockerClient:
+        return self._engine()
+
+    def run(self) -> Ended:
+        """The pipeline in order; returns the final state and error."""
+        try:
+            self.app = self.config.app(self.job.app)
+        except HookdeployError as error:
+            return JobState.FAILED, str(error)
+        failed = self.prepare()
+        if failed is not None:
+            return failed
+        # From here on the candidate may be live: no abort, finish the switch whatever happens.
+        failed = self.switch_and_verify()
+        if failed is not None:
+            return failed
+        self.retire()
+        return JobState.SUCCEEDED, None
+
+    # -- the three phases ---------------------------------------------------------------------
+
+    def prepare(self) -> Ended | None:
+        """Image, proxy, a healthy candidate; None when all is ready for the switch, else the job's end.
+
+        Aborted (the candidate and a new image removed) once `stop` is set between two steps."""
+        job, app, stop = self.job, self.app, self.stop
+        try:
+            client = self.client
+            self.image = self._image(client)
+            check_stop(stop)
+            with self.step(job, "proxy ready"):
+                self.proxy_container = pipeline.ensure_proxy(client, self.config)
+            check_stop(stop)
+            with self.step(job, "started candidate") as note:
+                self.candidate, self.ip = pipeline.start_candidate(client, self.config, app, job, self.image)
+                note(f"started candidate {self.candidate.name} at {self.ip}:{app.port}")
+            fault("candidate")
+            check_stop(stop)
+            with self.step(job, "health check") as note:
+                took = pipeline.check_health(self.candidate, self.ip, app, stop)
+                note(f"health check passed in {took:.1f} s")
+            fault("health")
+            check_stop(stop)
+        except Aborted:  # before HookdeployError, of which it is one: a stop is no failure
+            self._discard()
+            raise
+        except HookdeployError as error:
+            self._discard()
+            return JobState.FAILED, str(error)
+        finally:
+            pipeline.clean_build_dir(self.config, job)
+        return None
+
+    def switch_and_verify(self) -> Ended | None:
+        """Under the proxy lock: route to the candidate, verify through the proxy, record it live.
+
+        None once it is live; else the job's end (a failed verification switches back first)."""
+        job, app = self.job, self.app
+        path = proxy.app_file(self.config, app.name)
+        self.old = old = self.store.live_release(app.name)
+        with proxy.locked(self.config):
+            try:
+                with self.step(job, "switched proxy"):
+                    previous = proxy.switch(self.proxy_container, path, proxy.render(app, self.ip, job.sha))
+            except StepFailed as error:
+                self._discard()
+                return JobState.FAILED, str(error)
+            fault("switch")
+            with self.step(job, "verified through proxy") as note:
+                took, last = pipeline.verify_through_proxy(self.config, app, job.sha)
+                note(f"verified through the proxy in {took:.1f} s" if last.ok else
+                     f"verification through the proxy failed: {last.detail}")
+            if not last.ok:
+                proxy.restore(path, previous)
+                proxy.reload(self.proxy_container)
+                self._discard()
+                back = f"; {old.sha[:12]} is live again" if old else "; no release is live"
+                return JobState.ROLLED_BACK, f"verification through the proxy failed: {last.detail}{back}"
+            self.store.record_live(app.name, job.sha, self.image, self.candidate.name, job.id)
+        was = f" (was {old.sha[:12]})" if old else ""
+        self.store.log(job.id, f"live: {app.name} serves {job.sha[:12]}{was}", kind="step")
+        return None
+
+    def retire(self) -> None:
+        """Drain and retire the container the new release replaced, then prune old images."""
+        job, app, old = self.job, self.app, self.old
+        if old is not None and old.container and old.container != self.candidate.name:
+            with self.step(job, "drained and retired old container") as note:
+                self.stop.wait(app.drain_seconds)
+                fault("drain")
+                retired = containers.get_container(self.client, old.container)
+                if retired is not None:
+                    containers.retire(retired)
+                note(f"retired {old.container} after {app.drain_seconds:g} s drain")
+        with self.step(job, "pruned images") as note:
+            pruned = pipeline.prune(self.client, self.store, app)
+            note(f"pruned {', '.join(pruned)}" if pruned else "no images to prune")
+
+    # -- parts ---------------------------------------------------------------------------------
+
+    def _image(self, client) -> str:
+        """The job's image: reused when the engine has it (rollback, replay, retry), else built from git."""
+        job, app = self.job, self.app
+        name = containers.image_name(self.config.server.name, app.name, job.sha)
+        if containers.image_exists(client, name):
+            self.store.set_image(job.id, name)
+            self.store.log(job.id, f"using image {name} (already built)", kind="step")
+            return name
+        if job.kind is JobKind.ROLLBACK:
+            self.store.log(job.id, f"image {name} was pruned; rebuilding it from git", kind="step")
+        with self.step(job, "checked out") as note:
+            context = pipeline.checkout(self.config, app, job)
+            note(f"checked out {job.sha[:12]}")
+        fault("checkout")
+        check_stop(self.stop)
+        with self.step(job, "built image") as note:
+            self.store.log(job.id, f"building {name}", kind="step")
+            name = pipeline.build(client, self.config, app, job, context,
+                                  lambda lines: self.store.log_many(job.id, lines), self.stop)
+            self.store.set_image(job.id, name)
+            note(f"built {name}")
+        fault("build")
+        return name
+
+    def _discard(self) -> None:
+        """Remove what a failed job made; the live release is not touched."""
+        with contextlib.suppress(Exception):
+            if self.candidate is not None:
+                containers.remove(self.candidate)
+            pipeline.discard_image(self.client, self.store, self.app, self.image)
+
+    @contextlib.contextmanager
+    def step(self, job: Job, name: str) -> Iterator:
+        """Time a step and record it as a job event; the body may replace the message via note()."""
+        message = [name]
+        started = time.monotonic()
+        yield lambda text: message.__setitem__(0, text)
+        took = time.monotonic() - started
+        self.store.log(job.id, message[0], kind="step", duration=round(took, 3))
+        log.info("%s: %s (%.2f s)", job_name(job), message[0], took)
+
+
+def check_stop(stop: threading.Event) -> None:
+    """Aborted if the worker was told to stop."""
+    if stop.is_set():
+        raise Aborted()
+
+
+def fault(step: str) -> None:
+    """Kill this process after `step` if HOOKDEPLOY_FAULT asks for it (tests only)."""
+    wanted = os.environ.get(FAULT_ENV)
+    if wanted == step:
+        os.kill(os.getpid(), signal.SIGKILL)
+    elif wanted == f"term:{step}":
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+def job_name(job: Job) -> str:
+    """How log lines name a job: `APP job ID @ SHA7`."""
+    return f"{job.app} job {job.id} @ {job.sha[:7]}"

@@ -1,0 +1,121 @@
+"""What follows an interruption: ending a job `interrupted` with its one retry, recovering the
+jobs of a worker that died, and repairing an app's routing and leftovers.
+
+Rules: a job is interrupted, and its retry queued, in one place (Recovery.interrupt), by the
+store's rule: once, in the same commit, unless a newer job of the app is queued; a job that went
+live before its worker died is not retried. A worker is dead when its process is gone from this
+host or its jobs' heartbeats are older than STALE_SECONDS; a worker never recovers its own jobs.
+Repair points the proxy at the recorded live release and removes the app's other containers,
+sparing those of running jobs. Imports hookdeploy.core and the engine's step modules only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import socket
+from typing import Callable
+
+import docker
+
+from hookdeploy.core.config import Config
+from hookdeploy.core.errors import HookdeployError
+from hookdeploy.core.models import Job, JobState
+from hookdeploy.core.store import Store
+from hookdeploy.engine import containers, notify, pipeline, proxy
+from hookdeploy.engine.deploy import job_name
+
+# The worker's lines, whichever of its modules writes them.
+log = logging.getLogger("hookdeploy.engine.worker")
+
+STALE_SECONDS = 15.0
+
+
+class Recovery:
+    """Interrupts and recovers jobs, and repairs apps, on behalf of the worker `worker_id`."""
+
+    def __init__(self, config: Config, store: Store, engine: Callable[[], docker.DockerClient], worker_id: str):
+        self.config = config
+        self.store = store
+        self._engine = engine  # the worker's client, asked for afresh at each use
+        self.worker_id = worker_id
+
+    @property
+    def client(self) -> docker.DockerClient:
+        return self._engine()
+
+    def interrupt(self, job_id: int, reason: str, retry: bool = True) -> tuple[Job, Job | None]:
+        """End a running job `interrupted`, queue its one retry (unless a newer job is queued), notify.
+
+        Returns the job and its retry (None if none was queued); StoreError if it is not running."""
+        job, again = self.store.interrupt(job_id, reason, retry=retry)
+        notify.send(self.config, self.store, job)
+        return job, again
+
+    def recover(self) -> list[Job]:
+        """Interrupt jobs whose worker died, repair the proxy, remove their leftovers, queue retries."""
+        dead = [job for job in self.store.jobs(states=(JobState.RUNNING,), limit=1000)
+                if self._worker_dead(job)]
+        recovered = []
+        for job in dead:
+            live = self.store.live_release(job.app)
+            went_live = live is not None and live.job == job.id
+            try:
+                job, retry = self.interrupt(job.id, "the worker died while running this job", retry=not went_live)
+            except HookdeployError:
+                continue  # another worker got there first
+            recovered.append(job)
+            log.warning("%s: interrupted (its worker died)", job_name(job))
+            pipeline.clean_build_dir(self.config, job)  # its own `finally` never ran
+            with contextlib.suppress(HookdeployError):
+                self.repair(job.app)
+            if went_live:
+                self.store.log(job.id, f"{job.sha[:12]} had gone live before the worker died; no retry needed")
+            elif retry is None:
+                self.store.log(job.id, "a newer job is queued; no retry")
+            else:
+                self.store.log(job.id, f"queued retry as job {retry.id}")
+        return recovered
+
+    def repair(self, app_name: str) -> None:
+        """Point the proxy at the recorded live release and remove the app's other containers."""
+        app = self.config.app(app_name)
+        client = self.client
+        live = self.store.live_release(app.name)
+        path = proxy.app_file(self.config, app.name)
+        busy = {str(job.id) for job in self.store.jobs(app.name, states=(JobState.RUNNING,))}
+        with proxy.locked(self.config):
+            proxy_container = pipeline.ensure_proxy(client, self.config)
+            live_container = containers.get_container(client, live.container) if live and live.container else None
+            if live_container is not None:
+                if live_container.status != "running":
+                    live_container.start()
+                ip = containers.address(live_container, self.config.server.name)
+                if not proxy.routes_to(path, ip, app.port):
+                    proxy.switch(proxy_container, path, proxy.render(app, ip, live.sha))
+                    log.warning("%s: proxy repaired to serve %s", app.name, live.sha[:12])
+            elif live is None and path.exists():
+                path.unlink()
+                proxy.reload(proxy_container)
+        for container in containers.find_containers(client, self.config.server.name, app=app.name):
+            if container.labels.get(containers.ROLE) == "proxy":
+                continue
+            if (live is None or container.name != live.container) and container.labels.get(containers.JOB) not in busy:
+                log.info("%s: removing leftover container %s", app.name, container.name)
+                containers.remove(container)
+
+    def _worker_dead(self, job: Job) -> bool:
+        worker = job.worker or ""
+        host, _, rest = worker.partition(":")
+        pid = rest.partition(":")[0]
+        if worker == self.worker_id:
+            return False
+        if host == socket.gethostname() and pid.isdigit() and int(pid) != os.getpid():
+            try:
+                os.kill(int(pid), 0)
+            except ProcessLookupError:
+                return True
+            except PermissionError:
+                pass
+        return any(stale.id == job.id for stale in self.store.stale_running(STALE_SECONDS))
