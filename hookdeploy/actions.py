@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from hookdeploy.core.config import AppConfig, Config
 from hookdeploy.core.errors import BadInput, UnknownJob
 from hookdeploy.core.models import Event, Job, JobKind, Release, Trigger
-from hookdeploy.core.names import ZERO_SHA, check_app_name, check_sha_prefix, printable, ref_problem
+from hookdeploy.core.names import (ZERO_SHA, check_app_name, check_digest, check_sha_prefix, check_tag, printable,
+                                   ref_problem)
 from hookdeploy.core.store import Store
 
 
@@ -34,10 +35,15 @@ def deploy_ref(config: Config, store: Store, app: AppConfig, ref: str | None = N
     """Queue a manual deploy of the commit `ref` points at now.
 
     No ref (None) means the app's branch. A ref given but empty is bad input, never the branch:
-    `--ref "$TAG"` with an unset TAG must not deploy whatever the branch holds.
+    `--ref "$TAG"` with an unset TAG must not deploy whatever the branch holds. For an image app,
+    no ref means its webhook's tag (default `latest`), as deploy_image.
     """
     from hookdeploy.engine import gitops
 
+    if not app.builds:
+        if ref is not None:
+            raise BadInput(f"{app.name} deploys images (apps.{app.name}.image), not git refs; use --image TAG|@DIGEST")
+        return deploy_image(config, store, app, app.webhook.tag if app.webhook else "latest")
     if ref is None:
         ref = app.branch
     elif not ref.strip():
@@ -47,11 +53,45 @@ def deploy_ref(config: Config, store: Store, app: AppConfig, ref: str | None = N
     return store.enqueue(app.name, sha, trigger=Trigger.MANUAL, ref=ref, coalesce=app.coalesce)
 
 
+def deploy_image(config: Config, store: Store, app: AppConfig, image: str) -> Job:
+    """Queue a deploy of an image app's `TAG` (its digest now, asked of the registry) or `@sha256:DIGEST`.
+
+    The job is pinned to the digest: a later push of the same tag changes nothing about it. Its
+    SHA, which names its containers and which rollback and replay take, is the digest's first 40
+    hexadecimal digits."""
+    if app.builds:
+        raise BadInput(f"{app.name} is built from git (apps.{app.name}.repo); --image is for image apps")
+    if not image.strip():
+        raise BadInput(f"the image is empty; give TAG or @sha256:DIGEST of {app.image}")
+    if image.startswith("@"):
+        digest, tag = check_digest(image[1:]), None
+    else:
+        from hookdeploy.engine import containers, registry
+
+        tag = check_tag(image)
+        digest = registry.resolve_tag(containers.engine(), config, app, tag)
+    return store.enqueue(app.name, digest_sha(digest), trigger=Trigger.MANUAL, ref=tag, coalesce=app.coalesce,
+                         digest=digest)
+
+
+def digest_sha(digest: str) -> str:
+    """The SHA an image app's release goes by: the first 40 hexadecimal digits of its digest."""
+    return check_digest(digest).removeprefix("sha256:")[:40]
+
+
 def replay_sha(config: Config, store: Store, app: AppConfig, sha_text: str) -> Job:
-    """Queue a deploy of the one commit whose SHA starts with `sha_text` (full or abbreviated)."""
+    """Queue a deploy of the one commit whose SHA starts with `sha_text` (full or abbreviated); for
+    an image app, of the one image deployed before whose digest starts so."""
     from hookdeploy.engine import gitops
 
     check_sha_prefix(sha_text)
+    if not app.builds:
+        digests = store.digests(app.name, sha_text.removeprefix("sha256:"))
+        if len(digests) != 1:
+            raise BadInput(f"{sha_text} {'is ambiguous among' if digests else 'matches none of'} the images "
+                           f"{app.name} deployed; to deploy another use: hookdeploy deploy {app.name} --image @DIGEST")
+        return store.enqueue(app.name, digest_sha(digests[0]), trigger=Trigger.REPLAY, coalesce=app.coalesce,
+                             digest=digests[0])
     repo = gitops.open_repo(app, config.server.state_dir, fetch=True)
     return store.enqueue(app.name, gitops.resolve_sha(repo, sha_text), trigger=Trigger.REPLAY, coalesce=app.coalesce)
 

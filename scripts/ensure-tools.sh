@@ -3,6 +3,10 @@
 # besides Python: git, curl, the load generators wrk and hey (both packaged in bookworm), and Debian's
 # chromium, which the dashboard's browser test drives through Playwright (never a downloaded browser).
 # tests/test_systemd.py runs systemd-analyze (package systemd) on the units in systemd/.
+# tests/registry_helpers.py runs a real Distribution registry (docker-registry, v2.8 in bookworm) with
+# htpasswd auth, its password file made by htpasswd (apache2-utils). The package's own service (:5000,
+# /etc/docker/registry) is not used by the tests: Docker's policy-rc.d (as on these machines) keeps it
+# from starting, and where it does start, the tests' registries listen on free ports of their own.
 set -euo pipefail
 
 export PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
@@ -16,6 +20,8 @@ declare -A package_of=(
     [flock]=util-linux
     [chromium]=chromium
     [systemd-analyze]=systemd
+    [docker-registry]=docker-registry
+    [htpasswd]=apache2-utils
 )
 
 missing=()

@@ -241,20 +241,22 @@ class Instance:
 
     # config and store
 
-    def configure(self, apps: Mapping[str, Mapping[str, Any]]) -> Path:
-        """Write deploy.toml: these apps (repo defaults to the app's own bare repo), fast health and drain."""
+    def configure(self, apps: Mapping[str, Mapping[str, Any]], extra: str = "") -> Path:
+        """Write deploy.toml: these apps (repo defaults to the app's own bare repo, unless the app
+        names an `image`), fast health and drain; `extra` TOML (say, a [registry] table) at the end."""
         lines = ["[server]", f"name = {toml_value(self.name)}", f"state_dir = {toml_value(str(self.state_dir))}",
                  f"listen = \"127.0.0.1:{free_port()}\"", "",
                  "[proxy]", f"image = {toml_value(BASE_IMAGE)}", f"publish = \"127.0.0.1:{self.port}\"", ""]
         for app, table in apps.items():
-            if app not in self.repos:
+            if app not in self.repos and "image" not in table:
                 self.repos[app] = Repo.create(self.root / "git" / app)
-            table = {"repo": str(self.repos[app].bare), "drain_seconds": 0.3, **table,
+            source = {} if "image" in table else {"repo": str(self.repos[app].bare)}
+            table = {**source, "drain_seconds": 0.3, **table,
                      "health": {**FAST_HEALTH, **table.get("health", {})}}
             lines.append(f"[apps.{app}]")
             lines += [f"{key} = {toml_value(value)}" for key, value in table.items()]
             lines.append("")
-        self.config_path.write_text("\n".join(lines))
+        self.config_path.write_text("\n".join(lines + [extra]))
         return self.config_path
 
     @property
@@ -344,7 +346,9 @@ class Instance:
         label = {"label": f"hookdeploy.instance={self.name}"}
         for container in self.client.containers.list(all=True, filters=label):
             _quietly(container.remove, force=True)
-        for image in self.client.images.list(filters=label):
+        pulled = [image for image in self.client.images.list()  # an image app's releases carry no label of ours
+                  if any(tag.startswith(f"{self.name}/") for tag in image.tags)]
+        for image in self.client.images.list(filters=label) + pulled:
             _quietly(self.client.images.remove, image.id, force=True)
         for network in self.client.networks.list(filters=label):
             _quietly(network.remove)

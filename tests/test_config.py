@@ -267,7 +267,7 @@ def test_wrong_types_name_the_key(write_config, text, problem):
     ({"env": {"A": {"from_env": "B", "default": "x"}}}, 'apps.site.env.A: a table value must be {from_env = "NAME"}'),
     ({"env": {"A": [1]}}, 'apps.site.env.A: must be a string or {from_env = "NAME"}'),
     ({"build_args": {"A": [1]}}, "apps.site.build_args: must be a table of strings"),
-    ({"webhook": {"provider": "bitbucket"}}, "apps.site.webhook.provider: must be one of github, gitlab, gitea"),
+    ({"webhook": {"provider": "bitbucket"}}, "apps.site.webhook.provider: must be one of github, gitlab, gitea, registry"),
     ({"webhook": {"secret_env": "my secret"}},
      "apps.site.webhook.secret_env: must name an environment variable (the secret itself never goes in the file)"),
     ({"webhook": {"secret_file": ""}}, "apps.site.webhook.secret_file: must not be empty"),
@@ -279,7 +279,7 @@ def test_other_app_rules(write_config, keys, problem):
 
 def test_repo_is_required(write_config):
     assert problems_of(write_config, '[apps.site]\nbranch = "deploy"\n') == [
-        "apps.site.repo: required (a bare repo path or a clone URL)"]
+        "apps.site.repo: required (a bare repo path or a clone URL), or image (REGISTRY/REPOSITORY)"]
 
 
 @pytest.mark.parametrize("server, problem", [
@@ -523,3 +523,53 @@ def test_the_example_file_is_valid_and_shows_the_defaults():
                   "build_timeout"):
         assert getattr(site, field) == getattr(defaults, field), field
     assert dict(site.env) == {} and dict(site.build_args) == {}
+
+
+# -- past one host: [registry], image apps, push ---------------------------------------------------
+
+
+def registry_document(registry: str, apps: str) -> str:
+    return "[server]\nstate_dir = \"state\"\n\n" + registry + "\n" + apps
+
+
+def test_registry_image_apps_and_push_load(write_config, monkeypatch):
+    text = registry_document(
+        '[registry]\nurl = "127.0.0.1:5000"\nusername = "deploy"\npassword_env = "REGISTRY_PASSWORD"\ninsecure = true\n',
+        '[apps.site]\nrepo = "/r.git"\npush = true\nhostnames = ["a.example"]\n\n'
+        '[apps.api]\nimage = "127.0.0.1:5000/team/api"\n'
+        '[apps.api.webhook]\nprovider = "registry"\nsecret_env = "API_TOKEN"\ntag = "stable"\n')
+    loaded = config.load(write_config(text))
+    assert loaded.registry == config.RegistryConfig(url="127.0.0.1:5000", username="deploy",
+                                                    password_env="REGISTRY_PASSWORD", insecure=True)
+    assert loaded.apps["site"].push and loaded.apps["site"].builds
+    api = loaded.apps["api"]
+    assert (api.image, api.repo, api.builds, api.webhook.provider, api.webhook.tag) == (
+        "127.0.0.1:5000/team/api", "", False, "registry", "stable")
+    monkeypatch.delenv("REGISTRY_PASSWORD", raising=False)
+    assert config.missing_secrets(loaded, app_env=True) == [
+        "registry.password_env: environment variable REGISTRY_PASSWORD is not set (pushes and pulls need it)"]
+    monkeypatch.setenv("REGISTRY_PASSWORD", "s3cret")
+    assert loaded.registry.password() == b"s3cret" and config.missing_secrets(loaded, app_env=True) == []
+    assert "s3cret" not in repr(loaded)
+
+
+@pytest.mark.parametrize("registry, apps, problem", [
+    ("", '[apps.site]\nrepo = "/r.git"\npush = true\n', "apps.site.push: needs a [registry] table to push to"),
+    ('[registry]\nurl = "https://r.example/v2"\n', "", "registry.url: must be HOST[:PORT] (no scheme, no path), not 'https://r.example/v2'"),
+    ('[registry]\nusername = "u"\npassword_env = "P"\n', "", "registry.url: required (HOST[:PORT] of the registry)"),
+    ('[registry]\nurl = "r.example"\nusername = "u"\n', "", "registry: a username needs password_env or password_file"),
+    ('[registry]\nurl = "r.example"\npassword = "hunter2"\n', "", "registry.password: unknown key"),
+    ("", '[apps.api]\nimage = "team/api"\n', "apps.api.image: image 'team/api' names no registry host (REGISTRY[:PORT]/REPOSITORY)"),
+    ("", '[apps.api]\nimage = "r.example/team/api:v1"\n',
+     "apps.api.image: image 'r.example/team/api:v1' has a tag: give REGISTRY[:PORT]/REPOSITORY only"),
+    ("", '[apps.api]\nimage = "r.example/Team"\n',
+     "apps.api.image: image 'r.example/Team': the repository path must be lowercase components (a-z, 0-9 and . _ -) joined by /"),
+    ("", '[apps.api]\nimage = "r.example/api"\nrepo = "/r.git"\n',
+     "apps.api: give repo (built here) or image (built elsewhere), not both"),
+    ('[registry]\nurl = "r.example"\n', '[apps.api]\nimage = "r.example/api"\npush = true\n',
+     "apps.api.push: an image app's releases come from its registry already"),
+    ("", '[apps.api]\nimage = "r.example/api"\n[apps.api.webhook]\nprovider = "registry"\nsecret_env = "T"\ntag = "a b"\n',
+     "apps.api.webhook.tag: not a valid image tag"),
+])
+def test_registry_and_image_rules(write_config, registry, apps, problem):
+    assert problems_of(write_config, registry_document(registry, apps)) == [problem]

@@ -88,6 +88,8 @@ def init_repo(context: Context, app_name: str) -> None:
     from hookdeploy.engine import gitops
 
     app = context.app(app_name)
+    if not app.builds:
+        raise BadInput(f"{app.name} is an image app (apps.{app.name}.image): there is no repo to create")
     if not app.is_local_repo:
         raise BadInput(f"apps.{app.name}.repo is a clone URL ({app.repo}); init-repo makes local bare repos only")
     repo = Path(app.repo)
@@ -140,11 +142,18 @@ def enqueue_options(function):
 @cli.command()
 @click.argument("app_name", metavar="APP")
 @click.option("--ref", help="Branch, tag or full ref to deploy (default: the app's branch).")
+@click.option("--image", metavar="TAG|@DIGEST", help="An image app's tag or @sha256:DIGEST (default: its webhook's tag, else latest).")
 @enqueue_options
 @pass_context
-def deploy(context: Context, app_name: str, ref: str | None, wait: bool, as_json: bool) -> None:
-    """Queue a deploy of the head of REF."""
-    job = actions.deploy_ref(context.config, context.store, context.app(app_name), ref)
+def deploy(context: Context, app_name: str, ref: str | None, image: str | None, wait: bool, as_json: bool) -> None:
+    """Queue a deploy of the head of REF (or of an image app's TAG or DIGEST)."""
+    app = context.app(app_name)
+    if image is not None and ref is not None:
+        raise BadInput("give --ref (apps built from git) or --image (image apps), not both")
+    if image is not None:
+        job = actions.deploy_image(context.config, context.store, app, image)
+    else:
+        job = actions.deploy_ref(context.config, context.store, app, ref)
     _enqueued(context, job, as_json, wait)
 
 
@@ -203,8 +212,9 @@ def history(context: Context, app_name: str, limit: int, as_json: bool) -> None:
         return
     for job in jobs:
         error = f"  {job.error}" if job.error else ""
+        image = f"  {job.ref or ''}@{job.digest[:19]}" if job.digest else ""
         click.echo(f"{job.id:>6}  {job.state.value:<11} {job.kind.value:<8} {job.trigger.value:<8} "
-                   f"{job.sha[:12]}  {job.created_at}{error}")
+                   f"{job.sha[:12]}  {job.created_at}{image}{error}")
 
 
 @cli.command()

@@ -15,13 +15,13 @@ from typing import Mapping
 
 from hookdeploy.core.config_parse import parse
 from hookdeploy.core.config_schema import (NOTIFY_EVENTS, NOTIFY_FORMATS, PROVIDERS, PROXY_HEADERS, AppConfig, Config,
-                                           HealthConfig, NotifyConfig, ProxyConfig, ServerConfig, WebhookConfig,
-                                           is_local_path, read_secret)
+                                           HealthConfig, NotifyConfig, ProxyConfig, RegistryConfig, ServerConfig,
+                                           WebhookConfig, is_local_path, read_secret)
 from hookdeploy.core.errors import ConfigError
 
 # What callers import from here: the schema and parse re-exported, and this module's own.
 __all__ = ["NOTIFY_EVENTS", "NOTIFY_FORMATS", "PROVIDERS", "PROXY_HEADERS", "AppConfig", "Config", "HealthConfig",
-           "NotifyConfig", "ProxyConfig", "ServerConfig", "WebhookConfig", "is_local_path", "read_secret", "parse",
+           "NotifyConfig", "ProxyConfig", "RegistryConfig", "ServerConfig", "WebhookConfig", "is_local_path", "read_secret", "parse",
            "config_path", "load", "missing_secrets"]
 
 
@@ -46,8 +46,13 @@ def load(path: str | os.PathLike | None = None) -> Config:
 
 
 def missing_secrets(config: Config, *, tokens: bool = False, webhooks: bool = False, app_env: bool = False) -> list[str]:
-    """Problems with secrets and `from_env` variables the named features need, read now."""
+    """Problems with secrets and `from_env` variables the named features need, read now (the
+    registry password with app_env: the worker, which pushes and pulls, needs it)."""
     problems = []
+    registry = config.registry
+    if app_env and registry is not None and registry.username and registry.password() is None:
+        problems.append(_secret_problem("registry", registry.password_env, registry.password_file,
+                                        "pushes and pulls", prefix="password"))
     if tokens and config.server.secret() is None:
         problems.append(_secret_problem("server", config.server.secret_env, config.server.secret_file, "API tokens"))
     for app in config.apps.values():
@@ -61,9 +66,9 @@ def missing_secrets(config: Config, *, tokens: bool = False, webhooks: bool = Fa
     return problems
 
 
-def _secret_problem(key: str, env_name: str | None, file_name: str | None, feature: str) -> str:
+def _secret_problem(key: str, env_name: str | None, file_name: str | None, feature: str, prefix: str = "secret") -> str:
     if file_name:
-        return f"{key}.secret_file: {file_name} is missing, unreadable or empty ({feature} need it)"
+        return f"{key}.{prefix}_file: {file_name} is missing, unreadable or empty ({feature} need it)"
     if env_name:
-        return f"{key}.secret_env: environment variable {env_name} is not set ({feature} need it)"
+        return f"{key}.{prefix}_env: environment variable {env_name} is not set ({feature} need it)"
     return f"{key}: no secret_env or secret_file ({feature} need a secret)"

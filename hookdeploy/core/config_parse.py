@@ -19,10 +19,11 @@ from types import MappingProxyType
 from typing import Any, Mapping
 
 from hookdeploy.core.config_schema import (NOTIFY_EVENTS, NOTIFY_FORMATS, PROVIDERS, PROXY_HEADERS, AppConfig, Config,
-                                           HealthConfig, NotifyConfig, ProxyConfig, ServerConfig, WebhookConfig,
-                                           is_local_path)
+                                           HealthConfig, NotifyConfig, ProxyConfig, RegistryConfig, ServerConfig,
+                                           WebhookConfig, is_local_path)
 from hookdeploy.core.errors import ConfigError
-from hookdeploy.core.names import APP_NAME, INSTANCE_NAME, branch_problem, printable, split_address
+from hookdeploy.core.names import (APP_NAME, INSTANCE_NAME, REGISTRY_HOST, TAG, branch_problem, image_problem, printable,
+                                   split_address)
 
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 HOSTNAME = re.compile(r"(\*\.)?[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\Z")
@@ -31,7 +32,7 @@ HOSTNAME = re.compile(r"(\*\.)?[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-
 def parse(raw: Mapping[str, Any], path: Path) -> Config:
     """Validate a parsed TOML document; relative paths are resolved against its folder."""
     problems: list[str] = []
-    _unknown(raw, ("server", "proxy", "apps", "notify"), "", problems)
+    _unknown(raw, ("server", "proxy", "apps", "notify", "registry"), "", problems)
     server = _section(ServerConfig, raw.get("server", {}), "server", problems)
     proxy = _section(ProxyConfig, raw.get("proxy", {}), "proxy", problems)
     server = _check_server(server, path.parent, problems)
@@ -56,6 +57,10 @@ def parse(raw: Mapping[str, Any], path: Path) -> Config:
     if len(default_servers) > 1:
         problems.append(f"apps: at most one app may have no hostnames (the default server); found {', '.join(default_servers)}")
     notify = _notify(raw.get("notify", []), problems)
+    registry = _registry(raw.get("registry"), problems)
+    for name, app in apps.items():
+        if app.push and registry is None:
+            problems.append(f"apps.{name}.push: needs a [registry] table to push to")
     if problems:
         raise ConfigError(problems)
     return Config(
@@ -64,6 +69,7 @@ def parse(raw: Mapping[str, Any], path: Path) -> Config:
         proxy=ProxyConfig(**proxy),
         apps=MappingProxyType(apps),
         notify=notify,
+        registry=registry,
     )
 
 
@@ -116,6 +122,9 @@ def _app(name: str, table: Mapping, key: str, base: Path, problems: list[str]) -
     health = _section(HealthConfig, table.get("health", {}), f"{key}.health", problems)
     webhook = _check_webhook(table.get("webhook"), f"{key}.webhook", problems)
     _check_repo(table, values, key, base, problems)
+    provider = (webhook or {}).get("provider", "github")
+    if webhook is not None and provider in PROVIDERS and ("image" in table) != (provider == "registry"):
+        problems.append(f"{key}.webhook.provider: \"registry\" is for image apps, and image apps take only it")
     if "branch" in values and (problem := branch_problem(values["branch"])):
         problems.append(f"{key}.branch: not a valid git branch name ({problem})")
     _check_paths(values, key, problems)
@@ -146,13 +155,22 @@ def _check_webhook(raw: Any, key: str, problems: list[str]) -> dict | None:
     _check_secret_source(webhook, key, problems)
     if "repository" in webhook and not re.fullmatch(r"[\w.-]+(/[\w.-]+)+", webhook["repository"]):
         problems.append(f"{key}.repository: must look like owner/name")
+    if "tag" in webhook and not TAG.match(webhook["tag"]):
+        problems.append(f"{key}.tag: not a valid image tag")
     return webhook
 
 
 def _check_repo(table: Mapping, values: dict, key: str, base: Path, problems: list[str]) -> None:
-    """`repo` is required; a local path is resolved against the config's folder."""
-    if "repo" not in table:
-        problems.append(f"{key}.repo: required (a bare repo path or a clone URL)")
+    """`repo` or `image`, not both; a local path is resolved against the config's folder."""
+    if "image" in table:
+        if "repo" in table:
+            problems.append(f"{key}: give repo (built here) or image (built elsewhere), not both")
+        elif isinstance(values.get("image"), str) and (problem := image_problem(values["image"])):
+            problems.append(f"{key}.image: {problem}")
+        if values.get("push"):
+            problems.append(f"{key}.push: an image app's releases come from its registry already")
+    elif "repo" not in table:
+        problems.append(f"{key}.repo: required (a bare repo path or a clone URL), or image (REGISTRY/REPOSITORY)")
     elif isinstance(values.get("repo"), str):
         if not values["repo"]:
             problems.append(f"{key}.repo: must not be empty")
@@ -202,6 +220,26 @@ def _check_build_args(values: dict, key: str, problems: list[str]) -> None:
         problems.append(f"{key}.build_args: must be a table of strings")
     else:
         values["build_args"] = MappingProxyType({k: str(v) for k, v in args.items()})
+
+
+def _registry(raw: Any, problems: list[str]) -> RegistryConfig | None:
+    """The optional `[registry]` table."""
+    if raw is None or not _is_table(raw, "registry", problems):
+        return None
+    before = len(problems)
+    values = _section(RegistryConfig, raw, "registry", problems)
+    if "url" not in raw:
+        problems.append("registry.url: required (HOST[:PORT] of the registry)")
+    elif isinstance(values.get("url"), str) and not REGISTRY_HOST.match(values["url"]):
+        problems.append(f"registry.url: must be HOST[:PORT] (no scheme, no path), not {printable(values['url'], 60)}")
+    for source in ("password_env", "password_file"):
+        if source in values and not values[source]:
+            problems.append(f"registry.{source}: must not be empty")
+    if values.get("password_env") and not ENV_NAME.match(values["password_env"]):
+        problems.append("registry.password_env: must name an environment variable (the password never goes in the file)")
+    if values.get("username") and not (values.get("password_env") or values.get("password_file")):
+        problems.append("registry: a username needs password_env or password_file")
+    return RegistryConfig(**values) if len(problems) == before else None
 
 
 def _notify(raw: Any, problems: list[str]) -> tuple[NotifyConfig, ...]:

@@ -18,7 +18,7 @@ from typing import Any, Mapping
 from hookdeploy.core.errors import UnknownApp
 from hookdeploy.core.names import printable
 
-PROVIDERS = ("github", "gitlab", "gitea")
+PROVIDERS = ("github", "gitlab", "gitea", "registry")
 NOTIFY_EVENTS = ("succeeded", "failed", "rolled_back", "interrupted")
 NOTIFY_FORMATS = ("json", "slack")
 # The forwarding headers waitress can be told to believe from server.trusted_proxy.
@@ -52,6 +52,7 @@ class WebhookConfig:
     secret_env: str | None = None
     secret_file: str | None = None
     repository: str | None = None
+    tag: str = "latest"  # provider "registry": the tag whose pushes are deployed
 
     def secret(self) -> bytes | None:
         """The shared secret, read now from the environment or file; None if unset."""
@@ -63,7 +64,9 @@ class AppConfig:
     """One deployed app."""
 
     name: str
-    repo: str
+    repo: str = ""  # built here from this git repo ...
+    image: str = ""  # ... or built elsewhere: REGISTRY/REPOSITORY, deployed by tag or digest
+    push: bool = False  # also push each built release to [registry]
     branch: str = "deploy"
     dockerfile: str = "Dockerfile"
     context: str = "."
@@ -78,6 +81,11 @@ class AppConfig:
     build_args: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     health: HealthConfig = HealthConfig()
     webhook: WebhookConfig | None = None
+
+    @property
+    def builds(self) -> bool:
+        """True when releases are built here from `repo`; False for an `image` app."""
+        return not self.image
 
     @property
     def is_local_repo(self) -> bool:
@@ -126,6 +134,21 @@ class ProxyConfig:
 
 
 @dataclass(frozen=True)
+class RegistryConfig:
+    """The private registry releases are pushed to (Distribution HTTP API v2)."""
+
+    url: str
+    username: str = ""
+    password_env: str | None = None
+    password_file: str | None = None
+    insecure: bool = False  # plain HTTP (the engine must allow it; 127.0.0.0/8 always is)
+
+    def password(self) -> bytes | None:
+        """The password, read now; None if unset."""
+        return read_secret(self.password_env, self.password_file)
+
+
+@dataclass(frozen=True)
 class NotifyConfig:
     """One `[[notify]]` entry: where to POST when a job ends in one of `events`."""
 
@@ -143,6 +166,7 @@ class Config:
     proxy: ProxyConfig = ProxyConfig()
     apps: Mapping[str, AppConfig] = field(default_factory=lambda: MappingProxyType({}))
     notify: tuple[NotifyConfig, ...] = ()
+    registry: RegistryConfig | None = None
 
     def app(self, name: str) -> AppConfig:
         """The app called `name`, or UnknownApp naming the apps there are."""

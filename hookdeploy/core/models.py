@@ -80,6 +80,7 @@ class Job:
     heartbeat_at: str | None = None
     retry_of: int | None = None
     worker: str | None = None
+    digest: str | None = None  # sha256:... of the image in the registry (pushed, or pulled for an image app)
 
     @property
     def short_sha(self) -> str:
@@ -112,6 +113,7 @@ class Release:
     state: ReleaseState
     live_since: str
     retired_at: str | None
+    digest: str | None = None
 
     def to_json(self) -> dict:
         """The live release as in DESIGN's `status --json`."""

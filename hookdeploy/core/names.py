@@ -75,3 +75,59 @@ def split_address(address: str) -> tuple[str, str]:
     """`HOST:PORT` (or `[V6]:PORT`) as (host without brackets, port text); not checked."""
     host, _, port = address.rpartition(":")
     return host.strip("[]"), port
+
+
+# Docker's reference grammar (distribution/reference), the parts hookdeploy takes from outside.
+REGISTRY_HOST = re.compile(r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*"
+                           r"(?::[0-9]{1,5})?\Z")
+_PATH_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+REPOSITORY = re.compile(rf"{_PATH_COMPONENT}(?:/{_PATH_COMPONENT})*\Z")
+TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}\Z")
+DIGEST = re.compile(r"sha256:[0-9a-f]{64}\Z")
+
+
+def split_image(image: str) -> tuple[str, str]:
+    """`HOST[:PORT]/PATH` as (registry host, repository path); the first component is a host as Docker
+    decides (it has a "." or a ":", or is localhost). BadInput for a tag, a digest, no host, or no path."""
+    first, slash, rest = image.partition("/")
+    has_host = bool(slash) and ("." in first or ":" in first or first == "localhost")
+    path = rest if has_host else image
+    if "@" in path:
+        raise BadInput(f"image {printable(image)} has a digest: give REGISTRY[:PORT]/REPOSITORY only")
+    if ":" in path:
+        raise BadInput(f"image {printable(image)} has a tag: give REGISTRY[:PORT]/REPOSITORY only")
+    if not has_host:
+        raise BadInput(f"image {printable(image)} names no registry host (REGISTRY[:PORT]/REPOSITORY)")
+    if not path:
+        raise BadInput(f"image {printable(image)} has an empty repository path")
+    if not REGISTRY_HOST.match(first):
+        raise BadInput(f"image {printable(image)}: {printable(first)} is not a registry HOST[:PORT]")
+    if not REPOSITORY.match(path):
+        raise BadInput(f"image {printable(image)}: the repository path must be lowercase components "
+                       "(a-z, 0-9 and . _ -) joined by /")
+    if len(image) > 255:
+        raise BadInput(f"image {printable(image, 40)} is {len(image)} characters long, more than 255")
+    return first, path
+
+
+def image_problem(image: str) -> str | None:
+    """Why `image` is not a registry repository hookdeploy can deploy from (no tag, no digest), or None."""
+    try:
+        split_image(image)
+    except BadInput as error:
+        return str(error)
+    return None
+
+
+def check_tag(tag: str) -> str:
+    """`tag` if it is a valid image tag; BadInput otherwise."""
+    if not TAG.match(tag):
+        raise BadInput(f"{printable(tag)} is not a valid image tag")
+    return tag
+
+
+def check_digest(digest: str) -> str:
+    """`digest` (sha256:<64 hex>) if well formed; BadInput otherwise."""
+    if not DIGEST.match(digest):
+        raise BadInput(f"{printable(digest)} is not an image digest (sha256: and 64 hexadecimal digits)")
+    return digest

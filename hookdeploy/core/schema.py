@@ -145,6 +145,11 @@ MIGRATIONS = [
         stopped_at TEXT
     );
     """,
+    # 3: image digests (releases pushed to a registry, images built elsewhere)
+    """
+    ALTER TABLE jobs ADD COLUMN digest TEXT CHECK (digest IS NULL OR digest GLOB 'sha256:*');
+    ALTER TABLE releases ADD COLUMN digest TEXT;
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

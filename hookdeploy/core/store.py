@@ -23,7 +23,7 @@ from hookdeploy.core.models import (Event, Job, JobKind, JobState, Release, Rele
                                     parse_time, utcnow)
 
 _JOB_COLUMNS = ("id, app, kind, trigger, ref, sha, state, created_at, started_at, finished_at, "
-                "error, image, heartbeat_at, retry_of, worker")
+                "error, image, heartbeat_at, retry_of, worker, digest")
 
 
 class Store:
@@ -74,10 +74,13 @@ class Store:
     # -- queueing jobs (each webhook delivery once) ------------------------------------
 
     def enqueue(self, app: str, sha: str, *, kind: JobKind = JobKind.DEPLOY, trigger: Trigger = Trigger.MANUAL,
-                ref: str | None = None, coalesce: bool = True, retry_of: int | None = None) -> Job:
-        """Queue a job; with `coalesce`, older queued jobs of the app become superseded in the same commit."""
+                ref: str | None = None, coalesce: bool = True, retry_of: int | None = None,
+                digest: str | None = None) -> Job:
+        """Queue a job; with `coalesce`, older queued jobs of the app become superseded in the same commit.
+
+        `digest` pins an image app's job to one image in its registry."""
         with self.transaction() as db:
-            return self._insert_job(db, app, sha, kind, trigger, ref, coalesce, retry_of)
+            return self._insert_job(db, app, sha, kind, trigger, ref, coalesce, retry_of, digest)
 
     def enqueue_delivery(self, app: str, provider: str, delivery_id: str, sha: str, *, ref: str | None,
                          coalesce: bool = True) -> tuple[Job | None, int | None]:
@@ -97,18 +100,18 @@ class Store:
                     results.append((None, seen["job"]))
                     continue
                 job = self._insert_job(db, app, delivery["sha"], JobKind.DEPLOY, Trigger.WEBHOOK, delivery["ref"],
-                                       delivery.get("coalesce", True), None)
+                                       delivery.get("coalesce", True), None, delivery.get("digest"))
                 db.execute("INSERT INTO deliveries (app, delivery_id, provider, job, received_at) "
                            "VALUES (?, ?, ?, ?, ?)", (app, delivery_id, delivery["provider"], job.id, job.created_at))
                 results.append((job, None))
         return results
 
-    def _insert_job(self, db, app, sha, kind, trigger, ref, coalesce, retry_of) -> Job:
+    def _insert_job(self, db, app, sha, kind, trigger, ref, coalesce, retry_of, digest=None) -> Job:
         now = utcnow()
         cursor = db.execute(
-            "INSERT INTO jobs (app, kind, trigger, ref, sha, state, created_at, retry_of) "
-            "VALUES (?, ?, ?, ?, ?, 'queued', ?, ?)",
-            (app, JobKind(kind).value, Trigger(trigger).value, ref, sha, now, retry_of))
+            "INSERT INTO jobs (app, kind, trigger, ref, sha, state, created_at, retry_of, digest) "
+            "VALUES (?, ?, ?, ?, ?, 'queued', ?, ?, ?)",
+            (app, JobKind(kind).value, Trigger(trigger).value, ref, sha, now, retry_of, digest))
         job_id = cursor.lastrowid
         self._event(db, job_id, "state", f"queued ({Trigger(trigger).value}, {JobKind(kind).value} {sha[:12]})")
         if coalesce:
@@ -147,6 +150,25 @@ class Store:
         with self.transaction() as db:
             db.execute("UPDATE jobs SET image = ? WHERE id = ?", (image, job_id))
 
+    def set_digest(self, job_id: int, digest: str) -> None:
+        """Record the registry digest of the image a job pushed."""
+        with self.transaction() as db:
+            db.execute("UPDATE jobs SET digest = ? WHERE id = ?", (digest, job_id))
+
+    def digests(self, app: str, prefix: str) -> list[str]:
+        """The distinct registry digests recorded for the app whose hexadecimal part starts with `prefix`."""
+        rows = self._connection().execute(
+            "SELECT DISTINCT digest FROM jobs WHERE app = ? AND digest GLOB ? ORDER BY digest",
+            (app, f"sha256:{prefix}*")).fetchall()
+        return [row["digest"] for row in rows]
+
+    def digest_of(self, app: str, sha: str) -> str | None:
+        """The newest registry digest recorded for the app's release `sha` (pushed or pulled), or None."""
+        row = self._connection().execute(
+            "SELECT digest FROM jobs WHERE app = ? AND sha = ? AND digest IS NOT NULL ORDER BY id DESC LIMIT 1",
+            (app, sha)).fetchone()
+        return row["digest"] if row else None
+
     def finish(self, job_id: int, state: JobState, error: str | None = None) -> Job:
         """Move a running job to a final state; StoreError if it is not running."""
         state = JobState(state)
@@ -179,7 +201,8 @@ class Store:
             if retry and newer is not None:
                 reason = f"{reason}; job {newer['id']} is queued after it"
             elif retry:
-                again = self._insert_job(db, job.app, job.sha, job.kind, Trigger.RETRY, job.ref, False, job.id)
+                again = self._insert_job(db, job.app, job.sha, job.kind, Trigger.RETRY, job.ref, False, job.id,
+                                         job.digest)
                 reason = f"{reason}; queued again as job {again.id}"
             return self._finish(db, job_id, JobState.INTERRUPTED, reason), again
 
@@ -265,8 +288,9 @@ class Store:
             db.execute("UPDATE releases SET state = 'retired', retired_at = ? WHERE app = ? AND state = 'live'",
                        (now, app))
             cursor = db.execute(
-                "INSERT INTO releases (app, sha, image, container, job, state, live_since) "
-                "VALUES (?, ?, ?, ?, ?, 'live', ?)", (app, sha, image, container, job_id, now))
+                "INSERT INTO releases (app, sha, image, container, job, state, live_since, digest) "
+                "VALUES (?, ?, ?, ?, ?, 'live', ?, (SELECT digest FROM jobs WHERE id = ?))",
+                (app, sha, image, container, job_id, now, job_id))
             return self._release(db, "WHERE id = ?", (cursor.lastrowid,))[0]
 
     def live_release(self, app: str) -> Release | None:
@@ -286,7 +310,7 @@ class Store:
 
     @staticmethod
     def _release(db, tail: str, params: tuple) -> list[Release]:
-        rows = db.execute("SELECT id, app, sha, image, container, job, state, live_since, retired_at "
+        rows = db.execute("SELECT id, app, sha, image, container, job, state, live_since, retired_at, digest "
                           f"FROM releases {tail}", params).fetchall()
         return [Release(**{**dict(row), "state": ReleaseState(row["state"])}) for row in rows]
 

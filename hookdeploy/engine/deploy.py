@@ -28,7 +28,7 @@ from hookdeploy.core.config import Config
 from hookdeploy.core.errors import Aborted, HookdeployError, StepFailed
 from hookdeploy.core.models import Job, JobKind, JobState
 from hookdeploy.core.store import Store
-from hookdeploy.engine import containers, pipeline, proxy
+from hookdeploy.engine import containers, pipeline, proxy, registry
 
 # The worker's lines, whichever of its modules writes them.
 log = logging.getLogger("hookdeploy.engine.worker")
@@ -159,13 +159,66 @@ class Deploy:
     # -- parts ---------------------------------------------------------------------------------
 
     def _image(self, client) -> str:
-        """The job's image: reused when the engine has it (rollback, replay, retry), else built from git."""
+        """The job's image: reused when the engine has it (rollback, replay, retry), else built from
+        git (or pulled by digest, for an image app); then pushed to [registry] when the app says so."""
         job, app = self.job, self.app
         name = containers.image_name(self.config.server.name, app.name, job.sha)
         if containers.image_exists(client, name):
             self.store.set_image(job.id, name)
-            self.store.log(job.id, f"using image {name} (already built)", kind="step")
-            return name
+            self.store.log(job.id, f"using image {name} (already {'built' if app.builds else 'pulled'})", kind="step")
+            if not app.builds and job.digest is None:
+                self._record_digest()
+        elif not app.builds:
+            name = self._pull(client, name)
+        else:
+            name = self._build(client, name)
+        if app.push:
+            self.image = name  # removed by _discard if the push fails
+            self._push(client, name)
+        return name
+
+    def _pull(self, client, name: str) -> str:
+        """An image app's release: its digest pulled from the registry and named like a built one."""
+        job, app = self.job, self.app
+        digest = self._record_digest()
+        with self.step(job, "pulled image") as note:
+            self.store.log(job.id, f"pulling {app.image}@{digest}", kind="step")
+            registry.pull(client, self.config, app, digest, name, lambda lines: self.store.log_many(job.id, lines),
+                          self.stop)
+            self.store.set_image(job.id, name)
+            revision = registry.revision(client, name)
+            if revision:
+                self.store.log(job.id, f"built from commit {revision} (org.opencontainers.image.revision)")
+            note(f"pulled {app.image}@{digest[:19]} as {name}")
+        fault("pull")
+        return name
+
+    def _record_digest(self) -> str:
+        """The image app job's digest: its own, or (rollback, retry) the one recorded for its SHA."""
+        job = self.job
+        digest = job.digest or self.store.digest_of(job.app, job.sha)
+        if digest is None:
+            raise StepFailed(f"no image digest is recorded for {job.sha[:12]}; deploy it with --image")
+        if job.digest is None:
+            self.store.set_digest(job.id, digest)
+        return digest
+
+    def _push(self, client, name: str) -> None:
+        """Push the release to [registry] as URL/N/APP:SHA12 and record its digest; the live one keeps serving on failure."""
+        job, app = self.job, self.app
+        check_stop(self.stop)
+        with self.step(job, "pushed image") as note:
+            self.store.log(job.id, f"pushing {registry.remote_repository(self.config, app)}:{job.sha[:12]}", kind="step")
+            remote, digest = registry.push(client, self.config, app, name, job.sha,
+                                           lambda lines: self.store.log_many(job.id, lines), self.stop)
+            registry.forget(client, self.config, app, job.sha)
+            self.store.set_digest(job.id, digest)
+            note(f"pushed {remote} ({digest})")
+        fault("push")
+
+    def _build(self, client, name: str) -> str:
+        """Check out the job's commit and build it."""
+        job, app = self.job, self.app
         if job.kind is JobKind.ROLLBACK:
             self.store.log(job.id, f"image {name} was pruned; rebuilding it from git", kind="step")
         with self.step(job, "checked out") as note:

@@ -82,10 +82,15 @@ def job_log(job_id: int) -> Response:
 
 @api.post("/apps/<app_name>/deploy")
 def deploy(app_name: str) -> Response:
-    """Queue a deploy of the head of `ref` (default: the app's branch)."""
+    """Queue a deploy of the head of `ref` (default: the app's branch), or of an image app's `image` (TAG or @DIGEST)."""
     app = services().config.app(app_name)
-    fields = _json_body(optional=("ref",))
-    return _queued(actions.deploy_ref(services().config, services().store, app, fields.get("ref")), "deploy")
+    fields = _json_body(optional=("ref", "image"))
+    config, store = services().config, services().store
+    if "image" in fields:
+        if "ref" in fields:
+            raise BadInput("give ref (apps built from git) or image (image apps), not both")
+        return _queued(actions.deploy_image(config, store, app, fields["image"]), "deploy")
+    return _queued(actions.deploy_ref(config, store, app, fields.get("ref")), "deploy")
 
 
 @api.post("/apps/<app_name>/replay")

@@ -28,7 +28,7 @@ STEP_PREFIXES = (
     ("checked out", "checkout"), ("built", "build"), ("proxy ready", "proxy"), ("started candidate", "candidate"),
     ("health check", "health"), ("switched proxy", "switch"), ("verified through", "verify"),
     ("verification through", "verify"), ("drained and retired", "drain"), ("retired", "drain"),
-    ("pruned", "prune"), ("no images to prune", "prune"),
+    ("pruned", "prune"), ("no images to prune", "prune"), ("pulled", "pull"), ("pushed", "push"),
 )
 
 metrics = Blueprint("metrics", __name__)

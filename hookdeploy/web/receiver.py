@@ -15,9 +15,10 @@ import sqlite3
 from flask import Blueprint, Response, request
 from werkzeug.exceptions import HTTPException
 
+from hookdeploy import actions
 from hookdeploy.core.config import AppConfig, Config
 from hookdeploy.core.errors import BadInput, StoreError
-from hookdeploy.core.names import printable
+from hookdeploy.core.names import printable, split_image
 from hookdeploy.web import webhooks
 from hookdeploy.web.http import STORE_UNAVAILABLE, Refused, Services, answer, error_reply, reply, retry_later, services
 
@@ -61,6 +62,8 @@ def _receive(services: Services, app_name: str, seen: dict) -> tuple[int, dict]:
         raise Refused(503, f"no webhook secret is configured for {app.name}", retry_later())
     provider = app.webhook.provider
     webhooks.verify(provider, secret, request.headers, body)
+    if provider == "registry":
+        return _receive_image(services, app, body, seen)
 
     event = webhooks.event(provider, request.headers)
     seen["event"] = printable(event or "", 40)
@@ -79,10 +82,37 @@ def _receive(services: Services, app_name: str, seen: dict) -> tuple[int, dict]:
             log.warning("webhook for %s from another repository ignored: %s", app.name, reason)
         return 200, {"ignored": reason}
     seen["sha"] = sha = webhooks.new_head(push)
+    return _enqueue(services, app, provider, delivery_id, sha, push.ref)
 
+
+def _receive_image(services: Services, app: AppConfig, body: bytes, seen: dict) -> tuple[int, dict]:
+    """A registry notification: deploy the newest push of the app's repository and tag, by digest.
+
+    An authentic envelope with nothing to deploy gets a 200 (the registry would retry a 4xx
+    forever, holding back later notifications); each event's id is its delivery id."""
+    events = webhooks.registry_events(request.headers.get("Content-Type"), body)
+    _, repository = split_image(app.image)
+    reasons, chosen = [], None
+    for candidate in events:
+        reason = webhooks.registry_ignore_reason(candidate, repository, app.webhook.tag)
+        if reason is None:
+            chosen = candidate
+        else:
+            reasons.append(reason)
+    if chosen is None:
+        seen["event"] = "registry"
+        return 200, {"ignored": reasons[0] if reasons else "the notification holds no events"}
+    seen["event"], seen["delivery"] = "push", chosen.id
+    seen["sha"] = sha = actions.digest_sha(chosen.digest)
+    return _enqueue(services, app, "registry", chosen.id, sha, chosen.tag, digest=chosen.digest)
+
+
+def _enqueue(services: Services, app: AppConfig, provider: str, delivery_id: str, sha: str, ref: str | None,
+             digest: str | None = None) -> tuple[int, dict]:
+    """Queue the delivery's job once (group commit): 202 with the job, or 200 naming the earlier one."""
     try:
         job, earlier = services.deliveries.enqueue(app=app.name, provider=provider, delivery_id=delivery_id,
-                                                   sha=sha, ref=push.ref, coalesce=app.coalesce)
+                                                   sha=sha, ref=ref, coalesce=app.coalesce, digest=digest)
     except (StoreError, sqlite3.Error) as error:
         log.error("webhook for %s not queued: job store failed: %s", app.name, error)
         raise Refused(503, STORE_UNAVAILABLE, retry_later()) from None

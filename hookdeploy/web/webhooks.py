@@ -3,6 +3,23 @@
 Pure functions over headers and bytes, no HTTP framework: the receiver reads the request,
 these say whether it is genuine and what it asks for. Every value here came from outside;
 nothing is trusted before `verify` said yes, and nothing is used before it was validated.
+
+Provider "registry" is a Docker Distribution (v2.8) registry's notification endpoint, not a forge:
+- Authentication: the registry signs nothing. Its endpoint config sends a fixed `Authorization`
+  header; its value must equal the app's webhook secret byte for byte (compared in constant time).
+  It is a bearer secret: anyone who sees one notification can replay it, so send it over TLS.
+- There is no event header and no delivery header: `delivery_id` uses the hash of the body (a
+  retried notification is the same envelope, so the same bytes).
+- The body is an envelope `{"events": [...]}` (at most 100 events) with Content-Type
+  application/vnd.docker.distribution.events.v1+json (application/json is accepted too). A body
+  that is not such an envelope, or an event without a valid id, is BadInput; any other oddity of
+  one event only makes that event ignored, with a reason (`registry_ignore_reason`).
+- An event deploys its digest only when it is a push of a manifest (not a blob), to the app's
+  image repository, with the app's webhook tag, and its digest is sha256: and 64 lowercase hex.
+  Pushes by digest (no tag), such as the children of a manifest list, deploy nothing: the list's
+  own tagged push names the digest to deploy.
+- The registry retries a notification it got a 4xx or 5xx for, and later ones for the same
+  endpoint wait behind it: answer 2xx to every authentic envelope whose events are merely ignored.
 """
 
 from __future__ import annotations
@@ -16,7 +33,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 from hookdeploy.core.errors import BadInput, HookdeployError
-from hookdeploy.core.names import ZERO_SHA, is_full_sha, printable, ref_problem
+from hookdeploy.core.names import DIGEST, REPOSITORY, TAG, ZERO_SHA, is_full_sha, printable, ref_problem
 
 DELIVERY_ID = re.compile(r"[\x21-\x7e]{1,200}\Z")
 
@@ -27,21 +44,54 @@ EVENT_HEADERS = {
     "gitlab": ("X-Gitlab-Event",),
 }
 # GitLab's Idempotency-Key stays the same when GitLab retries a delivery; its event UUID may not.
+# A registry sends no delivery header: its deliveries are named by the hash of their body.
 DELIVERY_HEADERS = {
     "github": ("X-GitHub-Delivery",),
     "gitea": ("X-Gitea-Delivery", "X-Forgejo-Delivery"),
     "gitlab": ("Idempotency-Key", "X-Gitlab-Event-UUID"),
+    "registry": (),
 }
 SIGNATURE_HEADERS = {
     "github": ("X-Hub-Signature-256",),
     "gitea": ("X-Gitea-Signature", "X-Forgejo-Signature"),
     "gitlab": ("X-Gitlab-Token",),
+    "registry": ("Authorization",),
 }
+# Forges only: a registry has no event header; what happened is each event's `action` in the body.
 PUSH_EVENTS = {"github": {"push"}, "gitea": {"push"}, "gitlab": {"Push Hook", "System Hook"}}
+
+# Docker Distribution notifications (provider "registry").
+REGISTRY_EVENTS_TYPE = "application/vnd.docker.distribution.events.v1+json"
+REGISTRY_CONTENT_TYPES = (REGISTRY_EVENTS_TYPE, "application/json")
+MAX_REGISTRY_EVENTS = 100
+# What a tag can point at; everything else a registry stores is a blob (layers, image configs).
+MANIFEST_TYPES = frozenset({
+    "application/vnd.docker.distribution.manifest.v2+json",
+    "application/vnd.docker.distribution.manifest.list.v2+json",
+    "application/vnd.oci.image.manifest.v1+json",
+    "application/vnd.oci.image.index.v1+json",
+    "application/vnd.docker.distribution.manifest.v1+json",
+    "application/vnd.docker.distribution.manifest.v1+prettyjws",
+})
+_ACTION = re.compile(r"[a-z]{1,20}\Z")
+_MEDIA_TYPE = re.compile(r"[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}\Z")
 
 
 class Unauthorized(HookdeployError):
     """The webhook signature is missing or wrong."""
+
+
+@dataclass(frozen=True)
+class RegistryEvent:
+    """One event of a registry notification: the id is valid, the other fields are the strings the
+    registry sent (None when absent, empty or not a string), judged by `registry_ignore_reason`."""
+
+    id: str
+    action: str | None
+    repository: str | None
+    tag: str | None
+    digest: str | None
+    media_type: str | None
 
 
 @dataclass(frozen=True)
@@ -56,6 +106,8 @@ class Push:
 
 def verify(provider: str, secret: bytes, headers: Mapping[str, str], body: bytes) -> None:
     """Raise Unauthorized unless the delivery carries the provider's proof of `secret` over `body`."""
+    if provider == "registry":
+        return verify_registry(secret, headers)
     offered = [headers[name] for name in SIGNATURE_HEADERS[provider] if headers.get(name)]
     if not offered:
         raise Unauthorized(f"signature missing ({' or '.join(SIGNATURE_HEADERS[provider])} header)")
@@ -105,13 +157,18 @@ def parse_payload(content_type: str | None, body: bytes) -> dict:
         text: str | bytes = fields["payload"][0]
     else:
         text = body
+    return _json_object(text, "payload")
+
+
+def _json_object(text: str | bytes, what: str) -> dict:
+    """A body's JSON object; BadInput naming what is wrong otherwise."""
     try:
-        payload = json.loads(text)
+        parsed = json.loads(text)
     except (ValueError, RecursionError):  # JSONDecodeError and UnicodeDecodeError are ValueErrors
         raise BadInput("body is not valid JSON") from None
-    if not isinstance(payload, dict):
-        raise BadInput("payload must be a JSON object")
-    return payload
+    if not isinstance(parsed, dict):
+        raise BadInput(f"{what} must be a JSON object")
+    return parsed
 
 
 def read_push(provider: str, payload: dict) -> Push:
@@ -148,6 +205,89 @@ def new_head(push: Push) -> str:
     if not isinstance(push.after, str) or not is_full_sha(push.after.lower()):
         raise BadInput("payload's after is not a 40-digit hexadecimal SHA")
     return push.after.lower()
+
+
+def verify_registry(secret: bytes, headers: Mapping[str, str]) -> None:
+    """Raise Unauthorized unless the Authorization header is exactly `secret` (a registry signs nothing)."""
+    value = headers.get("Authorization")
+    if not value:
+        raise Unauthorized("Authorization header missing")
+    try:
+        offered = value.encode("latin-1")  # what WSGI decoded the raw header bytes with
+    except UnicodeEncodeError:
+        offered = b""  # cannot have come off the wire; refused like any other wrong value
+    if not hmac.compare_digest(secret, offered):
+        raise Unauthorized("Authorization header does not match this app's webhook secret")
+
+
+def registry_events(content_type: str | None, body: bytes) -> list[RegistryEvent]:
+    """The events of a registry notification envelope; BadInput when the body is not one."""
+    media_type = (content_type or "").split(";")[0].strip().lower()
+    if media_type not in REGISTRY_CONTENT_TYPES:
+        shown = printable(content_type, 60) if content_type else "missing"
+        raise BadInput(f"Content-Type {shown}: a registry notification is {REGISTRY_EVENTS_TYPE} "
+                       "or application/json")
+    envelope = _json_object(body, "notification")
+    events = envelope.get("events")
+    if not isinstance(events, list):
+        raise BadInput("notification has no events list")
+    if len(events) > MAX_REGISTRY_EVENTS:
+        raise BadInput(f"notification has {len(events)} events, more than {MAX_REGISTRY_EVENTS}")
+    return [_registry_event(number, raw) for number, raw in enumerate(events, 1)]
+
+
+def _registry_event(number: int, raw: Any) -> RegistryEvent:
+    if not isinstance(raw, dict):
+        raise BadInput(f"event {number} is not a JSON object")
+    event_id = raw.get("id")
+    if not isinstance(event_id, str) or not event_id:
+        raise BadInput(f"event {number} has no id")
+    if not DELIVERY_ID.match(event_id):
+        raise BadInput(f"event {number} has a malformed id {printable(event_id, 60)}: "
+                       "must be 1-200 printable ASCII characters")
+    target = raw.get("target")
+    target = target if isinstance(target, dict) else {}
+    return RegistryEvent(id=event_id, action=_text(raw.get("action")), repository=_text(target.get("repository")),
+                         tag=_text(target.get("tag")), digest=_text(target.get("digest")),
+                         media_type=_text(target.get("mediaType")))
+
+
+def registry_ignore_reason(event: RegistryEvent, repository: str, tag: str) -> str | None:
+    """Why this event deploys nothing, or None: deploy `event.digest`, a valid sha256 digest of a manifest
+    that was just pushed to `repository` (the image's path, as from names.split_image) with `tag`."""
+    shown_repository = _shown(event.repository, REPOSITORY) if event.repository else "an unnamed repository"
+    if event.action is None:
+        return f"event without an action, for {shown_repository}"
+    if event.action != "push":
+        return f"{_shown(event.action, _ACTION)} of {shown_repository}"
+    if event.repository is None:
+        return "push to an unnamed repository"
+    if event.repository != repository:
+        return f"repository {shown_repository} is not {repository}"
+    if event.media_type is None:
+        return f"blob push to {repository} (no media type)"
+    if event.media_type.split(";")[0].strip().lower() not in MANIFEST_TYPES:
+        return f"blob push to {repository} ({_shown(event.media_type, _MEDIA_TYPE)} is not a manifest media type)"
+    if event.tag is None:
+        return f"push by digest to {repository}, no tag (e.g. a manifest-list child)"
+    if event.tag != tag:
+        return f"tag {_shown(event.tag, TAG)} is not the deploy tag {tag}"
+    if event.digest is None:
+        return f"push of {repository}:{tag} has no digest"
+    if not DIGEST.match(event.digest):
+        return (f"digest {printable(event.digest)} of {repository}:{tag} is not sha256: "
+                "and 64 lowercase hexadecimal digits")
+    return None
+
+
+def _text(value: Any) -> str | None:
+    """A non-empty string from a payload, else None."""
+    return value if isinstance(value, str) and value else None
+
+
+def _shown(value: str, safe: re.Pattern) -> str:
+    """`value` as it is when it matches `safe` (a bounded, quiet charset), else quoted and escaped."""
+    return value if safe.match(value) else printable(value)
 
 
 def _first(headers: Mapping[str, str], names: tuple[str, ...]) -> str | None:

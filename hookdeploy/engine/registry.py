@@ -1,0 +1,170 @@
+"""The private registry, through the engine: push a built release, resolve a tag, pull by digest.
+
+Credentials come from deploy.toml's [registry] only and go to the engine with each call (the
+X-Registry-Auth header the docker SDK builds from `auth_config`), so the worker user's
+~/.docker/config.json is never read and the password is never logged, stored or shown: errors
+carry the registry's message, which never contains it. Progress (layers, bytes) reaches the job
+log like the build's output, one line per layer state and at most one progress line a second.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from typing import Callable, Iterable
+
+import docker
+import docker.errors
+
+from hookdeploy.core.config import AppConfig, Config
+from hookdeploy.core.errors import Aborted, DockerUnavailable, StepFailed
+from hookdeploy.core.names import DIGEST, split_image
+from hookdeploy.engine import containers
+
+PROGRESS_EVERY = 1.0  # seconds between two progress lines of one layer
+TRANSFER_TIMEOUT = 600  # seconds the engine may take for one push or pull call
+
+
+def auth_config(config: Config) -> dict[str, str]:
+    """What the engine gets to log in to the registry: [registry]'s credentials, or none at all."""
+    registry = config.registry
+    if registry is None or not registry.username:
+        return {"username": "", "password": ""}  # explicit: never fall back to ~/.docker/config.json
+    password = registry.password()
+    if password is None:
+        raise StepFailed(f"the registry password is not set (registry.password_env or password_file); "
+                         f"cannot log in to {registry.url} as {registry.username}")
+    return {"username": registry.username, "password": password.decode(), "serveraddress": registry.url}
+
+
+def remote_repository(config: Config, app: AppConfig) -> str:
+    """Where an app's releases go in the registry: URL/N/APP (tagged SHA12)."""
+    return f"{config.registry.url}/{config.server.name}/{app.name}"
+
+
+def push(client: docker.DockerClient, config: Config, app: AppConfig, local_image: str, sha: str,
+         on_lines: Callable[[list[str]], None], stop: threading.Event | None = None) -> tuple[str, str]:
+    """Tag a built release URL/N/APP:SHA12 and push it; return (that name, the registry's digest).
+
+    StepFailed with the registry's reason when the push fails (down, refused credentials, full disk)."""
+    repository, tag = remote_repository(config, app), sha[:12]
+    try:
+        client.images.get(local_image).tag(repository, tag=tag)
+        api = _transfer_api(client)
+        chunks = api.push(repository, tag=tag, stream=True, decode=True, auth_config=auth_config(config))
+        outcome = _follow(chunks, on_lines, stop)
+    except docker.errors.APIError as error:
+        raise StepFailed(f"push to {config.registry.url} failed: {error.explanation or error}") from None
+    except (docker.errors.DockerException, OSError) as error:
+        raise DockerUnavailable(f"the Docker engine stopped answering during the push: {error}") from None
+    if "error" in outcome:
+        raise StepFailed(f"push to {config.registry.url} failed: {outcome['error']}")
+    digest = outcome.get("digest")
+    if digest is None:
+        raise StepFailed(f"push to {config.registry.url} ended without a digest")
+    return f"{repository}:{tag}", digest
+
+
+def resolve_tag(client: docker.DockerClient, config: Config, app: AppConfig, tag: str) -> str:
+    """The digest `app.image:tag` has in its registry now (asked of the registry, nothing pulled)."""
+    try:
+        return client.images.get_registry_data(f"{app.image}:{tag}", auth_config=auth_config(config)).id
+    except docker.errors.NotFound:
+        raise StepFailed(f"{app.image}:{tag} does not exist in the registry") from None
+    except docker.errors.APIError as error:
+        raise StepFailed(f"cannot look up {app.image}:{tag}: {error.explanation or error}") from None
+    except (docker.errors.DockerException, OSError) as error:
+        raise DockerUnavailable(f"the Docker engine does not answer: {error}") from None
+
+
+def pull(client: docker.DockerClient, config: Config, app: AppConfig, digest: str, local_image: str,
+         on_lines: Callable[[list[str]], None], stop: threading.Event | None = None) -> str:
+    """Pull `app.image@digest` and name it `local_image` (N/APP:SHA12, as built releases are); return it."""
+    if not DIGEST.match(digest):
+        raise StepFailed(f"{digest!r} is not an image digest")
+    host, _ = split_image(app.image)
+    try:
+        api = _transfer_api(client)
+        chunks = api.pull(app.image, tag=digest, stream=True, decode=True, auth_config=auth_config(config))
+        outcome = _follow(chunks, on_lines, stop)
+        if "error" in outcome:
+            raise StepFailed(f"pull of {app.image}@{digest[:19]} from {host} failed: {outcome['error']}")
+        repository, _, tag = local_image.rpartition(":")
+        client.images.get(f"{app.image}@{digest}").tag(repository, tag=tag)
+    except docker.errors.APIError as error:
+        raise StepFailed(f"pull of {app.image}@{digest[:19]} from {host} failed: {error.explanation or error}") from None
+    except (docker.errors.DockerException, OSError) as error:
+        raise DockerUnavailable(f"the Docker engine stopped answering during the pull: {error}") from None
+    return local_image
+
+
+def revision(client: docker.DockerClient, image: str) -> str | None:
+    """The commit an image says it was built from (label org.opencontainers.image.revision), if any."""
+    try:
+        labels = client.images.get(image).labels or {}
+    except docker.errors.DockerException:
+        return None
+    value = labels.get("org.opencontainers.image.revision", "")
+    return value if re.fullmatch(r"[0-9a-f]{7,64}", value) else None
+
+
+def forget(client: docker.DockerClient, config: Config, app: AppConfig, sha: str) -> None:
+    """Remove the local URL/N/APP:SHA12 name a push left (the registry keeps the release)."""
+    if config.registry is not None:
+        containers.remove_image(client, f"{remote_repository(config, app)}:{sha[:12]}")
+
+
+def _transfer_api(client: docker.DockerClient):
+    # Its own client: a long push must not hold the worker's connection, and may take minutes.
+    return docker.from_env(version=client.api.api_version, timeout=TRANSFER_TIMEOUT).api
+
+
+def _follow(chunks: Iterable[dict], on_lines: Callable[[list[str]], None], stop: threading.Event | None) -> dict:
+    """Read a push or pull stream to its end: log its progress, return {"digest"} or {"error"}."""
+    outcome: dict = {}
+    last_status: dict[str, str] = {}
+    last_progress: dict[str, float] = {}
+    for chunk in chunks:
+        if stop is not None and stop.is_set():
+            raise Aborted()
+        if "error" in chunk:
+            outcome["error"] = " ".join(str(chunk.get("errorDetail", {}).get("message") or chunk["error"]).split())
+            break
+        aux = chunk.get("aux") or {}
+        if isinstance(aux, dict) and DIGEST.match(str(aux.get("Digest", ""))):
+            outcome["digest"] = aux["Digest"]
+        status, layer = str(chunk.get("status", "")), str(chunk.get("id", ""))
+        found = re.search(r"(?:digest|Digest): (sha256:[0-9a-f]{64})", status)
+        if found:
+            outcome.setdefault("digest", found.group(1))
+        line = _progress_line(chunk, status, layer, last_status, last_progress)
+        if line:
+            on_lines([line])
+    return outcome
+
+
+def _progress_line(chunk: dict, status: str, layer: str, last_status: dict, last_progress: dict) -> str | None:
+    if not status:
+        return None
+    detail = chunk.get("progressDetail") or {}
+    if layer and detail.get("total"):
+        now = time.monotonic()
+        if now - last_progress.get(layer, 0.0) < PROGRESS_EVERY:
+            return None
+        last_progress[layer] = now
+        return f"{layer}: {status} {_size(detail.get('current', 0))} of {_size(detail['total'])}"
+    if layer:
+        if last_status.get(layer) == status:
+            return None
+        last_status[layer] = status
+        return f"{layer}: {status}"
+    return status
+
+
+def _size(count: int) -> str:
+    for unit in ("B", "kB", "MB", "GB"):
+        if count < 1000 or unit == "GB":
+            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
+        count /= 1000
+    return ""
