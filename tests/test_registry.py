@@ -114,6 +114,42 @@ def test_image_and_ref_belong_to_their_kind_of_app(image_config, store, invoke):
     assert store.jobs() == []
 
 
+def test_a_tag_cannot_be_resolved_without_the_engine_and_the_api_says_retry(client, store, monkeypatch):
+    from hookdeploy.core import tokens
+
+    monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+    token = tokens.create(b"s" * 32, "deploy", 60)
+    answer = client.post("/api/apps/api/deploy", json={"image": "v1"}, headers={"Authorization": f"Bearer {token}"})
+    assert answer.status_code == 503 and answer.headers["Retry-After"].isdigit()
+    assert answer.get_json()["error"].startswith("the Docker engine does not answer")
+    by_digest = client.post("/api/apps/api/deploy", json={"image": "@" + DIGEST},
+                            headers={"Authorization": f"Bearer {token}"})
+    assert by_digest.status_code == 202 and store.job(by_digest.get_json()["id"]).digest == DIGEST
+
+
+def test_push_progress_says_each_layer_state_once_and_a_stalled_engine_fails_the_job():
+    import urllib3.exceptions
+
+    from hookdeploy.core.errors import DockerUnavailable, StepFailed
+    from hookdeploy.engine import registry
+
+    chunks = [{"status": "The push refers to repository [127.0.0.1:5000/n/site]"},
+              {"status": "Preparing", "id": "abc"}, {"status": "Retrying in 5 seconds", "id": "abc"},
+              {"status": "Retrying in 4 seconds", "id": "abc"}, {"status": "Retrying in 3 seconds", "id": "abc"},
+              {"status": "Pushed", "id": "abc"}, {"status": f"0123456789ab: digest: {DIGEST} size: 528"},
+              {"progressDetail": {}, "aux": {"Tag": "0123456789ab", "Digest": DIGEST, "Size": 528}}]
+    lines: list[str] = []
+    assert registry._follow(iter(chunks), lines.extend, None) == {"digest": DIGEST}
+    assert lines == ["The push refers to repository [127.0.0.1:5000/n/site]", "abc: Preparing",
+                     "abc: Retrying in 5 seconds", "abc: Pushed", f"0123456789ab: digest: {DIGEST} size: 528"]
+    refused = [{"status": "Preparing", "id": "abc"},
+               {"errorDetail": {"message": "unauthorized: authentication required"}, "error": "unauthorized: ..."}]
+    assert registry._follow(iter(refused), lines.extend, None) == {"error": "unauthorized: authentication required"}
+    stalled = registry._silent_engine("push", urllib3.exceptions.ReadTimeoutError(None, "/images/push", "timed out"))
+    assert isinstance(stalled, StepFailed) and str(stalled) == f"the push made no progress for {registry.TRANSFER_TIMEOUT} s"
+    assert isinstance(registry._silent_engine("pull", ConnectionResetError("reset")), DockerUnavailable)
+
+
 # -- against a real registry and a real engine --------------------------------------------------------
 
 import json  # noqa: E402

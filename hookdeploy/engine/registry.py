@@ -16,6 +16,8 @@ from typing import Callable, Iterable
 
 import docker
 import docker.errors
+import requests.exceptions
+import urllib3.exceptions
 
 from hookdeploy.core.config import AppConfig, Config
 from hookdeploy.core.errors import Aborted, DockerUnavailable, StepFailed
@@ -23,7 +25,9 @@ from hookdeploy.core.names import DIGEST, split_image
 from hookdeploy.engine import containers
 
 PROGRESS_EVERY = 1.0  # seconds between two progress lines of one layer
-TRANSFER_TIMEOUT = 600  # seconds the engine may take for one push or pull call
+TRANSFER_TIMEOUT = 600  # seconds a push or pull may go without a word from the engine
+# What reading a stream raises when the engine stops talking, besides OSError and DockerException.
+STREAM_ERRORS = (requests.exceptions.RequestException, urllib3.exceptions.HTTPError)
 
 
 def auth_config(config: Config) -> dict[str, str]:
@@ -56,8 +60,8 @@ def push(client: docker.DockerClient, config: Config, app: AppConfig, local_imag
         outcome = _follow(chunks, on_lines, stop)
     except docker.errors.APIError as error:
         raise StepFailed(f"push to {config.registry.url} failed: {error.explanation or error}") from None
-    except (docker.errors.DockerException, OSError) as error:
-        raise DockerUnavailable(f"the Docker engine stopped answering during the push: {error}") from None
+    except (docker.errors.DockerException, OSError, *STREAM_ERRORS) as error:
+        raise _silent_engine("push", error) from None
     if "error" in outcome:
         raise StepFailed(f"push to {config.registry.url} failed: {outcome['error']}")
     digest = outcome.get("digest")
@@ -94,8 +98,8 @@ def pull(client: docker.DockerClient, config: Config, app: AppConfig, digest: st
         client.images.get(f"{app.image}@{digest}").tag(repository, tag=tag)
     except docker.errors.APIError as error:
         raise StepFailed(f"pull of {app.image}@{digest[:19]} from {host} failed: {error.explanation or error}") from None
-    except (docker.errors.DockerException, OSError) as error:
-        raise DockerUnavailable(f"the Docker engine stopped answering during the pull: {error}") from None
+    except (docker.errors.DockerException, OSError, *STREAM_ERRORS) as error:
+        raise _silent_engine("pull", error) from None
     return local_image
 
 
@@ -113,6 +117,13 @@ def forget(client: docker.DockerClient, config: Config, app: AppConfig, sha: str
     """Remove the local URL/N/APP:SHA12 name a push left (the registry keeps the release)."""
     if config.registry is not None:
         containers.remove_image(client, f"{remote_repository(config, app)}:{sha[:12]}")
+
+
+def _silent_engine(what: str, error: BaseException) -> Exception:
+    """A push or pull whose engine went quiet: stalled (StepFailed, the job fails) or gone (DockerUnavailable)."""
+    if isinstance(error, (requests.exceptions.Timeout, urllib3.exceptions.ReadTimeoutError)):
+        return StepFailed(f"the {what} made no progress for {TRANSFER_TIMEOUT} s")
+    return DockerUnavailable(f"the Docker engine stopped answering during the {what}: {error}")
 
 
 def _transfer_api(client: docker.DockerClient):
@@ -155,9 +166,10 @@ def _progress_line(chunk: dict, status: str, layer: str, last_status: dict, last
         last_progress[layer] = now
         return f"{layer}: {status} {_size(detail.get('current', 0))} of {_size(detail['total'])}"
     if layer:
-        if last_status.get(layer) == status:
+        kind = re.sub(r"[0-9]+", "N", status)  # "Retrying in 5 seconds", 4, 3...: one line, not five
+        if last_status.get(layer) == kind:
             return None
-        last_status[layer] = status
+        last_status[layer] = kind
         return f"{layer}: {status}"
     return status
 

@@ -17,7 +17,8 @@ from flask import Response, current_app, request
 from werkzeug.exceptions import HTTPException
 
 from hookdeploy.core.config import Config
-from hookdeploy.core.errors import BadInput, GitError, HookdeployError, StoreError, UnknownApp, UnknownJob
+from hookdeploy.core.errors import (BadInput, DockerUnavailable, GitError, HookdeployError, StoreError, UnknownApp,
+                                   UnknownJob)
 from hookdeploy.core.models import Event
 from hookdeploy.core.names import printable
 from hookdeploy.core.store import Store
@@ -78,6 +79,8 @@ def answer(error: BaseException) -> tuple[int, str, dict]:
     if isinstance(error, (StoreError, sqlite3.Error)):
         log.error("job store failed: %s", error)
         return 503, STORE_UNAVAILABLE, retry_later()
+    if isinstance(error, DockerUnavailable):  # `deploy --image TAG` asks the engine for the tag's digest
+        return 503, str(error), retry_later()
     if isinstance(error, HookdeployError):  # BadInput and the rest: the request cannot be done as sent
         return 400, str(error), {}
     log.error("%s %s failed unexpectedly", request.method, printable(request.path), exc_info=error)
