@@ -248,6 +248,7 @@ def test_an_image_built_elsewhere_is_deployed_by_tag_pinned_by_digest(instance, 
         assert "ci-v1" in instance.get().body
         assert any(line.startswith(f"pulled {registry.url}/team/api@{digest[:19]}") for line in instance.events(done.id))
         assert instance.store.live_release("api").digest == digest
+        assert digest in instance.cli("status", "api").stdout
         assert f"built from commit {'ab' * 20} (org.opencontainers.image.revision)" in instance.events(done.id)
 
         by_digest = instance.cli("deploy", "api", "--image", "@" + registry.manifest_digest("team/api", "v1"))

@@ -188,15 +188,17 @@ def rollback(context: Context, app_name: str, to_sha: str | None, wait: bool, as
 @pass_context
 def status(context: Context, app_name: str | None, as_json: bool) -> None:
     """Live release, queue and running job of each app (or one)."""
-    apps = {app.name: app.to_json() for app in actions.status(context.config, context.store, app_name)}
+    statuses = actions.status(context.config, context.store, app_name)
     if as_json:
-        click.echo(json.dumps({"apps": apps}))
+        click.echo(json.dumps({"apps": {app.name: app.to_json() for app in statuses}}))
         return
-    for name, app in apps.items():
-        live = app["live"]
-        shown = f"live {live['sha'][:12]} (job {live['job']}, since {live['since']})" if live else "live: none"
-        running = f"running job {app['running']}" if app["running"] else "nothing running"
-        click.echo(f"{name}: {shown}; {app['queued']} queued; {running}")
+    for app in statuses:
+        live = app.live
+        shown = f"live {live.sha[:12]} (job {live.job}, since {live.live_since})" if live else "live: none"
+        if live and live.digest:
+            shown += f" {live.digest}"
+        running = f"running job {app.running.id}" if app.running else "nothing running"
+        click.echo(f"{app.name}: {shown}; {app.queued} queued; {running}")
 
 
 @cli.command()
