@@ -144,3 +144,23 @@ def test_published_addresses_are_read_from_the_container_as_configured():
     assert doctor._normalize_address("0.0.0.0:80") == doctor._normalize_address(":80") == "0.0.0.0:80"
     assert doctor._normalize_address("[::1]:80") == "::1:80"
     assert doctor._published({}) == set()
+
+
+def test_doctor_checks_the_registry_login_and_skips_repo_checks_for_image_apps(instance, registry):
+    from test_registry import registry_table
+
+    instance.configure({"site": {"push": True}, "api": {"image": f"{registry.url}/team/api", "hostnames": ["api.test"]}},
+                       extra=registry_table(registry))
+    good = instance.cli("doctor", env={"REGISTRY_PASSWORD": registry.password})
+    assert f"ok    registry {registry.url} answers and accepts the login as {registry.username}" in good.stdout
+    assert not any("api:" in line for line in good.stdout.splitlines()), good.stdout  # no repo to check
+    wrong = instance.cli("doctor", env={"REGISTRY_PASSWORD": "not-it"})
+    assert (f"FIX   registry {registry.url} refuses the login as {registry.username} (HTTP 401): check "
+            "registry.username and the password in registry.password_env or password_file") in fixes(wrong.stdout)
+    assert "not-it" not in wrong.stdout + wrong.stderr
+    unset = instance.cli("doctor", env={"REGISTRY_PASSWORD": ""})
+    assert any(line.startswith("FIX   registry.password_env: environment variable REGISTRY_PASSWORD is not set")
+               for line in fixes(unset.stdout)), unset.stdout
+    registry.stop()
+    down = instance.cli("doctor", env={"REGISTRY_PASSWORD": registry.password})
+    assert any(line.startswith(f"FIX   registry {registry.url} does not answer (") for line in fixes(down.stdout))

@@ -40,6 +40,8 @@ def run(config: Config, report: Report) -> int:
         check(False, "", f"{problem}: {_secret_fix(problem)}")
     for app in config.apps.values():
         _check_app(config, app, check)
+    if config.registry is not None:
+        _check_registry(config, check)
     _check_docker(config, check)
     return problems
 
@@ -47,6 +49,8 @@ def run(config: Config, report: Report) -> int:
 def _check_app(config: Config, app, check) -> None:
     from hookdeploy.cli import hook
 
+    if not app.builds:
+        return  # an image app has no repo; the registry is checked once, for all
     if not app.is_local_repo:
         error = _ls_remote(app.repo)
         check(error is None, f"{app.name}: repo {app.repo} answers (mirrored under state_dir)",
@@ -73,9 +77,40 @@ def _secret_fix(problem: str) -> str:
     if ".secret_env:" in problem:
         return ("set it in the environment hookdeploy runs with (for the systemd units: /etc/hookdeploy/env, "
                 "mode 0600), e.g. to the output of: openssl rand -hex 32")
-    if ".env." in problem:
+    if ".env." in problem or ".password_env:" in problem:
         return "set it in the environment hookdeploy runs with (for the systemd units: /etc/hookdeploy/env)"
+    if ".password_file:" in problem:
+        return "write the password into that file, readable only by the hookdeploy user"
     return "add secret_env or secret_file to that table"
+
+
+def _check_registry(config: Config, check) -> None:
+    """The registry answers its API and takes [registry]'s credentials (asked over HTTP, as the engine will)."""
+    import base64
+    import urllib.error
+    import urllib.request
+
+    registry = config.registry
+    url = f"{'http' if registry.insecure else 'https'}://{registry.url}/v2/"
+    request = urllib.request.Request(url)
+    password = registry.password()
+    if registry.username and password is not None:
+        pair = f"{registry.username}:".encode() + password
+        request.add_header("Authorization", "Basic " + base64.b64encode(pair).decode())
+    try:
+        with urllib.request.urlopen(request, timeout=10):
+            status = 200
+    except urllib.error.HTTPError as error:
+        status = error.code
+    except (urllib.error.URLError, OSError) as error:
+        reason = getattr(error, "reason", error)
+        check(False, "", f"registry {registry.url} does not answer ({reason}): check registry.url, that it runs, "
+                         "and registry.insecure (true for plain HTTP)")
+        return
+    who = f"as {registry.username}" if registry.username else "without credentials"
+    check(status == 200, f"registry {registry.url} answers and accepts the login {who}",
+          f"registry {registry.url} refuses the login {who} (HTTP {status}): check registry.username and "
+          "the password in registry.password_env or password_file")
 
 
 def _ls_remote(url: str, timeout: float = LS_REMOTE_TIMEOUT) -> str | None:
