@@ -69,7 +69,11 @@ def deploy_image(config: Config, store: Store, app: AppConfig, image: str) -> Jo
         from hookdeploy.engine import containers, registry
 
         tag = check_tag(image)
-        digest = registry.resolve_tag(containers.engine(), config, app, tag)
+        client = containers.engine()
+        try:
+            digest = registry.resolve_tag(client, config, app, tag)
+        finally:
+            client.close()  # `serve` asks once a request: no connection left behind
     return store.enqueue(app.name, digest_sha(digest), trigger=Trigger.MANUAL, ref=tag, coalesce=app.coalesce,
                          digest=digest)
 
@@ -86,7 +90,7 @@ def replay_sha(config: Config, store: Store, app: AppConfig, sha_text: str) -> J
 
     check_sha_prefix(sha_text)
     if not app.builds:
-        digests = store.digests(app.name, sha_text.removeprefix("sha256:"))
+        digests = store.digests(app.name, sha_text)
         if len(digests) != 1:
             raise BadInput(f"{sha_text} {'is ambiguous among' if digests else 'matches none of'} the images "
                            f"{app.name} deployed; to deploy another use: hookdeploy deploy {app.name} --image @DIGEST")
