@@ -6,6 +6,10 @@
 #   scripts/cluster.sh up       build the node image once, start the nodes, make the swarm (idempotent)
 #   scripts/cluster.sh status   the nodes, the registry, how to reach the manager; exit 0 only if all is well
 #   scripts/cluster.sh down     remove every container, volume, network and file `up` made (idempotent)
+#   scripts/cluster.sh kill-node NODE     NODE stops answering, as a node that lost power looks to the
+#                                         others: its network goes down and every process in it is frozen
+#   scripts/cluster.sh revive-node NODE   undo kill-node: it thaws, its network comes back, it rejoins
+#                                         (`up` revives killed nodes too)
 #
 # Run as root, next to a working host engine (scripts/ensure-docker.sh) that has hookdeploy-nginx:local.
 #
@@ -23,7 +27,8 @@
 #   - hookdeploy-nginx:local loaded into the manager (builds FROM it work there) and pushed once to
 #     the registry as MANAGER_IP:5000/hookdeploy-nginx:local (workers pull it from there);
 #   - the state dir /var/lib/hookdeploy-cluster (HOOKDEPLOY_CLUSTER_STATE overrides): cluster.env
-#     (KEY=VALUE lines, see write_state) and registry-password (mode 600).
+#     (KEY=VALUE lines, see write_state) and registry-password (mode 600), and its folder shared/,
+#     bind-mounted into the manager at the same path (state for a hookdeploy on this host: see SHARED_DIR).
 #
 # The manager's engine listens on tcp://MANAGER_IP:2375 WITHOUT TLS or auth: acceptable only because
 # the address is on a private bridge of this machine and the whole thing is a throwaway test rig.
@@ -47,6 +52,10 @@ readonly REGISTRY_USER=hookdeploy
 readonly REGISTRY_VOLUME=$PREFIX-registry
 readonly STATE_DIR=${HOOKDEPLOY_CLUSTER_STATE:-/var/lib/hookdeploy-cluster}
 readonly LOCK=/tmp/hookdeploy-cluster.lock
+# Bind-mounted into the manager at the same path: hookdeploy, running on this host, keeps its state
+# (the proxy's conf.d above all) here, and the proxy it starts on the manager sees the same files,
+# as when hookdeploy runs on the manager itself (which is how a real deployment goes).
+readonly SHARED_DIR=$STATE_DIR/shared
 
 say() { echo "cluster: $*" >&2; }
 fail() { echo "cluster: $*" >&2; exit 1; }
@@ -132,7 +141,9 @@ network_subnet() {
 start_node() {
     local node=$1 subnet=$2 mounts=(--mount "type=volume,source=$1-docker,target=/var/lib/docker")
     if [[ "$node" == "$MANAGER" ]]; then
-        mounts+=(--mount "type=volume,source=$REGISTRY_VOLUME,target=/var/lib/docker-registry")
+        mkdir -p "$SHARED_DIR"
+        mounts+=(--mount "type=volume,source=$REGISTRY_VOLUME,target=/var/lib/docker-registry"
+                 --mount "type=bind,source=$SHARED_DIR,target=$SHARED_DIR")
     fi
     # The volumes get the label too, so `down` finds them even if a container is gone.
     docker volume create --label "$LABEL" "$node-docker" >/dev/null
@@ -180,6 +191,11 @@ ensure_nodes() {
         state=$(node_state "$node")
         [[ "$state" == running || "$state" == missing ]] || broken=1
     done
+    if [[ $(node_state "$MANAGER") == running ]] &&
+        ! docker inspect --format '{{range .Mounts}}{{.Destination}} {{end}}' "$MANAGER" | grep -qF "$SHARED_DIR "; then
+        say "$MANAGER was made without the shared state folder $SHARED_DIR"
+        broken=1
+    fi
     if ((broken)); then
         # A stopped node comes back with another address, which the swarm and the registry config would
         # not survive: start over rather than patch it up.
@@ -191,6 +207,10 @@ ensure_nodes() {
     [[ -n "$subnet" ]] || fail "network $NETWORK has no subnet"
     for node in "${NODES[@]}"; do
         [[ $(node_state "$node") == running ]] || start_node "$node" "$subnet"
+        if [[ $(docker inspect --format '{{.State.Paused}}' "$node") == true || -f "$STATE_DIR/$node.route" ]]; then
+            say "$node was killed (scripts/cluster.sh kill-node); reviving it"
+            revive "$node"
+        fi
     done
     for node in "${NODES[@]}"; do
         wait_for_engine "$node"
@@ -344,6 +364,7 @@ REGISTRY=$manager_ip:$REGISTRY_PORT
 REGISTRY_USERNAME=$REGISTRY_USER
 REGISTRY_PASSWORD_FILE=$STATE_DIR/registry-password
 BASE_IMAGE=$manager_ip:$REGISTRY_PORT/${BASE_IMAGE%%:*}@$base_digest
+SHARED_DIR=$SHARED_DIR
 EOF
     mv "$STATE_DIR/cluster.env.new" "$STATE_DIR/cluster.env")
 }
@@ -426,6 +447,48 @@ teardown() {
     done
 }
 
+# kill-node: the node's eth0 goes down (the manager stops hearing its heartbeats, the proxy's packets to
+# its tasks go nowhere), then `docker pause` freezes every process in it, dockerd and tasks alike. The
+# container and its address stay, so revive-node brings back the same node (up would otherwise have to
+# make the whole cluster anew: a restarted node gets another address).
+cmd_kill_node() {
+    local node=$1
+    need_root
+    [[ $(node_state "$node") == running ]] || fail "$node is not running"
+    if [[ $(docker inspect --format '{{.State.Paused}}' "$node") == true ]]; then
+        say "$node is killed already"
+        return 0
+    fi
+    on "$node" ip route show default >"$STATE_DIR/$node.route"
+    on "$node" ip link set eth0 down
+    docker pause "$node" >/dev/null
+    say "$node killed (network down, processes frozen); bring it back: scripts/cluster.sh revive-node $node"
+}
+
+cmd_revive_node() {
+    local node=$1 route
+    need_root
+    revive "$node"
+    for _ in $(seq 120); do
+        [[ $(on "$MANAGER" docker node inspect --format '{{.Status.State}}' "$node" 2>/dev/null) == ready ]] && {
+            say "$node is back and Ready"
+            return 0
+        }
+        sleep 0.5
+    done
+    fail "$node did not become Ready within 60 s: $(on "$MANAGER" docker node ls 2>&1)"
+}
+
+revive() {
+    local node=$1 route
+    [[ $(docker inspect --format '{{.State.Paused}}' "$node" 2>/dev/null) == true ]] && docker unpause "$node" >/dev/null
+    on "$node" ip link set eth0 up
+    route=$(cat "$STATE_DIR/$node.route" 2>/dev/null || true)
+    # shellcheck disable=SC2086  # "default via GATEWAY dev eth0" as words
+    [[ -z "$route" ]] || on "$node" ip route replace $route
+    rm -f "$STATE_DIR/$node.route"
+}
+
 cmd_down() {
     need_root
     need_engine
@@ -438,11 +501,13 @@ main() {
     local command=${1:-}
     case "$command" in
         up|down|status) ;;
+        kill-node|revive-node)
+            [[ " ${NODES[*]} " == *" ${2:-} "* ]] || fail "$command needs a node: one of ${NODES[*]}" ;;
         -h|--help|help) usage; exit 0 ;;
         *) usage >&2; exit 2 ;;
     esac
     [[ "$command" == status ]] || { exec 9>"$LOCK"; flock -w 600 9 || fail "could not get $LOCK"; }
-    "cmd_$command"
+    "cmd_${command//-/_}" "${@:2}"
 }
 
 main "$@"

@@ -158,9 +158,10 @@ class Answer(NamedTuple):
     body: str
 
 
-def get(port: int, path: str = "/", host: str | None = None, timeout: float = 5.0) -> Answer:
-    """GET http://127.0.0.1:PORT/PATH (with Host: `host` when given)."""
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+def get(port: int, path: str = "/", host: str | None = None, timeout: float = 5.0,
+        address: str = "127.0.0.1") -> Answer:
+    """GET http://ADDRESS:PORT/PATH (with Host: `host` when given)."""
+    connection = http.client.HTTPConnection(address, port, timeout=timeout)
     try:
         connection.request("GET", path, headers={"Host": host} if host else {})
         response = connection.getresponse()
@@ -177,6 +178,7 @@ class Load:
     host: str | None = None
     threads: int = 3
     pause: float = 0.01
+    address: str = "127.0.0.1"
     releases: dict[str, int] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
     requests: int = 0
@@ -189,7 +191,7 @@ class Load:
     def _hammer(self) -> None:
         while not self._stop.is_set():
             try:
-                answer = get(self.port, "/", self.host, timeout=10)
+                answer = get(self.port, "/", self.host, timeout=10, address=self.address)
                 outcome = None if answer.status == 200 and answer.release else f"status {answer.status}"
             except OSError as error:
                 answer, outcome = None, f"{type(error).__name__}: {error}"
@@ -233,6 +235,7 @@ class Instance:
         self.root = root
         self.client = client
         self.name = name or f"t{secrets.token_hex(4)}"
+        self.address = "127.0.0.1"  # where the proxy publishes, on this machine
         self.port = free_port()
         self.state_dir = root / "state"
         self.config_path = root / "deploy.toml"
@@ -246,7 +249,7 @@ class Instance:
         names an `image`), fast health and drain; `extra` TOML (say, a [registry] table) at the end."""
         lines = ["[server]", f"name = {toml_value(self.name)}", f"state_dir = {toml_value(str(self.state_dir))}",
                  f"listen = \"127.0.0.1:{free_port()}\"", "",
-                 "[proxy]", f"image = {toml_value(BASE_IMAGE)}", f"publish = \"127.0.0.1:{self.port}\"", ""]
+                 "[proxy]", f"image = {toml_value(BASE_IMAGE)}", f"publish = \"{self.address}:{self.port}\"", ""]
         for app, table in apps.items():
             if app not in self.repos and "image" not in table:
                 self.repos[app] = Repo.create(self.root / "git" / app)
@@ -314,7 +317,7 @@ class Instance:
     # looking
 
     def get(self, path: str = "/", host: str | None = None) -> Answer:
-        return get(self.port, path, host)
+        return get(self.port, path, host, address=self.address)
 
     def containers(self, **labels: str) -> list:
         """This instance's containers (all states), with optional extra hookdeploy.* labels."""

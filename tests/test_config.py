@@ -573,3 +573,43 @@ def test_registry_image_apps_and_push_load(write_config, monkeypatch):
 ])
 def test_registry_and_image_rules(write_config, registry, apps, problem):
     assert problems_of(write_config, registry_document(registry, apps)) == [problem]
+
+
+# -- the swarm target ------------------------------------------------------------------------------------
+
+
+def test_swarm_keys_default_to_one_local_container(write_config):
+    site = config.load(write_config({"site": {"repo": "/srv/git/site.git"}})).apps["site"]
+    assert (site.target, site.replicas, site.placement, site.on_swarm, site.pushes) == ("local", 1, (), False, False)
+
+
+def test_a_swarm_app_pushes_and_keeps_its_placement(write_config):
+    document = registry_document('[registry]\nurl = "r.example:5000"\n',
+                                 '[apps.site]\nrepo = "/r.git"\ntarget = "swarm"\nreplicas = 3\n'
+                                 'placement = ["node.role==worker", "node.labels.zone != b"]\n')
+    site = config.load(write_config(document)).apps["site"]
+    assert site.on_swarm and site.pushes and site.replicas == 3
+    assert site.placement == ("node.role==worker", "node.labels.zone != b")
+
+
+@pytest.mark.parametrize("registry, keys, problem", [
+    ("", 'target = "swarm"', 'apps.site.target: "swarm" needs a [registry] table (the nodes pull each release from it)'),
+    ('[registry]\nurl = "r.example"\n', 'target = "kubernetes"', "apps.site.target: must be one of local, swarm, not 'kubernetes'"),
+    ('[registry]\nurl = "r.example"\n', 'target = "swarm"\nreplicas = 0', "apps.site.replicas: must be between 1 and 64"),
+    ('[registry]\nurl = "r.example"\n', 'target = "swarm"\nreplicas = 65', "apps.site.replicas: must be between 1 and 64"),
+    ("", "replicas = 2", 'apps.site.replicas: more than 1 needs target = "swarm" (a local release is one container)'),
+    ("", 'placement = ["node.role==worker"]', 'apps.site.placement: only for target = "swarm"'),
+    ('[registry]\nurl = "r.example"\n', 'target = "swarm"\nplacement = ["node.role=worker"]',
+     "apps.site.placement: 'node.role=worker' is not a Swarm constraint (like node.role==worker or node.labels.zone!=b)"),
+    ('[registry]\nurl = "r.example"\n', 'target = "swarm"\nplacement = ["node.role==worker; rm -rf /"]',
+     "apps.site.placement: 'node.role==worker; rm -rf /' is not a Swarm constraint (like node.role==worker or node.labels.zone!=b)"),
+    ('[registry]\nurl = "r.example"\n', 'target = "swarm"\nplacement = [1]', "apps.site.placement: must be a list of strings"),
+    ('[registry]\nurl = "r.example"\n', 'target = "swarm"\nreplicas = "3"', 'apps.site.replicas: must be an integer, not \'3\''),
+])
+def test_swarm_rules(write_config, registry, keys, problem):
+    assert problems_of(write_config, registry_document(registry, f'[apps.site]\nrepo = "/r.git"\n{keys}\n')) == [problem]
+
+
+def test_an_image_app_on_swarm_needs_no_registry_table(write_config):
+    document = registry_document("", '[apps.api]\nimage = "r.example/team/api"\ntarget = "swarm"\nreplicas = 2\n')
+    assert config.load(write_config(document)).apps["api"].on_swarm

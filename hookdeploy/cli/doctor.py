@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 from typing import Callable
 
+from hookdeploy.cli import doctor_swarm
 from hookdeploy.core.config import Config, missing_secrets
 from hookdeploy.core.errors import HookdeployError
 from hookdeploy.core.names import split_address
@@ -145,16 +146,29 @@ def _check_docker(config: Config, check) -> None:
         check(False, "", f"{error} (start it with: scripts/ensure-docker.sh, or systemctl start docker)")
         return
     check(True, f"Docker engine {version} answers", "")
+    swarm_apps = [app for app in config.apps.values() if app.on_swarm]
+    nodes = doctor_swarm.check_swarm(config, engine, swarm_apps, check) if swarm_apps else None
+    if swarm_apps and nodes is None:
+        return  # the proxy and the releases live on the manager: this engine has nothing more to say
     has_image = containers.image_exists(engine, config.proxy.image)
     check(has_image, f"proxy image {config.proxy.image} is present",
           f"proxy image {config.proxy.image} is not present: docker pull it, or build the offline one "
           "with scripts/build-nginx-image.sh and set proxy.image = \"hookdeploy-nginx:local\"")
 
-    _check_proxy(config, engine, check)
+    proxy = _check_proxy(config, engine, check)
+    if nodes is not None:
+        doctor_swarm.check_overlay(config, engine, proxy is not None, check)
+    # The proxy mounts conf.d from the engine's filesystem: only a remote engine can get that wrong.
+    if proxy is not None and (swarm_apps or os.environ.get("DOCKER_HOST")):
+        doctor_swarm.check_proxy_sees_conf_d(config, proxy, check)
+    if nodes is not None:
+        for app in swarm_apps:
+            doctor_swarm.check_pull_from_nodes(config, engine, app, nodes, check)
 
 
-def _check_proxy(config: Config, engine, check) -> None:
-    """The proxy container `N-proxy`: running, published where proxy.publish says, on network `N` (once)."""
+def _check_proxy(config: Config, engine, check):
+    """The proxy container `N-proxy`: running, published where proxy.publish says, on network `N` (once).
+    Returns the container, or None if there is none yet."""
     from hookdeploy.engine import containers
 
     instance = config.server.name
@@ -164,7 +178,7 @@ def _check_proxy(config: Config, engine, check) -> None:
     proxy = containers.get_container(engine, name)
     if proxy is None:
         check(True, f"proxy {name} does not exist yet: it will be created on the first deploy", "")
-        return
+        return None
     check(proxy.status == "running", f"proxy {name} is running",
           f"proxy {name} is {proxy.status}, so no app is reachable: docker start {name}")
     published = _published(proxy.attrs)
@@ -179,6 +193,7 @@ def _check_proxy(config: Config, engine, check) -> None:
         check(False, "", f"network {instance} exists {len(networks)} times "
               f"({', '.join(network.short_id for network in networks)}), so every deploy fails as 'ambiguous': "
               "start `hookdeploy worker` (it keeps the proxy's network and removes the others)")
+    return proxy
 
 
 def _normalize_address(address: str) -> str:
@@ -197,3 +212,6 @@ def _published(attrs: dict) -> set[str]:
         host = binding.get("HostIp") or ""
         addresses.add(_normalize_address(f"{host}:{binding.get('HostPort', '')}"))
     return addresses
+
+
+# -- past one host: the swarm, its overlay network, the proxy's conf.d, pulls from the nodes ----------

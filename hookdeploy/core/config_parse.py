@@ -18,7 +18,8 @@ from pathlib import Path, PurePosixPath
 from types import MappingProxyType
 from typing import Any, Mapping
 
-from hookdeploy.core.config_schema import (NOTIFY_EVENTS, NOTIFY_FORMATS, PROVIDERS, PROXY_HEADERS, AppConfig, Config,
+from hookdeploy.core.config_schema import (MAX_REPLICAS, NOTIFY_EVENTS, NOTIFY_FORMATS, PROVIDERS, PROXY_HEADERS, TARGETS,
+                                           AppConfig, Config,
                                            HealthConfig, NotifyConfig, ProxyConfig, RegistryConfig, ServerConfig,
                                            WebhookConfig, is_local_path)
 from hookdeploy.core.errors import ConfigError
@@ -26,6 +27,8 @@ from hookdeploy.core.names import (APP_NAME, INSTANCE_NAME, REGISTRY_HOST, TAG, 
                                    split_address)
 
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+# A Swarm placement constraint: node.role==worker, node.labels.zone != b, engine.labels.x==y
+CONSTRAINT = re.compile(r"(node|engine)\.[A-Za-z0-9_.-]+\s*(==|!=)\s*[A-Za-z0-9_.:/-]+\Z")
 HOSTNAME = re.compile(r"(\*\.)?[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\Z")
 
 
@@ -61,6 +64,8 @@ def parse(raw: Mapping[str, Any], path: Path) -> Config:
     for name, app in apps.items():
         if app.push and registry is None:
             problems.append(f"apps.{name}.push: needs a [registry] table to push to")
+        if app.on_swarm and app.builds and registry is None:
+            problems.append(f"apps.{name}.target: \"swarm\" needs a [registry] table (the nodes pull each release from it)")
     if problems:
         raise ConfigError(problems)
     return Config(
@@ -130,6 +135,7 @@ def _app(name: str, table: Mapping, key: str, base: Path, problems: list[str]) -
     _check_paths(values, key, problems)
     _check_numbers(values, key, problems)
     _check_hostnames(values, key, problems)
+    _check_target(values, key, problems)
     if "env" in values:
         values["env"] = MappingProxyType(_check_env(values["env"], f"{key}.env", problems))
     _check_build_args(values, key, problems)
@@ -191,7 +197,7 @@ def _check_numbers(values: dict, key: str, problems: list[str]) -> None:
         problems.append(f"{key}.port: must be between 1 and 65535")
     if "keep" in values and values["keep"] < 2:
         problems.append(f"{key}.keep: must be at least 2 (the live release and one to roll back to)")
-    for duration in ("drain_seconds", "build_timeout"):
+    for duration in ("drain_seconds", "build_timeout", "read_timeout"):
         if duration in values and not values[duration] > 0:
             problems.append(f"{key}.{duration}: must be greater than 0")
 
@@ -208,6 +214,31 @@ def _check_hostnames(values: dict, key: str, problems: list[str]) -> None:
         if not HOSTNAME.match(hostname) or len(hostname) > 253:
             problems.append(f"{key}.hostnames: {printable(hostname)} is not a valid hostname")
     values["hostnames"] = tuple(hostnames)
+
+
+def _check_target(values: dict, key: str, problems: list[str]) -> None:
+    """`target`, `replicas` and `placement` (a tuple of Swarm constraints, swarm only)."""
+    if "target" in values and values["target"] not in TARGETS:
+        problems.append(f"{key}.target: must be one of {', '.join(TARGETS)}, not {printable(values['target'], 40)}")
+    swarm = values.get("target") == "swarm"
+    replicas = values.get("replicas", 1)
+    if not 1 <= replicas <= MAX_REPLICAS:
+        problems.append(f"{key}.replicas: must be between 1 and {MAX_REPLICAS}")
+    elif replicas > 1 and not swarm:
+        problems.append(f"{key}.replicas: more than 1 needs target = \"swarm\" (a local release is one container)")
+    if "placement" not in values:
+        return
+    placement = values["placement"]
+    if not all(isinstance(constraint, str) for constraint in placement):
+        problems.append(f"{key}.placement: must be a list of strings")
+        return
+    if placement and not swarm:
+        problems.append(f"{key}.placement: only for target = \"swarm\"")
+    for constraint in placement:
+        if not CONSTRAINT.match(constraint):
+            problems.append(f"{key}.placement: {printable(constraint, 60)} is not a Swarm constraint "
+                            f"(like node.role==worker or node.labels.zone!=b)")
+    values["placement"] = tuple(placement)
 
 
 def _check_build_args(values: dict, key: str, problems: list[str]) -> None:

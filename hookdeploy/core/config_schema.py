@@ -19,6 +19,8 @@ from hookdeploy.core.errors import UnknownApp
 from hookdeploy.core.names import printable
 
 PROVIDERS = ("github", "gitlab", "gitea", "registry")
+TARGETS = ("local", "swarm")
+MAX_REPLICAS = 64
 NOTIFY_EVENTS = ("succeeded", "failed", "rolled_back", "interrupted")
 NOTIFY_FORMATS = ("json", "slack")
 # The forwarding headers waitress can be told to believe from server.trusted_proxy.
@@ -66,7 +68,10 @@ class AppConfig:
     name: str
     repo: str = ""  # built here from this git repo ...
     image: str = ""  # ... or built elsewhere: REGISTRY/REPOSITORY, deployed by tag or digest
-    push: bool = False  # also push each built release to [registry]
+    push: bool = False  # also push each built release to [registry] (a swarm app always does)
+    target: str = "local"  # local: containers on this engine | swarm: a Swarm service per release
+    replicas: int = 1  # tasks of a swarm release, all behind the proxy
+    placement: tuple[str, ...] = ()  # swarm: placement constraints, e.g. ("node.role==worker",)
     branch: str = "deploy"
     dockerfile: str = "Dockerfile"
     context: str = "."
@@ -74,6 +79,7 @@ class AppConfig:
     hostnames: tuple[str, ...] = ()
     keep: int = 5
     drain_seconds: float = 5.0
+    read_timeout: float = 60.0  # seconds the proxy waits for an answer; then a GET goes to another task
     coalesce: bool = True
     follow_push: bool = True
     build_timeout: float = 900.0
@@ -86,6 +92,16 @@ class AppConfig:
     def builds(self) -> bool:
         """True when releases are built here from `repo`; False for an `image` app."""
         return not self.image
+
+    @property
+    def on_swarm(self) -> bool:
+        """True when each release is a Swarm service rather than a container of this engine."""
+        return self.target == "swarm"
+
+    @property
+    def pushes(self) -> bool:
+        """True when a built release goes to [registry]: asked for, or needed (swarm nodes pull it)."""
+        return self.builds and (self.push or self.on_swarm)
 
     @property
     def is_local_repo(self) -> bool:

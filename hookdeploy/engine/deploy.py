@@ -1,8 +1,10 @@
 """One deploy of one job, in order: prepare → switch and verify → retire.
 
-prepare: the image (reused, or checkout → build), the proxy, the candidate, its health check.
-switch and verify: under the proxy lock, route to the candidate, verify through the proxy as a
-visitor would, record it live. retire: drain and retire the old container, prune images.
+prepare: the image (reused, or checkout → build, or pull; pushed when the app pushes), the proxy,
+the candidate (a container, or for target "swarm" a service whose every task is health-checked),
+its health check. switch and verify: under the proxy lock, route to the candidate's addresses,
+verify through the proxy as a visitor would, record it live. retire: drain and retire the old
+release (container or service), prune images.
 
 Rules: any failure before the switch removes the candidate and a new image and leaves the live
 release as it was; a failed verification switches back. A stop is honoured only before the
@@ -28,7 +30,7 @@ from hookdeploy.core.config import Config
 from hookdeploy.core.errors import Aborted, HookdeployError, StepFailed
 from hookdeploy.core.models import Job, JobKind, JobState
 from hookdeploy.core.store import Store
-from hookdeploy.engine import containers, pipeline, proxy, registry
+from hookdeploy.engine import containers, pipeline, proxy, registry, swarm
 
 # The worker's lines, whichever of its modules writes them.
 log = logging.getLogger("hookdeploy.engine.worker")
@@ -52,8 +54,9 @@ class Deploy:
         self.stop = stop
         self.app = None
         self.image: str | None = None
-        self.candidate = None
-        self.ip: str | None = None
+        self.candidate = None  # a container, or a swarm service
+        self.addresses: list[str] = []  # where the candidate answers on the instance network
+        self.digest: str | None = job.digest
         self.proxy_container = None
         self.old = None  # the release live before this one
 
@@ -91,14 +94,18 @@ class Deploy:
             with self.step(job, "proxy ready"):
                 self.proxy_container = pipeline.ensure_proxy(client, self.config)
             check_stop(stop)
-            with self.step(job, "started candidate") as note:
-                self.candidate, self.ip = pipeline.start_candidate(client, self.config, app, job, self.image)
-                note(f"started candidate {self.candidate.name} at {self.ip}:{app.port}")
-            fault("candidate")
-            check_stop(stop)
-            with self.step(job, "health check") as note:
-                took = pipeline.check_health(self.candidate, self.ip, app, stop)
-                note(f"health check passed in {took:.1f} s")
+            if app.on_swarm:
+                self._start_service(client)
+            else:
+                with self.step(job, "started candidate") as note:
+                    self.candidate, ip = pipeline.start_candidate(client, self.config, app, job, self.image)
+                    self.addresses = [ip]
+                    note(f"started candidate {self.candidate.name} at {ip}:{app.port}")
+                fault("candidate")
+                check_stop(stop)
+                with self.step(job, "health check") as note:
+                    took = pipeline.check_health(self.candidate, ip, app, stop)
+                    note(f"health check passed in {took:.1f} s")
             fault("health")
             check_stop(stop)
         except Aborted:  # before HookdeployError, of which it is one: a stop is no failure
@@ -121,7 +128,7 @@ class Deploy:
         with proxy.locked(self.config):
             try:
                 with self.step(job, "switched proxy"):
-                    previous = proxy.switch(self.proxy_container, path, proxy.render(app, self.ip, job.sha))
+                    previous = proxy.switch(self.proxy_container, path, proxy.render(app, self.addresses, job.sha))
             except StepFailed as error:
                 self._discard()
                 return JobState.FAILED, str(error)
@@ -142,16 +149,14 @@ class Deploy:
         return None
 
     def retire(self) -> None:
-        """Drain and retire the container the new release replaced, then prune old images."""
+        """Drain and retire the container or service the new release replaced, then prune old images."""
         job, app, old = self.job, self.app, self.old
         if old is not None and old.container and old.container != self.candidate.name:
             with self.step(job, "drained and retired old container") as note:
                 self.stop.wait(app.drain_seconds)
                 fault("drain")
-                retired = containers.get_container(self.client, old.container)
-                if retired is not None:
-                    containers.retire(retired)
-                note(f"retired {old.container} after {app.drain_seconds:g} s drain")
+                what = pipeline.retire_release(self.client, old.container)
+                note(f"retired {what or old.container} after {app.drain_seconds:g} s drain")
         with self.step(job, "pruned images") as note:
             pruned = pipeline.prune(self.client, self.store, app)
             note(f"pruned {', '.join(pruned)}" if pruned else "no images to prune")
@@ -172,7 +177,7 @@ class Deploy:
             name = self._pull(client, name)
         else:
             name = self._build(client, name)
-        if app.push:
+        if app.pushes:
             self.image = name  # removed by _discard if the push fails
             self._push(client, name)
         return name
@@ -201,6 +206,7 @@ class Deploy:
             raise StepFailed(f"no image digest is recorded for {job.sha[:12]}; deploy it with --image")
         if job.digest is None:
             self.store.set_digest(job.id, digest)
+        self.digest = digest
         return digest
 
     def _push(self, client, name: str) -> None:
@@ -213,6 +219,7 @@ class Deploy:
                                            lambda lines: self.store.log_many(job.id, lines), self.stop)
             registry.forget(client, self.config, app, job.sha)
             self.store.set_digest(job.id, digest)
+            self.digest = digest
             note(f"pushed {remote} ({digest})")
         fault("push")
 
@@ -235,11 +242,37 @@ class Deploy:
         fault("build")
         return name
 
+    def _start_service(self, client) -> None:
+        """The swarm candidate: a service of `replicas` tasks pinned by digest, each task health-checked."""
+        job, app, config = self.job, self.app, self.config
+        if self.digest is None:
+            self._record_digest()
+        name = containers.container_name(config.server.name, app.name, job.sha, job.id)
+        pinned = pipeline.service_image(config, app, job.sha, self.digest)
+        with self.step(job, "started candidate") as note:
+            self.candidate = swarm.create_service(
+                client, app, name, pinned, config.server.name,
+                containers.release_labels(config.server.name, app.name, job.sha, job.id),
+                registry.auth_config(config))
+            note(f"started candidate service {name}: {app.replicas} task{'s' if app.replicas != 1 else ''} "
+                 f"of {pinned}")
+        fault("candidate")
+        check_stop(self.stop)
+        with self.step(job, "health check") as note:
+            started = time.monotonic()
+            self.addresses = swarm.wait_serving(
+                client, self.candidate, self.proxy_container, app, config.server.name,
+                lambda: check_stop(self.stop), lambda text: self.store.log(job.id, text))
+            nodes = swarm.nodes_of(client, self.candidate)
+            count = len(self.addresses)
+            note(f"health check passed in {time.monotonic() - started:.1f} s: {count} task{'s' if count != 1 else ''} "
+                 f"on {len(nodes)} node{'s' if len(nodes) != 1 else ''} ({', '.join(nodes)})")
+
     def _discard(self) -> None:
         """Remove what a failed job made; the live release is not touched."""
         with contextlib.suppress(Exception):
             if self.candidate is not None:
-                containers.remove(self.candidate)
+                pipeline.remove_candidate(self.candidate)
             pipeline.discard_image(self.client, self.store, self.app, self.image)
 
     @contextlib.contextmanager

@@ -38,11 +38,16 @@ def probe(host: str, port: int, health: HealthConfig, host_header: str | None = 
         return Probe(False, None, f"no answer: {reason}")
     finally:
         connection.close()
-    if not health.accepts(response.status):
-        return Probe(False, response.status, f"status {response.status}, want {health.status}", release)
+    return judge(response.status, body, release, health)
+
+
+def judge(status: int, body: str, release: str | None, health: HealthConfig) -> Probe:
+    """An answer judged by the app's health check: its status and `contains`."""
+    if not health.accepts(status):
+        return Probe(False, status, f"status {status}, want {health.status}", release)
     if health.contains and health.contains not in body:
-        return Probe(False, response.status, f"body lacks {health.contains!r}", release)
-    return Probe(True, response.status, f"status {response.status}", release)
+        return Probe(False, status, f"body lacks {health.contains!r}", release)
+    return Probe(True, status, f"status {status}", release)
 
 
 def wait_healthy(host: str, port: int, health: HealthConfig, still_running: Callable[[], bool],

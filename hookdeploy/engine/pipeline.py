@@ -13,13 +13,14 @@ from pathlib import Path
 from typing import Callable
 
 import docker
+import docker.models.services
 
 from hookdeploy.core.config import AppConfig, Config
 from hookdeploy.core.errors import Aborted, GitError, StepFailed
 from hookdeploy.core.models import Job, ReleaseState
 from hookdeploy.core.names import split_address
 from hookdeploy.core.store import Store
-from hookdeploy.engine import containers, gitops, health, proxy
+from hookdeploy.engine import containers, gitops, health, proxy, registry, swarm
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +67,10 @@ def ensure_proxy(client: docker.DockerClient, config: Config):
     """The instance network and running proxy, created on first use by one process at a time."""
     with proxy.locked(config, "setup"):
         proxy.prepare(config)
-        containers.ensure_network(client, config.server.name)
+        if any(app.on_swarm for app in config.apps.values()):
+            swarm.ensure_overlay(client, config.server.name)
+        else:
+            containers.ensure_network(client, config.server.name)
         return containers.ensure_proxy(client, config.server.name, config.proxy.image, config.proxy.publish,
                                        proxy.conf_dir(config))
 
@@ -91,6 +95,36 @@ def start_candidate(client: docker.DockerClient, config: Config, app: AppConfig,
         failure = StepFailed(_with_output(_exit_reason(candidate), candidate))
         containers.remove(candidate)
         raise failure from None
+
+
+def service_image(config: Config, app: AppConfig, sha: str, digest: str) -> str:
+    """The image a swarm release's tasks run, pinned by digest: URL/N/APP:SHA12@DIGEST (IMAGE@DIGEST
+    for an image app): every node runs exactly the bytes that were checked, whatever a tag says later."""
+    if app.builds:
+        return f"{registry.remote_repository(config, app)}:{sha[:12]}@{digest}"
+    return f"{app.image}@{digest}"
+
+
+def remove_candidate(candidate) -> None:
+    """Remove a candidate that never went live, container or service, at once."""
+    if isinstance(candidate, docker.models.services.Service):
+        swarm.remove_service(candidate)
+    else:
+        containers.remove(candidate)
+
+
+def retire_release(client: docker.DockerClient, name: str) -> str | None:
+    """Retire the release running as `name`: stop and remove its container, or remove its service
+    (Swarm stops each task with its grace period). Returns what was retired, None if it was gone."""
+    container = containers.get_container(client, name)
+    if container is not None:
+        containers.retire(container)
+        return f"container {name}"
+    service = swarm.get_service(client, name) if swarm.swarm_active(client) else None
+    if service is not None:
+        swarm.remove_service(service)
+        return f"service {name}"
+    return None
 
 
 def check_health(candidate, ip: str, app: AppConfig, stop: threading.Event | None = None) -> float:

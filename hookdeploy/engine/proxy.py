@@ -11,9 +11,10 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import re
 import tempfile
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Sequence
 
 from hookdeploy.core.config import AppConfig, Config
 from hookdeploy.core.errors import StepFailed
@@ -47,8 +48,15 @@ def app_file(config: Config, app: str) -> Path:
     return conf_dir(config) / f"app-{app}.conf"
 
 
-def render(app: AppConfig, ip: str, sha: str) -> str:
-    """The app's server block, routing to the container at `ip` and naming its release."""
+def render(app: AppConfig, addresses: str | Sequence[str], sha: str) -> str:
+    """The app's server block, routing to the release's container or tasks and naming the release.
+
+    With several addresses (a swarm release's tasks) nginx spreads requests over them and hands a
+    request whose connection fails to the next one, after a short connect timeout: a task on a
+    node that just vanished costs a retry, not a failed request."""
+    addresses = [addresses] if isinstance(addresses, str) else list(addresses)
+    servers = "".join(f"    server {ip}:{app.port};\n" for ip in addresses)
+    connect_timeout = "5s" if len(addresses) == 1 else "2s"
     if app.hostnames:
         listen, names = "listen 80;", " ".join(app.hostnames)
     else:
@@ -56,8 +64,7 @@ def render(app: AppConfig, ip: str, sha: str) -> str:
     upstream = f"hookdeploy_{app.name.replace('-', '_')}"
     return f"""# written by hookdeploy: {app.name} @ {sha[:12]}; edits are overwritten on the next deploy
 upstream {upstream} {{
-    server {ip}:{app.port};
-    keepalive 32;
+{servers}    keepalive 32;
 }}
 
 server {{
@@ -73,14 +80,20 @@ server {{
         proxy_set_header X-Real-IP $remote_addr;
         proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
         proxy_set_header X-Forwarded-Proto $scheme;
-        proxy_connect_timeout 5s;
+        proxy_connect_timeout {connect_timeout};
         proxy_send_timeout 60s;
-        proxy_read_timeout 60s;
+        proxy_read_timeout {nginx_time(app.read_timeout)};
         proxy_next_upstream error timeout;
         add_header X-Hookdeploy-Release {sha[:12]} always;
     }}
 }}
 """
+
+
+def nginx_time(seconds: float) -> str:
+    """Seconds as nginx writes a time: 60 -> "60s", 2.5 -> "2500ms"."""
+    milliseconds = max(1, round(seconds * 1000))
+    return f"{milliseconds // 1000}s" if milliseconds % 1000 == 0 else f"{milliseconds}ms"
 
 
 def render_default_server() -> str:
@@ -187,5 +200,10 @@ def switch(proxy, path: Path, text: str) -> str | None:
 
 def routes_to(path: Path, ip: str, port: int) -> bool:
     """True if the app's file sends traffic to ip:port."""
-    text = read(path)
-    return text is not None and f"server {ip}:{port};" in text
+    return f"{ip}:{port}" in routed(path)
+
+
+def routed(path: Path) -> list[str]:
+    """The `ip:port` servers the app's file sends traffic to, in its order (none if there is no file)."""
+    servers = re.findall(r"^\s*server (\S+):(\d+);$", read(path) or "", re.MULTILINE)
+    return [f"{ip}:{port}" for ip, port in servers]

@@ -5,8 +5,11 @@ Rules: a job is interrupted, and its retry queued, in one place (Recovery.interr
 store's rule: once, in the same commit, unless a newer job of the app is queued; a job that went
 live before its worker died is not retried. A worker is dead when its process is gone from this
 host or its jobs' heartbeats are older than STALE_SECONDS; a worker never recovers its own jobs.
-Repair points the proxy at the recorded live release and removes the app's other containers,
-sparing those of running jobs. Imports hookdeploy.core and the engine's step modules only.
+Repair points the proxy at the recorded live release and removes the app's other containers (and,
+for a swarm app, services), sparing those of running jobs. Following a swarm app keeps the proxy's
+upstream equal to the live service's serving tasks as Swarm replaces them (a node lost, a task
+died): a task gone is dropped at once, a new one added once it answered the health check. Imports
+hookdeploy.core and the engine's step modules only.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from hookdeploy.core.config import Config
 from hookdeploy.core.errors import HookdeployError
 from hookdeploy.core.models import Job, JobState
 from hookdeploy.core.store import Store
-from hookdeploy.engine import containers, notify, pipeline, proxy
+from hookdeploy.engine import containers, notify, pipeline, proxy, swarm
 from hookdeploy.engine.deploy import job_name
 
 # The worker's lines, whichever of its modules writes them.
@@ -88,7 +91,14 @@ class Recovery:
         with proxy.locked(self.config):
             proxy_container = pipeline.ensure_proxy(client, self.config)
             live_container = containers.get_container(client, live.container) if live and live.container else None
-            if live_container is not None:
+            live_service = (swarm.get_service(client, live.container)
+                            if live and live.container and live_container is None and app.on_swarm else None)
+            if live_service is not None:
+                addresses = swarm.serving_addresses(client, live_service, self.config.server.name)
+                if addresses and set(proxy.routed(path)) != {f"{ip}:{app.port}" for ip in addresses}:
+                    proxy.switch(proxy_container, path, proxy.render(app, addresses, live.sha))
+                    log.warning("%s: proxy repaired to serve %s (%d tasks)", app.name, live.sha[:12], len(addresses))
+            elif live_container is not None:
                 if live_container.status != "running":
                     live_container.start()
                 ip = containers.address(live_container, self.config.server.name)
@@ -99,11 +109,49 @@ class Recovery:
                 path.unlink()
                 proxy.reload(proxy_container)
         for container in containers.find_containers(client, self.config.server.name, app=app.name):
-            if container.labels.get(containers.ROLE) == "proxy":
-                continue
+            if container.labels.get(containers.ROLE) == "proxy" or swarm.SERVICE_LABEL in container.labels:
+                continue  # the proxy, or a task of a service (Swarm's to remove, with its service)
             if (live is None or container.name != live.container) and container.labels.get(containers.JOB) not in busy:
                 log.info("%s: removing leftover container %s", app.name, container.name)
                 containers.remove(container)
+        if app.on_swarm or live_service is not None:
+            for service in swarm.find_services(client, self.config.server.name, app=app.name):
+                if (live is None or service.name != live.container) and service.attrs["Spec"]["Labels"].get(
+                        containers.JOB) not in busy:
+                    log.info("%s: removing leftover service %s", app.name, service.name)
+                    swarm.remove_service(service)
+
+    def follow(self, app_name: str) -> bool:
+        """Route a swarm app to its live service's serving tasks as they are now; True if the proxy changed.
+
+        A task no longer serving (its node lost, its container dead, replaced by Swarm) is dropped at
+        once; a new task is added once it passed one health check. While no task serves, the routes
+        stay as they are (nginx tries each in turn)."""
+        app = self.config.app(app_name)
+        client = self.client
+        live = self.store.live_release(app.name)
+        if live is None or not live.container:
+            return False
+        service = swarm.get_service(client, live.container)
+        proxy_container = containers.get_container(client, f"{self.config.server.name}-proxy")
+        if service is None or proxy_container is None or proxy_container.status != "running":
+            return False
+        path = proxy.app_file(self.config, app.name)
+        routed = {entry.rpartition(":")[0] for entry in proxy.routed(path)}
+        serving = swarm.serving_addresses(client, service, self.config.server.name)
+        wanted = [ip for ip in serving
+                  if ip in routed or swarm.probe(proxy_container, ip, app.port, app.health).ok]
+        if not wanted or set(wanted) == routed:
+            return False
+        with proxy.locked(self.config):
+            now = self.store.live_release(app.name)
+            if now is None or now.id != live.id:
+                return False  # a deploy switched meanwhile; the next look follows the new release
+            proxy.switch(proxy_container, path, proxy.render(app, wanted, live.sha))
+        added, dropped = sorted(set(wanted) - routed), sorted(routed - set(wanted))
+        log.warning("%s: proxy follows %s's tasks: %s", app.name, service.name,
+                    ", ".join([f"+{ip}" for ip in added] + [f"-{ip}" for ip in dropped]))
+        return True
 
     def _worker_dead(self, job: Job) -> bool:
         worker = job.worker or ""

@@ -5,7 +5,9 @@ what a dead worker left.
 Rules: the worker owns every job state change (finish, or interrupt with its retry), notifies
 once per final state, and never lets a job's error end the loop. What a job does is deploy.py's
 (Deploy); recovering interrupted jobs and repairing an app's routing is recovery.py's
-(Recovery). It imports hookdeploy.core and those engine modules; no engine module imports it.
+(Recovery). For swarm apps a thread of its own follows the live services' tasks (Recovery.follow)
+every FOLLOW_SECONDS, also while a job runs. It imports hookdeploy.core and those engine modules; no
+engine module imports it.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ log = logging.getLogger(__name__)
 HEARTBEAT_SECONDS = 1.0
 POLL_SECONDS = 0.05
 RECOVER_EVERY_SECONDS = 5.0
+FOLLOW_SECONDS = 1.0  # how often the live swarm services' tasks are compared with the proxy's routes
 ENGINE_RETRY_SECONDS = (1.0, 30.0)  # first and longest wait between tries while the engine is away
 
 
@@ -57,12 +60,21 @@ class Worker:
         While the Docker engine does not answer, no job starts: the worker says so once and
         tries again with backoff (with `drain` it gives up: DockerUnavailable)."""
         self.store.worker_beat(self.id)
+        following = threading.Event()
+        follower = None
+        if any(app.on_swarm for app in self.config.apps.values()) and not drain:
+            follower = threading.Thread(target=self._follow_tasks, args=(following,), name="follow-tasks", daemon=True)
         try:
             if self.wait_for_engine(stop, give_up=drain):
                 self.heal()
                 self.recover()
+                if follower is not None:
+                    follower.start()
                 self._loop(stop, drain)
         finally:
+            following.set()
+            if follower is not None and follower.is_alive():
+                follower.join(timeout=30)
             self.store.worker_beat(self.id, stopped=True)
 
     def _loop(self, stop: threading.Event, drain: bool) -> None:
@@ -167,6 +179,30 @@ class Worker:
             notify.send(self.config, self.store, final)
         log.info("%s: %s%s", job_name(job), state.value, f": {final.error}" if final.error else "")
         return final
+
+    def _follow_tasks(self, done: threading.Event) -> None:
+        """Every FOLLOW_SECONDS, route each swarm app to its live service's serving tasks, with a client
+        of its own (a deploy may hold the worker's for minutes); an engine that does not answer is
+        tried again the next time round, quietly."""
+        client = None
+
+        def engine():
+            nonlocal client
+            if client is None:
+                client = containers.engine()
+            return client
+
+        follower = Recovery(self.config, self.store, engine, self.id)
+        apps = [app.name for app in self.config.apps.values() if app.on_swarm]
+        while not done.wait(FOLLOW_SECONDS):
+            for app in apps:
+                try:
+                    follower.follow(app)
+                except Exception as error:  # noqa: BLE001 - the next round tries again
+                    log.debug("%s: following its tasks postponed: %s", app, _one_line(error))
+                    client = None
+        if client is not None:
+            client.close()
 
     def _heartbeat(self, job_id: int, done: threading.Event) -> None:
         while not done.wait(HEARTBEAT_SECONDS):
