@@ -82,10 +82,12 @@ def test_a_release_whose_tasks_exit_fails_with_the_tasks_reason(swarm_instance):
     assert first.state is JobState.SUCCEEDED, (first.error, swarm_instance.events(first.id)[-8:])
     live = swarm_instance.store.live_release("site")
 
-    crashing = swarm_instance.deploy("site", site_files("v2", dockerfile_tail='CMD ["sh", "-c", "exit 3"]\n'))
+    crashing = swarm_instance.deploy("site", site_files(
+        "v2", dockerfile_tail='CMD ["sh", "-c", "echo the database is gone >&2; exit 3"]\n'))
 
     assert crashing.state is JobState.FAILED
     assert " failed: non-zero exit (3)" in crashing.error and crashing.error.startswith("task "), crashing.error
+    assert "last output of its tasks:" in crashing.error and "the database is gone" in crashing.error
     assert swarm_instance.service_names() == {live.container}
     assert "v1" in swarm_instance.get().body
 
@@ -230,3 +232,14 @@ def test_a_worker_node_killed_mid_deploy_costs_no_request_and_the_proxy_follows(
         assert victim in job.error or "healthy after" in job.error, job.error
     assert followed, (routed_addresses(swarm_instance), swarm_instance.task_nodes(live.container))
     assert result.failed == 0, result.output
+
+
+def test_a_swarm_app_on_an_engine_outside_swarm_mode_fails_before_anything_is_made(instance):
+    # this machine's own engine is no swarm manager (the cluster's nodes are engines of their own)
+    instance.configure({"site": {"target": "swarm", "replicas": 2}},
+                       extra='[registry]\nurl = "127.0.0.1:9"\ninsecure = true\n')
+    job = instance.deploy("site", site_files("v1"))
+
+    assert job.state is JobState.FAILED
+    assert job.error == "the engine is not in swarm mode (swarm state: inactive; run `docker swarm init` on a manager)"
+    assert instance.container_names() == set() and instance.images() == set()

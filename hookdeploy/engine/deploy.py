@@ -89,6 +89,10 @@ class Deploy:
         job, app, stop = self.job, self.app, self.stop
         try:
             client = self.client
+            if app.on_swarm:
+                manager, why = swarm.is_manager(client)
+                if not manager:
+                    raise StepFailed(why)
             self.image = self._image(client)
             check_stop(stop)
             with self.step(job, "proxy ready"):

@@ -91,8 +91,9 @@ class Recovery:
         with proxy.locked(self.config):
             proxy_container = pipeline.ensure_proxy(client, self.config)
             live_container = containers.get_container(client, live.container) if live and live.container else None
+            on_swarm = app.on_swarm and swarm.swarm_active(client)  # else there are no services to look at
             live_service = (swarm.get_service(client, live.container)
-                            if live and live.container and live_container is None and app.on_swarm else None)
+                            if live and live.container and live_container is None and on_swarm else None)
             if live_service is not None:
                 addresses = swarm.serving_addresses(client, live_service, self.config.server.name)
                 if addresses and set(proxy.routed(path)) != {f"{ip}:{app.port}" for ip in addresses}:
@@ -114,7 +115,7 @@ class Recovery:
             if (live is None or container.name != live.container) and container.labels.get(containers.JOB) not in busy:
                 log.info("%s: removing leftover container %s", app.name, container.name)
                 containers.remove(container)
-        if app.on_swarm or live_service is not None:
+        if on_swarm:
             for service in swarm.find_services(client, self.config.server.name, app=app.name):
                 if (live is None or service.name != live.container) and service.attrs["Spec"]["Labels"].get(
                         containers.JOB) not in busy:

@@ -14,6 +14,7 @@ import http.client
 import io
 import ipaddress
 import logging
+import threading
 import time
 from dataclasses import dataclass
 
@@ -186,6 +187,25 @@ def serving_addresses(client: docker.DockerClient, service, network: str) -> lis
     return sorted({task.address for task in tasks(client, service, network) if task.serving})
 
 
+def tail_logs(service, lines: int = 20, timeout: float = 5.0) -> list[str]:
+    """The last lines the service's tasks printed, as far as the engine collects them within `timeout`
+    (a lost node's part never comes: the reader is left behind rather than waited for)."""
+    collected: list[bytes] = []
+
+    def read() -> None:
+        try:
+            for chunk in service.logs(stdout=True, stderr=True, tail=lines, follow=False):
+                collected.append(chunk)
+        except Exception:  # noqa: BLE001 - logs are a courtesy; the task's error is the reason
+            pass
+
+    reader = threading.Thread(target=read, name="service-logs", daemon=True)
+    reader.start()
+    reader.join(timeout)
+    text = b"".join(collected).decode(errors="replace")
+    return text.splitlines()[-lines:]
+
+
 def nodes_of(client: docker.DockerClient, service) -> list[str]:
     """The hostnames of the nodes the service's serving tasks run on, sorted."""
     network = (service.attrs.get("Spec", {}).get("TaskTemplate", {}).get("Networks") or [{}])[0].get("Target", "")
@@ -249,7 +269,9 @@ def wait_serving(client: docker.DockerClient, service, proxy, app: AppConfig, ne
         failed = [task for task in current if task.failed]
         if failed:
             task = failed[0]
-            raise StepFailed(f"{task.describe()} {task.state}: {task.error or 'no reason given'}")
+            output = tail_logs(service)
+            raise StepFailed(f"{task.describe()} {task.state}: {task.error or 'no reason given'}"
+                             + ("\nlast output of its tasks:\n  " + "\n  ".join(output) if output else ""))
         serving = [task for task in current if task.serving]
         now = time.monotonic()
         for task in serving:
