@@ -25,7 +25,7 @@ def routed_addresses(instance, app: str = "site") -> set[str]:
 def test_a_push_lands_as_tasks_on_several_nodes_behind_the_proxy(swarm_instance):
     swarm_instance.configure({"site": {"replicas": 3}})
     job = swarm_instance.deploy("site", site_files("v1"))
-    assert job.state is JobState.SUCCEEDED, swarm_instance.events(job.id)
+    assert job.state is JobState.SUCCEEDED, job.error
     answer = swarm_instance.get()
     assert answer.status == 200 and "v1" in answer.body
     live = swarm_instance.store.live_release("site")
@@ -43,7 +43,7 @@ def test_a_push_lands_as_tasks_on_several_nodes_behind_the_proxy(swarm_instance)
 def test_a_second_deploy_under_load_fails_no_request_and_retires_the_old_service(swarm_instance):
     swarm_instance.configure({"site": {"replicas": 3, "drain_seconds": 2.0}})
     first = swarm_instance.deploy("site", site_files("v1"))
-    assert first.state is JobState.SUCCEEDED, (first.error, swarm_instance.events(first.id)[-8:])
+    assert first.state is JobState.SUCCEEDED, first.error
     old_service = swarm_instance.store.live_release("site").container
 
     load = Hey(f"http://{swarm_instance.address}:{swarm_instance.port}/", seconds=25, concurrency=8)
@@ -63,7 +63,7 @@ def test_a_second_deploy_under_load_fails_no_request_and_retires_the_old_service
 def test_an_unhealthy_release_is_removed_and_the_live_one_keeps_serving(swarm_instance):
     swarm_instance.configure({"site": {"replicas": 2}})
     first = swarm_instance.deploy("site", site_files("v1"))
-    assert first.state is JobState.SUCCEEDED, (first.error, swarm_instance.events(first.id)[-8:])
+    assert first.state is JobState.SUCCEEDED, first.error
     live = swarm_instance.store.live_release("site")
     routes = swarm_instance.proxy_files()
 
@@ -79,7 +79,7 @@ def test_an_unhealthy_release_is_removed_and_the_live_one_keeps_serving(swarm_in
 def test_a_release_whose_tasks_exit_fails_with_the_tasks_reason(swarm_instance):
     swarm_instance.configure({"site": {"replicas": 2}})
     first = swarm_instance.deploy("site", site_files("v1"))
-    assert first.state is JobState.SUCCEEDED, (first.error, swarm_instance.events(first.id)[-8:])
+    assert first.state is JobState.SUCCEEDED, first.error
     live = swarm_instance.store.live_release("site")
 
     crashing = swarm_instance.deploy("site", site_files(
@@ -171,7 +171,7 @@ def test_the_proxy_follows_when_swarm_replaces_a_dead_task(swarm_instance, start
 def test_the_registry_down_fails_the_job_and_leaves_the_live_release(swarm_instance):
     swarm_instance.configure({"site": {"replicas": 2}})
     first = swarm_instance.deploy("site", site_files("v1"))
-    assert first.state is JobState.SUCCEEDED, (first.error, swarm_instance.events(first.id)[-8:])
+    assert first.state is JobState.SUCCEEDED, first.error
     live = swarm_instance.store.live_release("site")
     cluster = swarm_instance.cluster
     cluster.exec(cluster.manager, "pkill", "-f", "docker-registry serve")

@@ -229,6 +229,9 @@ def probe(proxy, ip: str, port: int, check: HealthConfig, host_header: str | Non
     except docker.errors.APIError as error:
         return health.Probe(False, None, f"no probe: {error.explanation or error}")
     out, err = out or b"", (err or b"").decode(errors="replace").strip()
+    if code in (126, 127) or out.startswith(b"OCI runtime"):  # the engine could not run the probe at all
+        return health.Probe(False, None, f"no probe: the engine could not exec in {proxy.name}: "
+                                         f"{(out.decode(errors='replace') or err).strip()[:300]}")
     if not out:
         reason = "timed out" if code == 124 else (err.removeprefix("nc: ") or f"nc exited with {code}")
         return health.Probe(False, None, f"no answer: {reason}")
