@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import subprocess
+from pathlib import Path
 
 from docker_helpers import site_files
 from hookdeploy.cli import doctor_swarm
@@ -136,7 +137,11 @@ def test_doctor_says_why_a_proxy_on_the_manager_answers_nothing_when_state_dir_i
     finally:  # the folders the manager's engine made for the mount
         manager = swarm_instance.cluster.manager
         swarm_instance.cluster.exec(manager, "rm", "-rf", str(tmp_path), check=False)
-        swarm_instance.cluster.exec(manager, "rmdir", "-p", str(tmp_path.parent), check=False)
+        # Its empty parents, but never /tmp itself (rmdir -p would take an empty /tmp too, and runc
+        # execs through a file in /tmp: every later `docker exec` on the manager would fail).
+        for parent in (tmp_path.parent, tmp_path.parent.parent):
+            if parent != Path("/tmp") and Path("/tmp") in parent.parents:
+                swarm_instance.cluster.exec(manager, "rmdir", str(parent), check=False)
     conf_dir = swarm_instance.state_dir / "proxy" / "conf.d"
     assert completed.returncode == 1, completed.stdout + completed.stderr
     assert fixes(completed.stdout) == [
