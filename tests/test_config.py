@@ -597,7 +597,7 @@ def test_a_swarm_app_pushes_and_keeps_its_placement(write_config):
     ('[registry]\nurl = "r.example"\n', 'target = "kubernetes"', "apps.site.target: must be one of local, swarm, not 'kubernetes'"),
     ('[registry]\nurl = "r.example"\n', 'target = "swarm"\nreplicas = 0', "apps.site.replicas: must be between 1 and 64"),
     ('[registry]\nurl = "r.example"\n', 'target = "swarm"\nreplicas = 65', "apps.site.replicas: must be between 1 and 64"),
-    ("", "replicas = 2", 'apps.site.replicas: more than 1 needs target = "swarm" (a local release is one container)'),
+    ("", "replicas = 0", "apps.site.replicas: must be between 1 and 64"),
     ("", 'placement = ["node.role==worker"]', 'apps.site.placement: only for target = "swarm"'),
     ('[registry]\nurl = "r.example"\n', 'target = "swarm"\nplacement = ["node.role=worker"]',
      "apps.site.placement: 'node.role=worker' is not a Swarm constraint (like node.role==worker or node.labels.zone!=b)"),

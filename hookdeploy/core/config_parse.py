@@ -221,11 +221,8 @@ def _check_target(values: dict, key: str, problems: list[str]) -> None:
     if "target" in values and values["target"] not in TARGETS:
         problems.append(f"{key}.target: must be one of {', '.join(TARGETS)}, not {printable(values['target'], 40)}")
     swarm = values.get("target") == "swarm"
-    replicas = values.get("replicas", 1)
-    if not 1 <= replicas <= MAX_REPLICAS:
+    if not 1 <= values.get("replicas", 1) <= MAX_REPLICAS:
         problems.append(f"{key}.replicas: must be between 1 and {MAX_REPLICAS}")
-    elif replicas > 1 and not swarm:
-        problems.append(f"{key}.replicas: more than 1 needs target = \"swarm\" (a local release is one container)")
     if "placement" not in values:
         return
     placement = values["placement"]

@@ -70,7 +70,7 @@ class AppConfig:
     image: str = ""  # ... or built elsewhere: REGISTRY/REPOSITORY, deployed by tag or digest
     push: bool = False  # also push each built release to [registry] (a swarm app always does)
     target: str = "local"  # local: containers on this engine | swarm: a Swarm service per release
-    replicas: int = 1  # tasks of a swarm release, all behind the proxy
+    replicas: int = 1  # containers (local) or tasks (swarm) of a release, all behind the proxy
     placement: tuple[str, ...] = ()  # swarm: placement constraints, e.g. ("node.role==worker",)
     branch: str = "deploy"
     dockerfile: str = "Dockerfile"

@@ -54,7 +54,8 @@ class Deploy:
         self.stop = stop
         self.app = None
         self.image: str | None = None
-        self.candidate = None  # a container, or a swarm service
+        self.candidate = None  # a container (the first, when there are several), or a swarm service
+        self.started: list = []  # a local candidate's containers, one a replica
         self.addresses: list[str] = []  # where the candidate answers on the instance network
         self.digest: str | None = job.digest
         self.proxy_container = None
@@ -101,15 +102,7 @@ class Deploy:
             if app.on_swarm:
                 self._start_service(client)
             else:
-                with self.step(job, "started candidate") as note:
-                    self.candidate, ip = pipeline.start_candidate(client, self.config, app, job, self.image)
-                    self.addresses = [ip]
-                    note(f"started candidate {self.candidate.name} at {ip}:{app.port}")
-                fault("candidate")
-                check_stop(stop)
-                with self.step(job, "health check") as note:
-                    took = pipeline.check_health(self.candidate, ip, app, stop)
-                    note(f"health check passed in {took:.1f} s")
+                self._start_containers(client)
             fault("health")
             check_stop(stop)
         except Aborted:  # before HookdeployError, of which it is one: a stop is no failure
@@ -272,9 +265,34 @@ class Deploy:
             note(f"health check passed in {time.monotonic() - started:.1f} s: {count} task{'s' if count != 1 else ''} "
                  f"on {len(nodes)} node{'s' if len(nodes) != 1 else ''} ({', '.join(nodes)})")
 
+    def _start_containers(self, client) -> None:
+        """The local candidate: `replicas` containers, each health-checked."""
+        job, app, stop = self.job, self.app, self.stop
+        with self.step(job, "started candidate") as note:
+            for replica in range(1, app.replicas + 1):
+                container, ip = pipeline.start_candidate(client, self.config, app, job, self.image, replica)
+                self.started.append(container)
+                self.candidate = self.started[0]
+                self.addresses.append(ip)
+                check_stop(stop)
+            where = ", ".join(f"{ip}:{app.port}" for ip in self.addresses)
+            note(f"started candidate {self.candidate.name} at {where}" if app.replicas == 1 else
+                 f"started candidate {self.candidate.name} and {app.replicas - 1} more at {where}")
+        fault("candidate")
+        check_stop(stop)
+        with self.step(job, "health check") as note:
+            started = time.monotonic()
+            for container, ip in zip(self.started, self.addresses):
+                pipeline.check_health(container, ip, app, stop)
+            took = time.monotonic() - started
+            note(f"health check passed in {took:.1f} s" if app.replicas == 1 else
+                 f"health check passed in {took:.1f} s: {app.replicas} containers")
+
     def _discard(self) -> None:
         """Remove what a failed job made; the live release is not touched."""
         with contextlib.suppress(Exception):
+            for container in self.started[1:]:
+                containers.remove(container)
             if self.candidate is not None:
                 pipeline.remove_candidate(self.candidate)
             pipeline.discard_image(self.client, self.store, self.app, self.image)

@@ -82,9 +82,13 @@ def heal_networks(client: docker.DockerClient, config: Config) -> set[str]:
     return {container.labels.get(containers.APP) for container in moved} - {None}
 
 
-def start_candidate(client: docker.DockerClient, config: Config, app: AppConfig, job: Job, image: str):
-    """Start the job's candidate container on the instance network; return (container, ip)."""
-    name = containers.container_name(config.server.name, app.name, job.sha, job.id)
+def start_candidate(client: docker.DockerClient, config: Config, app: AppConfig, job: Job, image: str,
+                    replica: int = 1):
+    """Start one of the job's candidate containers on the instance network; return (container, ip).
+
+    The first is `N-APP-SHA12-JOB`, the others (replicas > 1) `N-APP-SHA12-JOB-2` and on."""
+    name = containers.container_name(config.server.name, app.name, job.sha, job.id) + (
+        f"-{replica}" if replica > 1 else "")
     labels = containers.release_labels(config.server.name, app.name, job.sha, job.id)
     candidate = containers.start_candidate(client, image, name, config.server.name, labels, app.container_env())
     try:
@@ -105,6 +109,17 @@ def service_image(config: Config, app: AppConfig, sha: str, digest: str) -> str:
     return f"{app.image}@{digest}"
 
 
+def release_containers(client: docker.DockerClient, container) -> list:
+    """The containers of the release `container` belongs to (its job's replicas), itself first."""
+    labels = container.labels
+    siblings = [each for each in containers.find_containers(client, labels.get(containers.INSTANCE, ""),
+                                                           app=labels.get(containers.APP, ""),
+                                                           job=labels.get(containers.JOB, ""))
+                if each.id != container.id and swarm.SERVICE_LABEL not in each.labels
+                and each.labels.get(containers.ROLE) != "proxy"]
+    return [container] + sorted(siblings, key=lambda each: each.name)
+
+
 def remove_candidate(candidate) -> None:
     """Remove a candidate that never went live, container or service, at once."""
     if isinstance(candidate, docker.models.services.Service):
@@ -114,12 +129,15 @@ def remove_candidate(candidate) -> None:
 
 
 def retire_release(client: docker.DockerClient, name: str) -> str | None:
-    """Retire the release running as `name`: stop and remove its container, or remove its service
-    (Swarm stops each task with its grace period). Returns what was retired, None if it was gone."""
+    """Retire the release running as `name`: stop and remove its containers (the one named and the
+    other replicas of its job), or remove its service (Swarm stops each task with its grace period).
+    Returns what was retired, None if it was gone."""
     container = containers.get_container(client, name)
     if container is not None:
-        containers.retire(container)
-        return f"container {name}"
+        siblings = release_containers(client, container)
+        for each in siblings:
+            containers.retire(each)
+        return f"container {name}" if len(siblings) == 1 else f"{len(siblings)} containers of {name}"
     service = swarm.get_service(client, name) if swarm.swarm_active(client) else None
     if service is not None:
         swarm.remove_service(service)

@@ -198,11 +198,6 @@ def switch(proxy, path: Path, text: str) -> str | None:
     return previous
 
 
-def routes_to(path: Path, ip: str, port: int) -> bool:
-    """True if the app's file sends traffic to ip:port."""
-    return f"{ip}:{port}" in routed(path)
-
-
 def routed(path: Path) -> list[str]:
     """The `ip:port` servers the app's file sends traffic to, in its order (none if there is no file)."""
     servers = re.findall(r"^\s*server (\S+):(\d+);$", read(path) or "", re.MULTILINE)

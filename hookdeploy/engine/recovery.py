@@ -100,11 +100,13 @@ class Recovery:
                     proxy.switch(proxy_container, path, proxy.render(app, addresses, live.sha))
                     log.warning("%s: proxy repaired to serve %s (%d tasks)", app.name, live.sha[:12], len(addresses))
             elif live_container is not None:
-                if live_container.status != "running":
-                    live_container.start()
-                ip = containers.address(live_container, self.config.server.name)
-                if not proxy.routes_to(path, ip, app.port):
-                    proxy.switch(proxy_container, path, proxy.render(app, ip, live.sha))
+                addresses = []
+                for container in pipeline.release_containers(client, live_container):
+                    if container.status != "running":
+                        container.start()
+                    addresses.append(containers.address(container, self.config.server.name))
+                if set(proxy.routed(path)) != {f"{ip}:{app.port}" for ip in addresses}:
+                    proxy.switch(proxy_container, path, proxy.render(app, addresses, live.sha))
                     log.warning("%s: proxy repaired to serve %s", app.name, live.sha[:12])
             elif live is None and path.exists():
                 path.unlink()
@@ -112,7 +114,8 @@ class Recovery:
         for container in containers.find_containers(client, self.config.server.name, app=app.name):
             if container.labels.get(containers.ROLE) == "proxy" or swarm.SERVICE_LABEL in container.labels:
                 continue  # the proxy, or a task of a service (Swarm's to remove, with its service)
-            if (live is None or container.name != live.container) and container.labels.get(containers.JOB) not in busy:
+            if (live is None or container.labels.get(containers.JOB) != str(live.job)) and \
+                    container.labels.get(containers.JOB) not in busy:
                 log.info("%s: removing leftover container %s", app.name, container.name)
                 containers.remove(container)
         if on_swarm:
