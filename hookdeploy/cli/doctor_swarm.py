@@ -266,15 +266,15 @@ def _registry_problem(engine, auth: dict[str, str], reference: str, release: str
     and ask the registry for `reference` (the release); None if it has it, else what is wrong."""
     import docker.errors
 
+    from hookdeploy.engine import swarm
+
     host = reference.split("/")[0]
-    if auth.get("username"):
-        try:
-            engine.login(username=auth["username"], password=auth["password"], registry=auth["serveraddress"],
-                         reauth=True)
-        except docker.errors.APIError as error:
-            return (f"the registry {auth['serveraddress']} refused the login the nodes would pull with "
-                    f"({error.explanation or error}): check registry.username and the password in "
-                    "registry.password_env or password_file")
+    try:
+        swarm.login(engine, auth)
+    except docker.errors.APIError as error:
+        return (f"the registry {auth['serveraddress']} refused the login the nodes would pull with "
+                f"({error.explanation or error}): check registry.username and the password in "
+                "registry.password_env or password_file")
     try:
         engine.images.get_registry_data(reference, auth_config=auth)
     except docker.errors.NotFound:

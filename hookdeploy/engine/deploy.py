@@ -257,10 +257,11 @@ class Deploy:
         check_stop(self.stop)
         with self.step(job, "health check") as note:
             started = time.monotonic()
-            self.addresses = swarm.wait_serving(
+            healthy = swarm.wait_serving(
                 client, self.candidate, self.proxy_container, app, config.server.name,
                 lambda: check_stop(self.stop), lambda text: self.store.log(job.id, text))
-            nodes = swarm.nodes_of(client, self.candidate)
+            self.addresses = sorted(task.address for task in healthy)
+            nodes = sorted({task.node for task in healthy})
             count = len(self.addresses)
             note(f"health check passed in {time.monotonic() - started:.1f} s: {count} task{'s' if count != 1 else ''} "
                  f"on {len(nodes)} node{'s' if len(nodes) != 1 else ''} ({', '.join(nodes)})")
@@ -291,10 +292,10 @@ class Deploy:
     def _discard(self) -> None:
         """Remove what a failed job made; the live release is not touched."""
         with contextlib.suppress(Exception):
-            for container in self.started[1:]:
+            for container in self.started:
                 containers.remove(container)
-            if self.candidate is not None:
-                pipeline.remove_candidate(self.candidate)
+            if self.app.on_swarm and self.candidate is not None:
+                swarm.remove_service(self.candidate)
             pipeline.discard_image(self.client, self.store, self.app, self.image)
 
     @contextlib.contextmanager

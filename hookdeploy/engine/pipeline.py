@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Callable
 
 import docker
-import docker.models.services
 
 from hookdeploy.core.config import AppConfig, Config
 from hookdeploy.core.errors import Aborted, GitError, StepFailed
@@ -118,14 +117,6 @@ def release_containers(client: docker.DockerClient, container) -> list:
                 if each.id != container.id and swarm.SERVICE_LABEL not in each.labels
                 and each.labels.get(containers.ROLE) != "proxy"]
     return [container] + sorted(siblings, key=lambda each: each.name)
-
-
-def remove_candidate(candidate) -> None:
-    """Remove a candidate that never went live, container or service, at once."""
-    if isinstance(candidate, docker.models.services.Service):
-        swarm.remove_service(candidate)
-    else:
-        containers.remove(candidate)
 
 
 def retire_release(client: docker.DockerClient, name: str) -> str | None:

@@ -48,13 +48,12 @@ def app_file(config: Config, app: str) -> Path:
     return conf_dir(config) / f"app-{app}.conf"
 
 
-def render(app: AppConfig, addresses: str | Sequence[str], sha: str) -> str:
+def render(app: AppConfig, addresses: Sequence[str], sha: str) -> str:
     """The app's server block, routing to the release's container or tasks and naming the release.
 
     With several addresses (a swarm release's tasks) nginx spreads requests over them and hands a
     request whose connection fails to the next one, after a short connect timeout: a task on a
     node that just vanished costs a retry, not a failed request."""
-    addresses = [addresses] if isinstance(addresses, str) else list(addresses)
     servers = "".join(f"    server {ip}:{app.port};\n" for ip in addresses)
     connect_timeout = "5s" if len(addresses) == 1 else "2s"
     if app.hostnames:
@@ -196,6 +195,11 @@ def switch(proxy, path: Path, text: str) -> str | None:
         restore(path, previous)
         raise
     return previous
+
+
+def routes_exactly(path: Path, addresses: Sequence[str], port: int) -> bool:
+    """True if the app's file sends traffic to those addresses on `port`, and nowhere else."""
+    return set(routed(path)) == {f"{ip}:{port}" for ip in addresses}
 
 
 def routed(path: Path) -> list[str]:

@@ -94,20 +94,19 @@ class Recovery:
             on_swarm = app.on_swarm and swarm.swarm_active(client)  # else there are no services to look at
             live_service = (swarm.get_service(client, live.container)
                             if live and live.container and live_container is None and on_swarm else None)
+            addresses = []
             if live_service is not None:
                 addresses = swarm.serving_addresses(client, live_service, self.config.server.name)
-                if addresses and set(proxy.routed(path)) != {f"{ip}:{app.port}" for ip in addresses}:
-                    proxy.switch(proxy_container, path, proxy.render(app, addresses, live.sha))
-                    log.warning("%s: proxy repaired to serve %s (%d tasks)", app.name, live.sha[:12], len(addresses))
             elif live_container is not None:
-                addresses = []
                 for container in pipeline.release_containers(client, live_container):
                     if container.status != "running":
                         container.start()
                     addresses.append(containers.address(container, self.config.server.name))
-                if set(proxy.routed(path)) != {f"{ip}:{app.port}" for ip in addresses}:
+            if addresses:  # none while no task serves: the routes stay as they are
+                if not proxy.routes_exactly(path, addresses, app.port):
                     proxy.switch(proxy_container, path, proxy.render(app, addresses, live.sha))
-                    log.warning("%s: proxy repaired to serve %s", app.name, live.sha[:12])
+                    log.warning("%s: proxy repaired to serve %s (%d address%s)", app.name, live.sha[:12],
+                                len(addresses), "" if len(addresses) == 1 else "es")
             elif live is None and path.exists():
                 path.unlink()
                 proxy.reload(proxy_container)

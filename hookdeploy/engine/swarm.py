@@ -109,13 +109,11 @@ def create_service(client: docker.DockerClient, app: AppConfig, name: str, image
     leftover = get_service(client, name)
     if leftover is not None:
         remove_service(leftover)
-    if auth.get("username"):
-        try:
-            client.login(username=auth["username"], password=auth["password"], registry=auth["serveraddress"],
-                         reauth=True)
-        except docker.errors.APIError as error:
-            raise StepFailed(f"the registry {auth['serveraddress']} refused the login the nodes would pull with: "
-                             f"{error.explanation or error}") from None
+    try:
+        login(client, auth)
+    except docker.errors.APIError as error:
+        raise StepFailed(f"the registry {auth['serveraddress']} refused the login the nodes would pull with: "
+                         f"{error.explanation or error}") from None
     try:
         return client.services.create(
             image, name=name, labels=labels, container_labels=labels,
@@ -128,6 +126,15 @@ def create_service(client: docker.DockerClient, app: AppConfig, name: str, image
             stop_grace_period=10_000_000_000)
     except docker.errors.APIError as error:
         raise StepFailed(f"cannot create the service {name}: {error.explanation or error}") from None
+
+
+def login(client: docker.DockerClient, auth: dict[str, str]) -> None:
+    """Log the engine in to the registry with `auth` (registry.auth_config), so that the services created
+    next carry the login to the nodes; the engine checks it against the registry (APIError if refused).
+    Without a username there is nothing to log in with."""
+    if auth.get("username"):
+        client.login(username=auth["username"], password=auth["password"], registry=auth["serveraddress"],
+                     reauth=True)
 
 
 def get_service(client: docker.DockerClient, name: str):
@@ -206,13 +213,6 @@ def tail_logs(service, lines: int = 20, timeout: float = 5.0) -> list[str]:
     return text.splitlines()[-lines:]
 
 
-def nodes_of(client: docker.DockerClient, service) -> list[str]:
-    """The hostnames of the nodes the service's serving tasks run on, sorted."""
-    network = (service.attrs.get("Spec", {}).get("TaskTemplate", {}).get("Networks") or [{}])[0].get("Target", "")
-    names = {task.node for task in tasks(client, service, network) if task.state == "running" and task.node_up}
-    return sorted(names)
-
-
 # -- health, from inside the proxy container ----------------------------------------------------------
 
 # The request goes in as $0 and the address as $2 $3: nothing from outside is put into the script.
@@ -255,8 +255,8 @@ class _Bytes:
 
 
 def wait_serving(client: docker.DockerClient, service, proxy, app: AppConfig, network: str, stop_check,
-                 on_note=lambda text: None) -> list[str]:
-    """Wait until `app.replicas` tasks are running and each passed the health check; return their addresses.
+                 on_note=lambda text: None) -> list[Task]:
+    """Wait until `app.replicas` tasks are running and each passed the health check; return those tasks.
 
     A task has START_SECONDS to start running (its node pulls the image first), then the app's health
     deadline to pass the check. StepFailed when a task fails on its own (the app exits, a node cannot
@@ -264,7 +264,7 @@ def wait_serving(client: docker.DockerClient, service, proxy, app: AppConfig, ne
     release's fault: Swarm puts a new one elsewhere, which is checked in turn."""
     started = time.monotonic()
     running_since: dict[str, float] = {}
-    healthy: dict[str, str] = {}  # task id -> address
+    healthy: set[str] = set()  # task ids
     last: dict[str, health.Probe] = {}
     while True:
         stop_check()
@@ -284,11 +284,11 @@ def wait_serving(client: docker.DockerClient, service, proxy, app: AppConfig, ne
             result = probe(proxy, task.address, app.port, app.health)
             last[task.id] = result
             if result.ok:
-                healthy[task.id] = task.address
+                healthy.add(task.id)
                 on_note(f"{task.describe()} at {task.address}: healthy")
-        ready = [healthy[task.id] for task in serving if task.id in healthy]
+        ready = [task for task in serving if task.id in healthy]
         if len(ready) >= app.replicas:
-            return sorted(ready)
+            return ready
         now = time.monotonic()
         late = [task for task in serving if task.id not in healthy
                 and now + app.health.interval - running_since[task.id] > app.health.deadline]
