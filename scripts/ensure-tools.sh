@@ -22,6 +22,7 @@ declare -A package_of=(
     [systemd-analyze]=systemd
     [docker-registry]=docker-registry
     [htpasswd]=apache2-utils
+    [pebble]=pebble
 )
 
 missing=()

@@ -188,12 +188,16 @@ class Load:
         self._lock = threading.Lock()
         self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="load")
 
+    def _get(self) -> Answer:
+        """One request (TlsLoad makes it over HTTPS)."""
+        return get(self.port, "/", self.host, timeout=10, address=self.address)
+
     def _hammer(self) -> None:
         while not self._stop.is_set():
             try:
-                answer = get(self.port, "/", self.host, timeout=10, address=self.address)
+                answer = self._get()
                 outcome = None if answer.status == 200 and answer.release else f"status {answer.status}"
-            except OSError as error:
+            except (OSError, http.client.HTTPException) as error:
                 answer, outcome = None, f"{type(error).__name__}: {error}"
             with self._lock:
                 self.requests += 1
@@ -244,12 +248,15 @@ class Instance:
 
     # config and store
 
-    def configure(self, apps: Mapping[str, Mapping[str, Any]], extra: str = "") -> Path:
+    def configure(self, apps: Mapping[str, Mapping[str, Any]], extra: str = "",
+                  proxy: Mapping[str, Any] | None = None) -> Path:
         """Write deploy.toml: these apps (repo defaults to the app's own bare repo, unless the app
-        names an `image`), fast health and drain; `extra` TOML (say, a [registry] table) at the end."""
+        names an `image`), fast health and drain; `proxy` keys besides image and publish (say,
+        publish_tls); `extra` TOML (say, a [registry] table) at the end."""
         lines = ["[server]", f"name = {toml_value(self.name)}", f"state_dir = {toml_value(str(self.state_dir))}",
                  f"listen = \"127.0.0.1:{free_port()}\"", "",
-                 "[proxy]", f"image = {toml_value(BASE_IMAGE)}", f"publish = \"{self.address}:{self.port}\"", ""]
+                 "[proxy]", f"image = {toml_value(BASE_IMAGE)}", f"publish = \"{self.address}:{self.port}\"",
+                 *(f"{key} = {toml_value(value)}" for key, value in (proxy or {}).items()), ""]
         for app, table in apps.items():
             if app not in self.repos and "image" not in table:
                 self.repos[app] = Repo.create(self.root / "git" / app)

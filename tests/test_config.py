@@ -517,10 +517,11 @@ def test_the_example_file_is_valid_and_shows_the_defaults():
     site = loaded.apps["site"]
     assert loaded.server == config.ServerConfig()
     assert loaded.proxy == config.ProxyConfig()
+    assert loaded.tls == config.TlsConfig()
     assert site.health == config.HealthConfig()
     defaults = config.AppConfig(name="site", repo=site.repo)
     for field in ("branch", "dockerfile", "context", "port", "hostnames", "keep", "drain_seconds", "coalesce",
-                  "build_timeout"):
+                  "build_timeout", "tls", "redirect_http", "hsts"):
         assert getattr(site, field) == getattr(defaults, field), field
     assert dict(site.env) == {} and dict(site.build_args) == {}
 
@@ -613,3 +614,54 @@ def test_swarm_rules(write_config, registry, keys, problem):
 def test_an_image_app_on_swarm_needs_no_registry_table(write_config):
     document = registry_document("", '[apps.api]\nimage = "r.example/team/api"\ntarget = "swarm"\nreplicas = 2\n')
     assert config.load(write_config(document)).apps["api"].on_swarm
+
+
+# -- HTTPS (DESIGN "HTTPS") --------------------------------------------------------------------------
+
+
+def test_https_is_off_unless_asked_for(write_config):
+    loaded = config.load(write_config({"site": {"repo": "/r.git"}}))
+    site = loaded.apps["site"]
+    assert (site.tls_mode, site.redirect_http, site.hsts, loaded.proxy.publish_tls) == ("off", True, False, "")
+    assert loaded.tls.acme_directory == "https://acme-v02.api.letsencrypt.org/directory"
+
+
+def test_https_keys_are_read_and_paths_resolved(write_config, tmp_path):
+    document = ('[proxy]\npublish_tls = "0.0.0.0:443"\n'
+                '[tls]\nemail = "ops@example.com"\nca_bundle = "ca/pebble.pem"\n'
+                '[apps.site]\nrepo = "/r.git"\nhostnames = ["example.com", "www.example.com"]\ntls = "acme"\nhsts = true\n'
+                '[apps.own]\nrepo = "/r.git"\nhostnames = ["own.example"]\n'
+                'tls = { cert_file = "certs/own.pem", key_file = "/etc/own.key" }\nredirect_http = false\n')
+    loaded = config.load(write_config(document))
+    assert loaded.proxy.publish_tls == "0.0.0.0:443"
+    assert (loaded.tls.email, loaded.tls.ca_bundle) == ("ops@example.com", str(tmp_path / "ca" / "pebble.pem"))
+    assert (loaded.apps["site"].tls_mode, loaded.apps["site"].hsts) == ("acme", True)
+    own = loaded.apps["own"]
+    assert (own.tls_mode, own.redirect_http) == ("files", False)
+    assert (own.tls.cert_file, own.tls.key_file) == (str(tmp_path / "certs" / "own.pem"), "/etc/own.key")
+
+
+@pytest.mark.parametrize("proxy, tls, keys, problem", [
+    ("", "", 'hostnames = ["a.example"]\ntls = "acme"',
+     'apps.site.tls: needs proxy.publish_tls (the address HTTPS is served on, like "0.0.0.0:443")'),
+    ('publish_tls = "0.0.0.0:443"', "", 'tls = "acme"',
+     'apps.site.tls: "acme" needs hostnames (a certificate names them; the default server has none)'),
+    ('publish_tls = "0.0.0.0:443"', "", 'hostnames = ["*.a.example"]\ntls = "acme"',
+     'apps.site.tls: "acme" cannot get a certificate for *.a.example (a wildcard needs a DNS challenge); '
+     'bring one with tls = {cert_file, key_file}'),
+    ('publish_tls = "0.0.0.0:443"', "", 'hostnames = ["a.example"]\ntls = "on"',
+     'apps.site.tls: must be "off", "acme" or {cert_file = "...", key_file = "..."}, not \'on\''),
+    ('publish_tls = "0.0.0.0:443"', "", 'hostnames = ["a.example"]\ntls = { cert_file = "c.pem" }',
+     'apps.site.tls: a table must be {cert_file = "PATH", key_file = "PATH"}'),
+    ('publish_tls = "0.0.0.0:443"', "", 'hostnames = ["a.example"]\nhsts = "yes"', "apps.site.hsts: must be true or false, not 'yes'"),
+    ('publish_tls = "443"', "", "", 'proxy.publish_tls: must be HOST:PORT with an IP address (or localhost) and a port 1-65535, not \'443\''),
+    ('publish_tls = "127.0.0.1:18081"', "", "", "proxy.publish_tls: must differ from proxy.publish"),
+    ("", 'acme_directory = "http://acme.example/dir"', "",
+     "tls.acme_directory: must be an https:// URL, not 'http://acme.example/dir'"),
+    ("", 'email = "not an address"', "", "tls.email: not an email address: 'not an address'"),
+    ("", 'contact = "x"', "", "tls.contact: unknown key"),
+])
+def test_https_rules(write_config, proxy, tls, keys, problem):
+    document = (f'[server]\nstate_dir = "state"\n[proxy]\npublish = "127.0.0.1:18081"\n{proxy}\n[tls]\n{tls}\n'
+                f'[apps.site]\nrepo = "/r.git"\n{keys}\n')
+    assert problems_of(write_config, document) == [problem]

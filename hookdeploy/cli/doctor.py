@@ -7,7 +7,7 @@ import shutil
 from pathlib import Path
 from typing import Callable
 
-from hookdeploy.cli import doctor_swarm
+from hookdeploy.cli import doctor_swarm, doctor_tls
 from hookdeploy.core.config import Config, missing_secrets
 from hookdeploy.core.errors import HookdeployError
 from hookdeploy.core.names import split_address
@@ -43,6 +43,8 @@ def run(config: Config, report: Report) -> int:
         _check_app(config, app, check)
     if config.registry is not None:
         _check_registry(config, check)
+    if any(app.tls_mode != "off" for app in config.apps.values()):
+        doctor_tls.check_tls(config, check)
     _check_docker(config, check)
     return problems
 

@@ -18,10 +18,10 @@ from pathlib import Path, PurePosixPath
 from types import MappingProxyType
 from typing import Any, Mapping
 
-from hookdeploy.core.config_schema import (MAX_REPLICAS, NOTIFY_EVENTS, NOTIFY_FORMATS, PROVIDERS, PROXY_HEADERS, TARGETS,
+from hookdeploy.core.config_schema import (MAX_REPLICAS, NOTIFY_EVENTS, NOTIFY_FORMATS, PROVIDERS, PROXY_HEADERS, TARGETS, TLS_MODES,
                                            AppConfig, Config,
                                            HealthConfig, NotifyConfig, ProxyConfig, RegistryConfig, ServerConfig,
-                                           WebhookConfig, is_local_path)
+                                           TlsConfig, TlsFiles, WebhookConfig, is_local_path)
 from hookdeploy.core.errors import ConfigError
 from hookdeploy.core.names import (APP_NAME, INSTANCE_NAME, REGISTRY_HOST, TAG, branch_problem, image_problem, printable,
                                    split_address)
@@ -35,11 +35,16 @@ HOSTNAME = re.compile(r"(\*\.)?[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-
 def parse(raw: Mapping[str, Any], path: Path) -> Config:
     """Validate a parsed TOML document; relative paths are resolved against its folder."""
     problems: list[str] = []
-    _unknown(raw, ("server", "proxy", "apps", "notify", "registry"), "", problems)
+    _unknown(raw, ("server", "proxy", "apps", "notify", "registry", "tls"), "", problems)
     server = _section(ServerConfig, raw.get("server", {}), "server", problems)
     proxy = _section(ProxyConfig, raw.get("proxy", {}), "proxy", problems)
     server = _check_server(server, path.parent, problems)
     _check_address(proxy.get("publish"), "proxy.publish", problems)
+    if proxy.get("publish_tls"):
+        _check_address(proxy["publish_tls"], "proxy.publish_tls", problems)
+        if proxy["publish_tls"] == proxy.get("publish", ProxyConfig.publish):
+            problems.append("proxy.publish_tls: must differ from proxy.publish")
+    tls = _tls(raw.get("tls"), path.parent, problems)
 
     apps: dict[str, AppConfig] = {}
     raw_apps = raw.get("apps", {})
@@ -66,6 +71,8 @@ def parse(raw: Mapping[str, Any], path: Path) -> Config:
             problems.append(f"apps.{name}.push: needs a [registry] table to push to")
         if app.on_swarm and app.builds and registry is None:
             problems.append(f"apps.{name}.target: \"swarm\" needs a [registry] table (the nodes pull each release from it)")
+        if app.tls_mode != "off" and not proxy.get("publish_tls"):
+            problems.append(f"apps.{name}.tls: needs proxy.publish_tls (the address HTTPS is served on, like \"0.0.0.0:443\")")
     if problems:
         raise ConfigError(problems)
     return Config(
@@ -75,6 +82,7 @@ def parse(raw: Mapping[str, Any], path: Path) -> Config:
         apps=MappingProxyType(apps),
         notify=notify,
         registry=registry,
+        tls=tls,
     )
 
 
@@ -122,7 +130,7 @@ def _check_trusted_proxy(server: dict, problems: list[str]) -> None:
 def _app(name: str, table: Mapping, key: str, base: Path, problems: list[str]) -> AppConfig | None:
     """One `[apps.NAME]` table; None if it has any problem."""
     before = len(problems)
-    values = _section(AppConfig, {k: v for k, v in table.items() if k not in ("health", "webhook")}, key, problems,
+    values = _section(AppConfig, {k: v for k, v in table.items() if k not in ("health", "webhook", "tls")}, key, problems,
                       skip=("name",))
     health = _section(HealthConfig, table.get("health", {}), f"{key}.health", problems)
     webhook = _check_webhook(table.get("webhook"), f"{key}.webhook", problems)
@@ -136,6 +144,7 @@ def _app(name: str, table: Mapping, key: str, base: Path, problems: list[str]) -
     _check_numbers(values, key, problems)
     _check_hostnames(values, key, problems)
     _check_target(values, key, problems)
+    _check_app_tls(table.get("tls", "off"), values, key, base, problems)
     if "env" in values:
         values["env"] = MappingProxyType(_check_env(values["env"], f"{key}.env", problems))
     _check_build_args(values, key, problems)
@@ -236,6 +245,49 @@ def _check_target(values: dict, key: str, problems: list[str]) -> None:
             problems.append(f"{key}.placement: {printable(constraint, 60)} is not a Swarm constraint "
                             f"(like node.role==worker or node.labels.zone!=b)")
     values["placement"] = tuple(placement)
+
+
+def _check_app_tls(raw: Any, values: dict, key: str, base: Path, problems: list[str]) -> None:
+    """`tls`: "off", "acme" (hostnames, none a wildcard) or {cert_file, key_file} (resolved paths)."""
+    if isinstance(raw, Mapping):
+        paths = {name: raw.get(name) for name in ("cert_file", "key_file")}
+        extra = sorted(set(raw) - set(paths))
+        if extra or not all(isinstance(value, str) and value for value in paths.values()):
+            problems.append(f"{key}.tls: a table must be {{cert_file = \"PATH\", key_file = \"PATH\"}}"
+                            + (f" (unknown key {printable(extra[0], 40)})" if extra else ""))
+            return
+        values["tls"] = TlsFiles(**{name: str((base / value).resolve()) for name, value in paths.items()})
+        return
+    if raw not in TLS_MODES:
+        shown = printable(raw, 40) if isinstance(raw, str) else json.dumps(raw, default=str)[:40]
+        problems.append(f"{key}.tls: must be \"off\", \"acme\" or {{cert_file = \"...\", key_file = \"...\"}}, not {shown}")
+        return
+    values["tls"] = raw
+    if raw == "acme":
+        hostnames = values.get("hostnames", ())
+        if not hostnames:
+            problems.append(f"{key}.tls: \"acme\" needs hostnames (a certificate names them; "
+                            f"the default server has none)")
+        for hostname in hostnames:
+            if hostname.startswith("*."):
+                problems.append(f"{key}.tls: \"acme\" cannot get a certificate for {hostname} (a wildcard needs a DNS "
+                                f"challenge); bring one with tls = {{cert_file, key_file}}")
+
+
+def _tls(raw: Any, base: Path, problems: list[str]) -> TlsConfig:
+    """The optional `[tls]` table."""
+    if raw is None or not _is_table(raw, "tls", problems):
+        return TlsConfig()
+    values = _section(TlsConfig, raw, "tls", problems)
+    directory = values.get("acme_directory")
+    if isinstance(directory, str) and not (_is_http_url(directory) and directory.startswith("https://")):
+        problems.append(f"tls.acme_directory: must be an https:// URL, not {printable(directory, 60)}")
+    email = values.get("email")
+    if email and not re.fullmatch(r"[^@\s,:]+@[^@\s,:]+\.[^@\s,:]+", email):
+        problems.append(f"tls.email: not an email address: {printable(email, 60)}")
+    if values.get("ca_bundle"):
+        values["ca_bundle"] = str((base / values["ca_bundle"]).resolve())
+    return TlsConfig(**values)
 
 
 def _check_build_args(values: dict, key: str, problems: list[str]) -> None:

@@ -21,6 +21,8 @@ from hookdeploy.core.names import printable
 PROVIDERS = ("github", "gitlab", "gitea", "registry")
 TARGETS = ("local", "swarm")
 MAX_REPLICAS = 64
+TLS_MODES = ("off", "acme")  # or a table {cert_file, key_file}: the user's own certificate
+LETS_ENCRYPT = "https://acme-v02.api.letsencrypt.org/directory"
 NOTIFY_EVENTS = ("succeeded", "failed", "rolled_back", "interrupted")
 NOTIFY_FORMATS = ("json", "slack")
 # The forwarding headers waitress can be told to believe from server.trusted_proxy.
@@ -62,6 +64,14 @@ class WebhookConfig:
 
 
 @dataclass(frozen=True)
+class TlsFiles:
+    """A certificate the user brings: its PEM chain and key, copied for the proxy at each deploy."""
+
+    cert_file: str
+    key_file: str
+
+
+@dataclass(frozen=True)
 class AppConfig:
     """One deployed app."""
 
@@ -83,6 +93,9 @@ class AppConfig:
     coalesce: bool = True
     follow_push: bool = True
     build_timeout: float = 900.0
+    tls: str | TlsFiles = "off"  # "off" | "acme" | TlsFiles (DESIGN "HTTPS")
+    redirect_http: bool = True  # once a hostname has a certificate, http:// answers 308 to https://
+    hsts: bool = False  # HTTPS answers carry Strict-Transport-Security
     env: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
     build_args: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     health: HealthConfig = HealthConfig()
@@ -102,6 +115,11 @@ class AppConfig:
     def pushes(self) -> bool:
         """True when a built release goes to [registry]: asked for, or needed (swarm nodes pull it)."""
         return self.builds and (self.push or self.on_swarm)
+
+    @property
+    def tls_mode(self) -> str:
+        """"off", "acme" (certificates from [tls]'s ACME server) or "files" (the user's own)."""
+        return "files" if isinstance(self.tls, TlsFiles) else self.tls
 
     @property
     def is_local_repo(self) -> bool:
@@ -147,6 +165,16 @@ class ProxyConfig:
 
     image: str = "nginx:stable-alpine"
     publish: str = "0.0.0.0:80"
+    publish_tls: str = ""  # HOST:PORT HTTPS is served on; empty: none
+
+
+@dataclass(frozen=True)
+class TlsConfig:
+    """The ACME server certificates come from (apps with tls = "acme")."""
+
+    acme_directory: str = LETS_ENCRYPT
+    email: str = ""  # the account's contact, optional
+    ca_bundle: str = ""  # a CA to trust for the ACME server, besides the usual ones (tests: pebble's)
 
 
 @dataclass(frozen=True)
@@ -183,6 +211,7 @@ class Config:
     apps: Mapping[str, AppConfig] = field(default_factory=lambda: MappingProxyType({}))
     notify: tuple[NotifyConfig, ...] = ()
     registry: RegistryConfig | None = None
+    tls: TlsConfig = TlsConfig()
 
     def app(self, name: str) -> AppConfig:
         """The app called `name`, or UnknownApp naming the apps there are."""

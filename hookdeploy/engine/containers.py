@@ -118,18 +118,31 @@ def heal_networks(client: docker.DockerClient, instance: str) -> list:
     return moved
 
 
-def ensure_proxy(client: docker.DockerClient, instance: str, image: str, publish: str, conf_dir: Path):
-    """The running proxy container `N-proxy`, created on first use with conf.d bind-mounted."""
+def ensure_proxy(client: docker.DockerClient, instance: str, image: str, publish: str, conf_dir: Path,
+                 publish_tls: str = ""):
+    """The running proxy container `N-proxy`, created on first use with conf.d bind-mounted.
+
+    It publishes port 80 on `publish` and, when given, 443 on `publish_tls`. A proxy that publishes
+    anything else (the config changed, say HTTPS was turned on) is made anew: visitors see a refused
+    connection for the second or so that takes, once per change of those keys."""
     name = f"{instance}-proxy"
+    ports = {"80/tcp": publish, **({"443/tcp": publish_tls} if publish_tls else {})}
+    wanted = {port: split_address(address) for port, address in ports.items()}
     try:
         proxy = client.containers.get(name)
     except docker.errors.NotFound:
-        host, port = split_address(publish)
-        log.info("creating proxy %s from %s on %s", name, image, publish)
+        proxy = None
+    if proxy is not None and published_ports(proxy.attrs) != wanted:
+        log.warning("proxy %s publishes %s; making it anew to publish %s", name,
+                    _ports_text(published_ports(proxy.attrs)) or "nothing", _ports_text(wanted))
+        remove(proxy)
+        proxy = None
+    if proxy is None:
+        log.info("creating proxy %s from %s on %s", name, image, _ports_text(wanted))
         try:
             proxy = client.containers.create(
                 image, name=name, detach=True, network=instance,
-                ports={"80/tcp": (host, int(port))},
+                ports={port: (host, int(number)) for port, (host, number) in wanted.items()},
                 volumes={str(conf_dir): {"bind": "/etc/nginx/conf.d", "mode": "ro"}},
                 labels={INSTANCE: instance, ROLE: "proxy"},
                 restart_policy={"Name": "unless-stopped"})
@@ -143,9 +156,21 @@ def ensure_proxy(client: docker.DockerClient, instance: str, image: str, publish
         try:
             proxy.start()
         except docker.errors.APIError as error:
-            raise StepFailed(f"cannot start the proxy {name} (is {publish} free?): {error.explanation or error}") from None
+            addresses = " and ".join(ports.values())
+            raise StepFailed(f"cannot start the proxy {name} (is {addresses} free?): {error.explanation or error}") from None
         proxy.reload()
     return proxy
+
+
+def published_ports(attrs: dict) -> dict[str, tuple[str, str]]:
+    """A container's published ports as configured (also when stopped): {"80/tcp": (HOST, PORT)}."""
+    bindings = (attrs.get("HostConfig") or {}).get("PortBindings") or {}
+    return {port: (binding[0].get("HostIp") or "0.0.0.0", binding[0].get("HostPort") or "")
+            for port, binding in bindings.items() if binding}
+
+
+def _ports_text(ports: dict[str, tuple[str, str]]) -> str:
+    return ", ".join(f"{port.split('/')[0]} on {host}:{number}" for port, (host, number) in sorted(ports.items()))
 
 
 def build(client: docker.DockerClient, context: Path, dockerfile: str, tag: str, labels: dict[str, str],

@@ -30,7 +30,7 @@ from hookdeploy.core.config import Config
 from hookdeploy.core.errors import Aborted, HookdeployError, StepFailed
 from hookdeploy.core.models import Job, JobKind, JobState
 from hookdeploy.core.store import Store
-from hookdeploy.engine import containers, pipeline, proxy, registry, swarm
+from hookdeploy.engine import certs, containers, pipeline, proxy, registry, swarm
 
 # The worker's lines, whichever of its modules writes them.
 log = logging.getLogger("hookdeploy.engine.worker")
@@ -99,6 +99,8 @@ class Deploy:
             with self.step(job, "proxy ready"):
                 self.proxy_container = pipeline.ensure_proxy(client, self.config)
             check_stop(stop)
+            if app.tls_mode != "off":
+                self._certificates()
             if app.on_swarm:
                 self._start_service(client)
             else:
@@ -125,7 +127,8 @@ class Deploy:
         with proxy.locked(self.config):
             try:
                 with self.step(job, "switched proxy"):
-                    previous = proxy.switch(self.proxy_container, path, proxy.render(app, self.addresses, job.sha))
+                    previous = proxy.switch(self.proxy_container, path, proxy.render(app, self.addresses, job.sha,
+                                                                                certs.tls_routes(self.config, app)))
             except StepFailed as error:
                 self._discard()
                 return JobState.FAILED, str(error)
@@ -238,6 +241,26 @@ class Deploy:
             note(f"built {name}")
         fault("build")
         return name
+
+    def _certificates(self) -> None:
+        """HTTPS before the switch: the user's certificate copied for the proxy (one it cannot use fails
+        the job), or one ordered for each hostname that has none. An order that fails does not: the
+        name is served over HTTP until the worker gets one (the job log says why, and when it tries)."""
+        job, app, config = self.job, self.app, self.config
+        with self.step(job, "certificates") as note:
+            if app.tls_mode == "files":
+                installed = certs.install_files(config, app)
+                note(f"certificate from {app.tls.cert_file} installed: {installed.describe()}" if installed else
+                     f"certificate from {app.tls.cert_file} unchanged")
+                return
+            outcome = certs.ensure(config, app, lambda text: self.store.log(job.id, text), renewals=False,
+                                   backoff=False, check_stop=lambda: check_stop(self.stop))
+            for host, reason in outcome.failed.items():
+                self.store.log(job.id, f"{reason}; {host} is served over HTTP until the worker gets one "
+                                       f"(next try {certs.retry_text(config, host)})", kind="step")
+            have = [host for host in app.hostnames if certs.pem_path(config, app, host).exists()]
+            note(f"certificates: {len(have)} of {len(app.hostnames)} hostnames have one"
+                 + (f" ({len(outcome.obtained)} new)" if outcome.obtained else ""))
 
     def _start_service(self, client) -> None:
         """The swarm candidate: a service of `replicas` tasks pinned by digest, each task health-checked."""

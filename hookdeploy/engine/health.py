@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.client
 import socket
+import ssl
 import time
 from dataclasses import dataclass
 from typing import Callable
@@ -11,6 +12,9 @@ from typing import Callable
 from hookdeploy.core.config import HealthConfig
 
 MAX_BODY = 1024 * 1024
+_UNCHECKED = ssl.create_default_context()
+_UNCHECKED.check_hostname = False
+_UNCHECKED.verify_mode = ssl.CERT_NONE
 
 
 @dataclass(frozen=True)
@@ -23,10 +27,15 @@ class Probe:
     release: str | None = None
 
 
-def probe(host: str, port: int, health: HealthConfig, host_header: str | None = None) -> Probe:
-    """GET health.path once and judge the answer by status and `contains`."""
+def probe(host: str, port: int, health: HealthConfig, host_header: str | None = None,
+          tls_name: str | None = None) -> Probe:
+    """GET health.path once and judge the answer by status and `contains`; with `tls_name`, over TLS
+    with that name as SNI (the certificate is not checked: this asks whether the release answers)."""
     connection = http.client.HTTPConnection(host, port, timeout=health.timeout)
     try:
+        if tls_name:
+            connection.sock = _UNCHECKED.wrap_socket(socket.create_connection((host, port), timeout=health.timeout),
+                                                     server_hostname=tls_name)
         headers = {"Host": host_header} if host_header else {}
         headers["User-Agent"] = "hookdeploy-health"
         connection.request("GET", health.path, headers=headers)
@@ -52,7 +61,7 @@ def judge(status: int, body: str, release: str | None, health: HealthConfig) -> 
 
 def wait_healthy(host: str, port: int, health: HealthConfig, still_running: Callable[[], bool],
                  host_header: str | None = None, expect_release: str | None = None,
-                 deadline: float | None = None) -> tuple[float, Probe]:
+                 deadline: float | None = None, tls_name: str | None = None) -> tuple[float, Probe]:
     """Probe every `interval` until healthy or the deadline passes; return (seconds taken, last probe).
 
     Returns early with the last probe when `still_running()` turns False (the container
@@ -62,7 +71,7 @@ def wait_healthy(host: str, port: int, health: HealthConfig, still_running: Call
     limit = started + (deadline if deadline is not None else health.deadline)
     last = Probe(False, None, "not probed")
     while True:
-        last = probe(host, port, health, host_header)
+        last = probe(host, port, health, host_header, tls_name)
         if last.ok and expect_release and last.release != expect_release:
             last = Probe(False, last.status, f"answered by release {last.release}, want {expect_release}", last.release)
         if last.ok:

@@ -19,7 +19,7 @@ from hookdeploy.core.errors import Aborted, GitError, StepFailed
 from hookdeploy.core.models import Job, ReleaseState
 from hookdeploy.core.names import split_address
 from hookdeploy.core.store import Store
-from hookdeploy.engine import containers, gitops, health, proxy, registry, swarm
+from hookdeploy.engine import certs, containers, gitops, health, proxy, registry, swarm
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +71,7 @@ def ensure_proxy(client: docker.DockerClient, config: Config):
         else:
             containers.ensure_network(client, config.server.name)
         return containers.ensure_proxy(client, config.server.name, config.proxy.image, config.proxy.publish,
-                                       proxy.conf_dir(config))
+                                       proxy.conf_dir(config), config.proxy.publish_tls)
 
 
 def heal_networks(client: docker.DockerClient, config: Config) -> set[str]:
@@ -173,13 +173,17 @@ def _with_output(reason: str, candidate) -> str:
 
 
 def verify_through_proxy(config: Config, app: AppConfig, sha: str) -> tuple[float, health.Probe]:
-    """Ask the proxy, as a visitor would, until the new release answers healthily."""
-    host, port = split_address(config.proxy.publish)
-    host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
+    """Ask the proxy, as a visitor would, until the new release answers healthily: over HTTPS when
+    the app's first name is redirected there, else over HTTP."""
     host_header = app.hostnames[0].replace("*", "hookdeploy-verify") if app.hostnames else None
+    tls = certs.tls_routes(config, app)
+    secure = tls is not None and tls.redirect and (app.hostnames[0] if app.hostnames else "_") in tls.certificates
+    host, port = split_address(config.proxy.publish_tls if secure else config.proxy.publish)
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
     deadline = min(app.health.deadline, VERIFY_DEADLINE)
     return health.wait_healthy(host, int(port), app.health, lambda: True, host_header=host_header,
-                               expect_release=sha[:12], deadline=deadline)
+                               expect_release=sha[:12], deadline=deadline,
+                               tls_name=(host_header or "hookdeploy-verify") if secure else None)
 
 
 def prune(client: docker.DockerClient, store: Store, app: AppConfig) -> list[str]:

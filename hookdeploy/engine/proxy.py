@@ -13,8 +13,9 @@ import fcntl
 import os
 import re
 import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Iterator, Mapping, Sequence
 
 from hookdeploy.core.config import AppConfig, Config
 from hookdeploy.core.errors import StepFailed
@@ -23,8 +24,26 @@ DEFAULT_SERVER_FILE = "00-default.conf"
 HTTP_SETTINGS_FILE = "00-http.conf"
 # nginx's default bucket (64 bytes, on most CPUs) rejects server names of about 47 characters
 # or more; 128 takes any hostname a person would use.
+# TLS: 1.2 and 1.3 only, forward-secret AEAD ciphers (Mozilla's "intermediate" set, without DHE).
 HTTP_SETTINGS = ("# written by hookdeploy: http-level settings for the app server blocks\n"
-                 "server_names_hash_bucket_size 128;\n")
+                 "server_names_hash_bucket_size 128;\n"
+                 "ssl_protocols TLSv1.2 TLSv1.3;\n"
+                 "ssl_ciphers ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:"
+                 "ECDHE-RSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305;\n"
+                 "ssl_prefer_server_ciphers off;\n"
+                 "ssl_session_cache shared:hookdeploy_tls:10m;\n"
+                 "ssl_session_timeout 1d;\n"
+                 "ssl_session_tickets off;\n")
+# Beside the server blocks in conf.d (nginx includes only conf.d/*.conf): the PEMs it serves (key and
+# full chain in one file, so one rename switches both) and the HTTP-01 answers, under /etc/nginx/conf.d.
+CERTS_DIR = "certs"
+CHALLENGE_DIR = "acme-challenge"
+IN_PROXY = "/etc/nginx/conf.d"
+CHALLENGE_LOCATION = (f"    location ^~ /.well-known/acme-challenge/ {{\n"
+                      f"        alias {IN_PROXY}/{CHALLENGE_DIR}/;\n"
+                      f"        default_type text/plain;\n"
+                      f"    }}\n")
+HSTS_SECONDS = 31536000  # a year
 
 # `nginx -s reload` returns before the old workers stop accepting: for ~0.1 s both generations
 # answer new connections. Wait (up to 5 s) until every worker from before the reload is shutting
@@ -48,30 +67,67 @@ def app_file(config: Config, app: str) -> Path:
     return conf_dir(config) / f"app-{app}.conf"
 
 
-def render(app: AppConfig, addresses: Sequence[str], sha: str) -> str:
-    """The app's server block, routing to the release's container or tasks and naming the release.
+@dataclass(frozen=True)
+class Tls:
+    """How an app is served over HTTPS: the certificates it has now and what its HTTP side does."""
 
-    With several addresses (a swarm release's tasks) nginx spreads requests over them and hands a
-    request whose connection fails to the next one, after a short connect timeout: a task on a
-    node that just vanished costs a retry, not a failed request."""
+    port: int  # proxy.publish_tls's port, where redirects send visitors
+    certificates: Mapping[str, str] = field(default_factory=dict)  # server name ("_": default) -> PEM in the proxy
+    redirect: bool = True  # http:// of a name with a certificate answers 308 to https://
+    hsts: bool = False
+
+
+def render(app: AppConfig, addresses: Sequence[str], sha: str, tls: Tls | None = None) -> str:
+    """The app's server blocks, routing to the release's container or tasks and naming the release.
+
+    With several addresses (replicas, a swarm release's tasks) nginx spreads requests over them and
+    hands a request whose connection fails to the next one, after a short connect timeout: a task
+    on a node that just vanished costs a retry, not a failed request. Every server block answers
+    ACME's HTTP-01 challenges from the files the worker writes, whether the app answers or not.
+    With `tls`, each certificate gets a server block on 443 for the names it covers, and a name
+    with a certificate is redirected from http:// unless the app said not to."""
     servers = "".join(f"    server {ip}:{app.port};\n" for ip in addresses)
     connect_timeout = "5s" if len(addresses) == 1 else "2s"
-    if app.hostnames:
-        listen, names = "listen 80;", " ".join(app.hostnames)
-    else:
-        listen, names = "listen 80 default_server;", "_"
     upstream = f"hookdeploy_{app.name.replace('-', '_')}"
-    return f"""# written by hookdeploy: {app.name} @ {sha[:12]}; edits are overwritten on the next deploy
-upstream {upstream} {{
-{servers}    keepalive 32;
-}}
+    names = list(app.hostnames) or ["_"]
+    certificates = {name: pem for name, pem in (tls.certificates if tls else {}).items() if name in names}
+    redirected = [name for name in names if name in certificates] if tls and tls.redirect else []
+    plain = [name for name in names if name not in redirected]
+    location = _location(upstream, connect_timeout, app, sha, hsts=False)
+    blocks = []
+    if plain:
+        blocks.append(_server(_listen(80, plain), plain, location))
+    if redirected:
+        port = "" if tls.port == 443 else f":{tls.port}"
+        blocks.append(_server(_listen(80, redirected), redirected,
+                              f"    location / {{\n        return 308 https://$host{port}$request_uri;\n    }}\n"))
+    for pem in dict.fromkeys(certificates.values()):
+        covered = [name for name in names if certificates.get(name) == pem]
+        blocks.append(_server(_listen(443, covered), covered, _location(upstream, connect_timeout, app, sha, tls.hsts),
+                              f"    ssl_certificate {pem};\n    ssl_certificate_key {pem};\n"))
+    return (f"# written by hookdeploy: {app.name} @ {sha[:12]}; edits are overwritten on the next deploy\n"
+            f"upstream {upstream} {{\n{servers}    keepalive 32;\n}}\n" + "".join(blocks))
 
+
+def _listen(port: int, names: Sequence[str]) -> str:
+    options = " ssl http2" if port == 443 else ""
+    return f"listen {port}{options}{' default_server' if names == ['_'] else ''};"
+
+
+def _server(listen: str, names: Sequence[str], location: str, settings: str = "") -> str:
+    return f"""
 server {{
     {listen}
-    server_name {names};
-    client_max_body_size 64m;
+    server_name {" ".join(names)};
+{settings}    client_max_body_size 64m;
+{CHALLENGE_LOCATION}{location}}}
+"""
 
-    location / {{
+
+def _location(upstream: str, connect_timeout: str, app: AppConfig, sha: str, hsts: bool) -> str:
+    """`location /`: the request handed to the release, its answer naming it."""
+    strict = f"        add_header Strict-Transport-Security \"max-age={HSTS_SECONDS}\" always;\n" if hsts else ""
+    return f"""    location / {{
         proxy_pass http://{upstream};
         proxy_http_version 1.1;
         proxy_set_header Connection "";
@@ -84,8 +140,7 @@ server {{
         proxy_read_timeout {nginx_time(app.read_timeout)};
         proxy_next_upstream error timeout;
         add_header X-Hookdeploy-Release {sha[:12]} always;
-    }}
-}}
+{strict}    }}
 """
 
 
@@ -95,24 +150,37 @@ def nginx_time(seconds: float) -> str:
     return f"{milliseconds // 1000}s" if milliseconds % 1000 == 0 else f"{milliseconds}ms"
 
 
-def render_default_server() -> str:
-    """A catch-all that answers 404 when no app is the default server."""
-    return ("# written by hookdeploy: requests for no configured hostname\n"
-            "server {\n    listen 80 default_server;\n    server_name _;\n    return 404;\n}\n")
+def render_default_server(http: bool, https: bool) -> str:
+    """Catch-alls for requests no app's names match: 404 on HTTP (challenges still answered, so a
+    hostname gets its certificate before it is first routed), a refused handshake on HTTPS."""
+    text = "# written by hookdeploy: requests for no configured hostname\n"
+    if http:
+        text += _server("listen 80 default_server;", ["_"], "    location / {\n        return 404;\n    }\n")
+    if https:
+        text += ("\nserver {\n    listen 443 ssl http2 default_server;\n    server_name _;\n"
+                 "    ssl_reject_handshake on;\n}\n")
+    return text
 
 
 def prepare(config: Config) -> None:
-    """Create conf.d and keep the catch-all server in step with the config."""
+    """Create conf.d (with the folders for certificates and challenge answers) and keep the
+    http-level settings and the catch-all servers in step with the config."""
     directory = conf_dir(config)
     directory.mkdir(parents=True, exist_ok=True)
+    (directory / CERTS_DIR).mkdir(mode=0o700, exist_ok=True)
+    (directory / CHALLENGE_DIR).mkdir(mode=0o755, exist_ok=True)
     if read(directory / HTTP_SETTINGS_FILE) != HTTP_SETTINGS:
         write_atomically(directory / HTTP_SETTINGS_FILE, HTTP_SETTINGS)
     default = directory / DEFAULT_SERVER_FILE
-    has_default_app = any(not app.hostnames for app in config.apps.values())
-    if has_default_app:
+    default_app = next((app for app in config.apps.values() if not app.hostnames), None)
+    http = default_app is None
+    https = bool(config.proxy.publish_tls) and (default_app is None or default_app.tls_mode != "files")
+    if http or https:
+        text = render_default_server(http, https)
+        if read(default) != text:
+            write_atomically(default, text)
+    else:
         default.unlink(missing_ok=True)
-    elif not default.exists():
-        write_atomically(default, render_default_server())
 
 
 @contextlib.contextmanager

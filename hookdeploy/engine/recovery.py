@@ -26,7 +26,7 @@ from hookdeploy.core.config import Config
 from hookdeploy.core.errors import HookdeployError
 from hookdeploy.core.models import Job, JobState
 from hookdeploy.core.store import Store
-from hookdeploy.engine import containers, notify, pipeline, proxy, swarm
+from hookdeploy.engine import certs, containers, notify, pipeline, proxy, swarm
 from hookdeploy.engine.deploy import job_name
 
 # The worker's lines, whichever of its modules writes them.
@@ -104,7 +104,7 @@ class Recovery:
                     addresses.append(containers.address(container, self.config.server.name))
             if addresses:  # none while no task serves: the routes stay as they are
                 if not proxy.routes_exactly(path, addresses, app.port):
-                    proxy.switch(proxy_container, path, proxy.render(app, addresses, live.sha))
+                    proxy.switch(proxy_container, path, proxy.render(app, addresses, live.sha, certs.tls_routes(self.config, app)))
                     log.warning("%s: proxy repaired to serve %s (%d address%s)", app.name, live.sha[:12],
                                 len(addresses), "" if len(addresses) == 1 else "es")
             elif live is None and path.exists():
@@ -150,7 +150,7 @@ class Recovery:
             now = self.store.live_release(app.name)
             if now is None or now.id != live.id:
                 return False  # a deploy switched meanwhile; the next look follows the new release
-            proxy.switch(proxy_container, path, proxy.render(app, wanted, live.sha))
+            proxy.switch(proxy_container, path, proxy.render(app, wanted, live.sha, certs.tls_routes(self.config, app)))
         added, dropped = sorted(set(wanted) - routed), sorted(routed - set(wanted))
         log.warning("%s: proxy follows %s's tasks: %s", app.name, service.name,
                     ", ".join([f"+{ip}" for ip in added] + [f"-{ip}" for ip in dropped]))

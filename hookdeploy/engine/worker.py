@@ -5,8 +5,9 @@ what a dead worker left.
 Rules: the worker owns every job state change (finish, or interrupt with its retry), notifies
 once per final state, and never lets a job's error end the loop. What a job does is deploy.py's
 (Deploy); recovering interrupted jobs and repairing an app's routing is recovery.py's
-(Recovery). For swarm apps a thread of its own follows the live services' tasks (Recovery.follow)
-every FOLLOW_SECONDS, also while a job runs. It imports hookdeploy.core and those engine modules; no
+(Recovery). Threads of their own, also while a job runs, follow the swarm apps' live tasks
+(Recovery.follow, every FOLLOW_SECONDS) and keep HTTPS certificates renewed (certs.maintain, every
+CERTS_SECONDS). It imports hookdeploy.core and those engine modules; no
 engine module imports it.
 """
 
@@ -19,12 +20,13 @@ import secrets
 import socket
 import threading
 import time
+from typing import Callable
 
 from hookdeploy.core.config import Config
 from hookdeploy.core.errors import Aborted, DockerUnavailable, HookdeployError
 from hookdeploy.core.models import Job, JobState
 from hookdeploy.core.store import Store
-from hookdeploy.engine import containers, notify, pipeline
+from hookdeploy.engine import certs, containers, notify, pipeline
 from hookdeploy.engine.deploy import Deploy, job_name
 from hookdeploy.engine.recovery import Recovery
 
@@ -34,6 +36,7 @@ HEARTBEAT_SECONDS = 1.0
 POLL_SECONDS = 0.05
 RECOVER_EVERY_SECONDS = 5.0
 FOLLOW_SECONDS = 1.0  # how often the live swarm services' tasks are compared with the proxy's routes
+CERTS_SECONDS = 30.0  # how often certificates are looked at (renewal due, a failed order's retry, new user files)
 ENGINE_RETRY_SECONDS = (1.0, 30.0)  # first and longest wait between tries while the engine is away
 
 
@@ -60,21 +63,21 @@ class Worker:
         While the Docker engine does not answer, no job starts: the worker says so once and
         tries again with backoff (with `drain` it gives up: DockerUnavailable)."""
         self.store.worker_beat(self.id)
-        following = threading.Event()
-        follower = None
-        if any(app.on_swarm for app in self.config.apps.values()) and not drain:
-            follower = threading.Thread(target=self._follow_tasks, args=(following,), name="follow-tasks", daemon=True)
+        done = threading.Event()
+        threads = [] if drain else [threading.Thread(target=self._every, args=(done, seconds, work), name=name, daemon=True)
+                                    for name, seconds, work in self._background_work()]
         try:
             if self.wait_for_engine(stop, give_up=drain):
                 self.heal()
                 self.recover()
-                if follower is not None:
-                    follower.start()
+                for thread in threads:
+                    thread.start()
                 self._loop(stop, drain)
         finally:
-            following.set()
-            if follower is not None and follower.is_alive():
-                follower.join(timeout=30)
+            done.set()
+            for thread in threads:
+                if thread.is_alive():
+                    thread.join(timeout=30)
             self.store.worker_beat(self.id, stopped=True)
 
     def _loop(self, stop: threading.Event, drain: bool) -> None:
@@ -180,10 +183,31 @@ class Worker:
         log.info("%s: %s%s", job_name(job), state.value, f": {final.error}" if final.error else "")
         return final
 
-    def _follow_tasks(self, done: threading.Event) -> None:
-        """Every FOLLOW_SECONDS, route each swarm app to its live service's serving tasks, with a client
-        of its own (a deploy may hold the worker's for minutes); an engine that does not answer is
-        tried again the next time round, quietly."""
+    def _background_work(self) -> list[tuple[str, float, Callable]]:
+        """What the worker's own threads do, each every so many seconds with an engine client of its own:
+        `work(engine)` is one round."""
+        apps = self.config.apps.values()
+        work = []
+        if any(app.on_swarm for app in apps):
+            def follow(engine) -> None:
+                follower, failed = Recovery(self.config, self.store, engine, self.id), None
+                for app in [app.name for app in apps if app.on_swarm]:
+                    try:
+                        follower.follow(app)
+                    except Exception as error:  # noqa: BLE001 - the other apps are followed all the same
+                        failed = error
+                if failed is not None:
+                    raise failed
+            work.append(("follow-tasks", FOLLOW_SECONDS, follow))
+        if any(app.tls_mode != "off" for app in apps):
+            reported: dict[str, str] = {}
+            work.append(("certificates", CERTS_SECONDS,
+                         lambda engine: certs.maintain(self.config, self.store, engine, reported)))
+        return work
+
+    def _every(self, done: threading.Event, seconds: float, work: Callable) -> None:
+        """Run `work(engine)` at once and then every `seconds` until `done`, with a client of its own (a
+        deploy may hold the worker's for minutes); a round that fails is tried again the next time, quietly."""
         client = None
 
         def engine():
@@ -192,15 +216,14 @@ class Worker:
                 client = containers.engine()
             return client
 
-        follower = Recovery(self.config, self.store, engine, self.id)
-        apps = [app.name for app in self.config.apps.values() if app.on_swarm]
-        while not done.wait(FOLLOW_SECONDS):
-            for app in apps:
-                try:
-                    follower.follow(app)
-                except Exception as error:  # noqa: BLE001 - the next round tries again
-                    log.debug("%s: following its tasks postponed: %s", app, _one_line(error))
-                    client = None
+        while True:
+            try:
+                work(engine)
+            except Exception as error:  # noqa: BLE001 - the next round tries again
+                log.debug("%s postponed: %s", threading.current_thread().name, _one_line(error))
+                client = None
+            if done.wait(seconds):
+                break
         if client is not None:
             client.close()
 

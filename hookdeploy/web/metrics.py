@@ -29,6 +29,7 @@ STEP_PREFIXES = (
     ("health check", "health"), ("switched proxy", "switch"), ("verified through", "verify"),
     ("verification through", "verify"), ("drained and retired", "drain"), ("retired", "drain"),
     ("pruned", "prune"), ("no images to prune", "prune"), ("pulled", "pull"), ("pushed", "push"),
+    ("certificate", "certificates"),
 )
 
 metrics = Blueprint("metrics", __name__)
