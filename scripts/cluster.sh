@@ -461,7 +461,14 @@ cmd_kill_node() {
     fi
     on "$node" ip route show default >"$STATE_DIR/$node.route"
     on "$node" ip link set eth0 down
-    docker pause "$node" >/dev/null
+    # The cgroup freezer gives up ("unable to freeze") when a process does not stop in time, as on a
+    # loaded host; runc thaws what it froze then, so trying again is safe.
+    local try error
+    for try in 1 2 3 4 5; do
+        error=$(docker pause "$node" 2>&1 >/dev/null) && break
+        ((try < 5)) || fail "docker pause $node failed 5 times: $error"
+        sleep 1
+    done
     say "$node killed (network down, processes frozen); bring it back: scripts/cluster.sh revive-node $node"
 }
 

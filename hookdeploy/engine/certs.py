@@ -130,18 +130,20 @@ def read_certificate(path: Path) -> Certificate | None:
 
 
 def tls_routes(config: Config, app: AppConfig) -> proxy.Tls | None:
-    """How the proxy serves the app over HTTPS now: the names that have a certificate, and where it is."""
+    """How the proxy serves the app over HTTPS now: the names that have a certificate, and where it is.
+
+    An expired certificate is left out (its names go back to plain HTTP, not to an error page and a
+    redirect to it); one that is merely due for renewal stays."""
     if app.tls_mode == "off" or not config.proxy.publish_tls:
         return None
-    if app.tls_mode == "files":
-        path = pem_path(config, app)
-        names = list(app.hostnames) or ["_"]
-        certificates = {name: in_proxy(path, config) for name in names} if path.exists() else {}
-    else:
-        certificates = {host: in_proxy(pem_path(config, app, host), config)
-                        for host in app.hostnames if pem_path(config, app, host).exists()}
+    paths = {name: pem_path(config, app) for name in (list(app.hostnames) or ["_"])} if app.tls_mode == "files" \
+        else {host: pem_path(config, app, host) for host in app.hostnames}
+    now = dt.datetime.now(dt.timezone.utc)
+    valid = {path for path in set(paths.values())
+             if (certificate := read_certificate(path)) is not None and now < certificate.not_after}
     port = int(config.proxy.publish_tls.rpartition(":")[2])
-    return proxy.Tls(port, certificates, app.redirect_http, app.hsts)
+    return proxy.Tls(port, {name: in_proxy(path, config) for name, path in paths.items() if path in valid},
+                     app.redirect_http, app.hsts)
 
 
 # -- the user's own certificate ---------------------------------------------------------------------
@@ -287,10 +289,10 @@ def _client(config: Config, register: bool = False) -> acme_client.ClientV2:
     path = tls_dir(config) / "account.json"
     account = json.loads(_read_bytes(path) or b"{}")
     if "key" in account:
-        key = josepy.JWK.json_loads(account["key"])
+        key = josepy.JWK.from_json(account["key"])
     else:
         key = josepy.JWKRSA(key=rsa.generate_private_key(public_exponent=65537, key_size=2048))
-        account = {"key": key.json_dumps(), "accounts": {}}
+        account = {"key": key.to_json(), "accounts": {}}
         _write_json(path, account)
     network = acme_client.ClientNetwork(key, user_agent=f"hookdeploy/{__version__}", verify_ssl=trust(config),
                                         timeout=NETWORK_SECONDS)
@@ -410,11 +412,13 @@ def retry_text(config: Config, hostname: str) -> str:
 
 def maintain(config: Config, store: Store, engine, reported: dict[str, str]) -> None:
     """One round for every app with HTTPS: renew or obtain what is due (backoff kept), copy a changed
-    user certificate, and switch the live proxy config to what changed (nginx -t, graceful reload).
-    A problem is logged once until it changes (`reported`: app -> the last one)."""
+    user certificate, and bring the live proxy config in step (nginx -t, graceful reload): a new
+    certificate is served, an expired one no longer is. A problem is logged once until it changes
+    (`reported`: app -> the last one)."""
     for app in config.apps.values():
         if app.tls_mode == "off":
             continue
+        changed = False
         try:
             if app.tls_mode == "files":
                 changed = install_files(config, app) is not None
@@ -428,16 +432,15 @@ def maintain(config: Config, store: Store, engine, reported: dict[str, str]) -> 
             if reported.get(app.name) != str(error):
                 log.warning("%s: %s", app.name, error)
                 reported[app.name] = str(error)
-            continue
-        reported.pop(app.name, None)
-        if changed:
-            reroute(config, store, engine(), app)
+        else:
+            reported.pop(app.name, None)
+        reroute(config, store, engine, app, reload=changed)
 
 
-def reroute(config: Config, store: Store, client, app: AppConfig) -> None:
-    """Serve the app's certificates now: its live routes rendered again (a new name's HTTPS block)
-    and switched in, or, if the text is the same (a renewed PEM), nginx reloaded. Nothing is done
-    for an app that is not live: its first deploy renders them."""
+def reroute(config: Config, store: Store, engine, app: AppConfig, reload: bool = False) -> None:
+    """Serve the app's certificates as they are now: its live routes rendered again and switched in if
+    that changes the text (a new name's HTTPS block, an expired one gone), else, with `reload` (a
+    renewed PEM under the same name), nginx reloaded. An app that is not live is left to its deploy."""
     path = proxy.app_file(config, app.name)
     with proxy.locked(config):
         live = store.live_release(app.name)
@@ -446,7 +449,9 @@ def reroute(config: Config, store: Store, client, app: AppConfig) -> None:
             return
         addresses = [server.rpartition(":")[0] for server in proxy.routed(path)]
         text = proxy.render(app, addresses, live.sha, tls_routes(config, app))
-        container = client.containers.get(f"{config.server.name}-proxy")
+        if text == previous and not reload:
+            return
+        container = engine().containers.get(f"{config.server.name}-proxy")
         if text != previous:
             proxy.switch(container, path, text)
         else:
