@@ -177,6 +177,7 @@ class Load:
     port: int
     host: str | None = None
     threads: int = 3
+    path: str = "/"
     pause: float = 0.01
     address: str = "127.0.0.1"
     releases: dict[str, int] = field(default_factory=dict)
@@ -190,7 +191,7 @@ class Load:
 
     def _get(self) -> Answer:
         """One request (TlsLoad makes it over HTTPS)."""
-        return get(self.port, "/", self.host, timeout=10, address=self.address)
+        return get(self.port, self.path, self.host, timeout=10, address=self.address)
 
     def _hammer(self) -> None:
         while not self._stop.is_set():

@@ -449,4 +449,4 @@ class TlsLoad(Load):
         super().__post_init__()
 
     def _get(self) -> TlsAnswer:
-        return https_get(self.port, self.host, "/", self.cafile, timeout=10, address=self.address)
+        return https_get(self.port, self.host, self.path, self.cafile, timeout=10, address=self.address)

@@ -519,6 +519,7 @@ def test_the_example_file_is_valid_and_shows_the_defaults():
     assert loaded.proxy == config.ProxyConfig()
     assert loaded.tls == config.TlsConfig()
     assert site.health == config.HealthConfig()
+    assert site.guard == config.GuardConfig()
     defaults = config.AppConfig(name="site", repo=site.repo)
     for field in ("branch", "dockerfile", "context", "port", "hostnames", "keep", "drain_seconds", "coalesce",
                   "build_timeout", "tls", "redirect_http", "hsts"):
@@ -665,3 +666,29 @@ def test_https_rules(write_config, proxy, tls, keys, problem):
     document = (f'[server]\nstate_dir = "state"\n[proxy]\npublish = "127.0.0.1:18081"\n{proxy}\n[tls]\n{tls}\n'
                 f'[apps.site]\nrepo = "/r.git"\n{keys}\n')
     assert problems_of(write_config, document) == [problem]
+
+
+# -- the guard (DESIGN "After the switch: the guard") -------------------------------------------------
+
+
+def test_the_guard_is_off_unless_asked_for_and_judges_by_its_rule(write_config):
+    guard = config.load(write_config({"site": {"repo": "/r.git"}})).apps["site"].guard
+    assert (guard.watch_seconds, guard.canary_percent) == (0, 0)
+    asked = config.load(write_config({"site": {"repo": "/r.git", "guard": {"watch_seconds": 30, "min_requests": 10,
+                                                                         "max_error_ratio": 0.1}}})).apps["site"].guard
+    assert asked.watch_seconds == 30.0
+    assert not asked.fails(9, 9)  # too few to judge
+    assert not asked.fails(10, 1) and asked.fails(10, 2)  # 10 % is not above 10 %; 20 % is
+
+
+@pytest.mark.parametrize("guard, problem", [
+    ({"watch_seconds": -1}, "apps.site.guard.watch_seconds: must be 0 (no watch) or more"),
+    ({"max_error_ratio": 1}, "apps.site.guard.max_error_ratio: must be at least 0 and below 1 (0.05 is 5 %)"),
+    ({"min_requests": 0}, "apps.site.guard.min_requests: must be at least 1"),
+    ({"canary_percent": 100}, "apps.site.guard.canary_percent: must be at least 0 (no canary) and below 100"),
+    ({"canary_seconds": 0}, "apps.site.guard.canary_seconds: must be greater than 0"),
+    ({"watch": 5}, "apps.site.guard.watch: unknown key"),
+    ({"min_requests": 2.5}, "apps.site.guard.min_requests: must be an integer, not 2.5"),
+])
+def test_guard_rules(write_config, guard, problem):
+    assert app_problems(write_config, guard=guard) == [problem]

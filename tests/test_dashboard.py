@@ -1,24 +1,28 @@
 """The dashboard: signing in with a token, the session cookie and its flags, scopes, CSRF, no 500
-on any input (Flask's test client against a real git repo and SQLite store); then a real browser
-(Debian's chromium driven by Playwright) against `hookdeploy serve` and a real Docker engine:
-sign in, see the live SHA, press rollback, watch the job, see the live SHA change.
+on any input, the job page's step time line and traffic box, the app page's chart of jobs (Flask's
+test client against a real git repo and SQLite store); then a real browser (Debian's chromium driven
+by Playwright): the charts drawn under the page's CSP against `hookdeploy serve`, and against a real
+Docker engine: sign in, see the live SHA, press rollback, watch the job, see the live SHA change.
 """
 
 from __future__ import annotations
 
 import importlib
+import json
 import os
 import re
 import shutil
 import time
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 from docker_helpers import site_files, unavailable
 from hookdeploy.core import tokens
+from hookdeploy.engine import traffic
 from hookdeploy.web.sessions import COOKIE
-from hookdeploy.core.models import JobKind, JobState, Trigger
+from hookdeploy.core.models import JobKind, JobState, Trigger, parse_time
 from webhook_helpers import API_SECRET as SECRET, Server, release
 
 CHROMIUM = "/usr/bin/chromium"
@@ -183,10 +187,125 @@ def test_job_page_shows_steps_and_log_and_the_feed_returns_what_is_new(dash):
     assert newer["job"]["active"] is False and newer["job"]["error"] == "build failed"
 
 
+STEPS = (("checked out abc", 0.4), ("built hookdeploy/site:abc", 12.3), ("proxy ready", 0.01),
+         ("started candidate <script>alert(1)</script>", 1.5), ("health check passed", 2.0),
+         ("switched proxy", 0.2), ("verified through the proxy in 0.3 s", 0.3))
+
+
+def ran(store, sha: str, steps=STEPS, state: JobState = JobState.SUCCEEDED):
+    """A job of `site` that ran `steps` (message, seconds) back to back and ended in `state`."""
+    job = store.enqueue("site", sha)
+    assert store.claim("test", ["site"]).id == job.id
+    for message, took in steps:
+        store.log(job.id, message, kind="step", duration=took)
+    store.log(job.id, "some output")
+    finished = store.finish(job.id, state, None if state is JobState.SUCCEEDED else "it broke")
+    back_to_back(store, finished.id, parse_time(finished.finished_at))
+    return store.job(job.id)
+
+
+def back_to_back(store, job_id: int, end: datetime) -> None:
+    """Date the job's steps as if each began when the one before ended, the last ending 0.5 s before
+    `end`, and the job as started when its first step did (the store dates them when logged)."""
+    steps = [event for event in store.events(job_id) if event.kind == "step" and event.duration is not None]
+    moment = end - timedelta(seconds=0.5 + sum(event.duration for event in steps))
+    with store.transaction() as db:
+        db.execute("UPDATE jobs SET started_at = ? WHERE id = ?", (iso(moment), job_id))
+        for event in steps:
+            moment += timedelta(seconds=event.duration)
+            db.execute("UPDATE events SET at = ? WHERE id = ?", (iso(moment), event.id))
+
+
+def iso(moment: datetime) -> str:
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def chart_in(page: str, chart: str) -> str:
+    """The page's SVG chart of class `chart`."""
+    found = re.search(rf'<svg [^>]*class="chart {chart}".*?</svg>', page, re.S)
+    assert found, f"no {chart} chart on the page"
+    return found.group(0)
+
+
+def bar_classes(page: str, chart: str) -> list[str]:
+    """The classes of the bars in the page's SVG chart of class `chart`."""
+    return re.findall(r'<rect class="bar ([^"]+)"', chart_in(page, chart))
+
+
+def test_job_page_draws_its_timed_steps_on_a_time_line(dash):
+    dash.sign_in("read")
+    job = ran(dash.store, dash.shas[2])
+    dash.store.log(job.id, "live: site serves abc", kind="step")  # a step without a duration is not drawn
+    page = dash.client.get(f"/jobs/{job.id}").get_data(as_text=True)
+    assert bar_classes(page, "timeline") == ["step-checkout", "step-build", "step-proxy", "step-candidate",
+                                             "step-health", "step-switch", "step-verify"]
+    for label in ("checkout 0.40 s", "build 12.3 s", "proxy 0.01 s", "candidate 1.5 s", "health 2.0 s"):
+        assert f">{label}</text>" in page
+    assert chart_in(page, "timeline").count("<title>") == len(STEPS)
+    assert "<script>alert" not in page and "started candidate &lt;script&gt;" in page
+    assert ' style="' not in page  # the CSP would refuse it
+
+    bare = dash.store.enqueue("site", dash.shas[1])
+    page = dash.client.get(f"/jobs/{bare.id}").get_data(as_text=True)
+    assert "<svg" not in page and 'id="steps"' in page
+
+
+def test_job_page_shows_the_traffic_the_proxy_logged_for_its_release_and_never_fails_on_the_log(dash):
+    dash.sign_in("read")
+    job = ran(dash.store, dash.shas[2])
+    path = traffic.log_path(dash.config, "site")
+    assert "Traffic" not in dash.client.get(f"/jobs/{job.id}").get_data(as_text=True)  # no log yet
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = [{"time": 1.0, "status": 200, "release": dash.shas[2][:12]}] * 5 + \
+            [{"time": 2.0, "status": 502, "release": dash.shas[2][:12]}] * 2 + \
+            [{"time": 3.0, "status": 500, "release": dash.shas[1][:12]}] * 9 + \
+            [{"time": 4.0, "status": 301, "release": ""}]
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines) + "not json\n" + '{"time": 5, "sta')
+    page = dash.client.get(f"/jobs/{job.id}").get_data(as_text=True)
+    box = re.search(r'<section class="card traffic" id="traffic">.*?</section>', page, re.S).group(0)
+    assert "<dt>Requests</dt><dd>7</dd>" in box and ">2 (29 %)</dd>" in box and dash.shas[2][:12] in box
+
+    other = ran(dash.store, dash.shas[0])  # a release the log has nothing of
+    assert 'id="traffic"' not in dash.client.get(f"/jobs/{other.id}").get_data(as_text=True)
+
+    path.unlink()
+    path.mkdir()  # unreadable as a file: the page shows no box, and still no 500
+    response = dash.client.get(f"/jobs/{job.id}")
+    assert response.status_code == 200 and 'id="traffic"' not in response.get_data(as_text=True)
+
+
+def test_app_page_shows_the_live_release_and_its_jobs_by_outcome_linked_from_the_index(dash):
+    dash.sign_in("read")
+    index = dash.client.get("/").get_data(as_text=True)
+    assert '<a href="/apps/site">site</a>' in index
+
+    failed = ran(dash.store, dash.shas[2], state=JobState.FAILED)
+    rolled = ran(dash.store, dash.shas[2], STEPS[:2], state=JobState.ROLLED_BACK)
+    waiting = dash.store.enqueue("site", dash.shas[0])
+    response = dash.client.get("/apps/site")
+    page = response.get_data(as_text=True)
+    assert response.status_code == 200 and "default-src 'self'" in response.headers["Content-Security-Policy"]
+    assert dash.shas[1][:12] in page and "commit 1" in page  # the live release and its subject
+    # release() made jobs 1 and 2 (succeeded), oldest on the left
+    assert bar_classes(page, "history") == ["outcome-succeeded", "outcome-succeeded", "outcome-failed",
+                                            "outcome-rolled_back", "outcome-queued"]
+    for job in (failed, rolled, waiting):
+        assert f'<a href="/jobs/{job.id}" class="job"><title>job {job.id} {job.sha[:7]}: {job.state.value}' in page
+    assert ' style="' not in page
+
+    assert "<svg" not in dash.client.get("/apps/lab").get_data(as_text=True)  # no jobs: no chart
+    missing = dash.client.get("/apps/nope")
+    assert missing.status_code == 404 and "no such app" in missing.get_data(as_text=True)
+    dash.client.delete_cookie(COOKIE)
+    assert dash.client.get("/apps/site").status_code == 303
+
+
 def test_no_input_produces_a_500(dash):
     dash.sign_in()
     csrf = dash.csrf()
     gets = ["/jobs/999999", "/jobs/0", "/jobs/-1", "/jobs/1/events?after=-1", "/jobs/1/events?after=x",
+            "/apps/nope", "/apps/%00", "/apps/..%2f", "/apps/" + "x" * 5000,
             "/jobs/1/events?after=" + "9" * 40, "/jobs/abc", "/static/../receiver.py", "/static/nothing.css",
             "/signin?next=//evil", "/%00", "/jobs/1/events?after=%00"]
     posts = [("/apps/nope/rollback", {}), ("/apps/site/rollback", {"to": "zz"}), ("/apps/site/rollback", {"to": "0" * 40}),
@@ -242,6 +361,55 @@ def chromium():
             yield browser
         finally:
             browser.close()
+
+
+@pytest.mark.slow
+def test_in_a_browser_the_charts_render_under_the_pages_csp(served, web_app, chromium, tmp_path):
+    release(web_app.store, "site", web_app.shas[0])
+    job = ran(web_app.store, web_app.shas[1], STEPS + (("guard: 0 of 3 requests failed", 300.0),))
+    ran(web_app.store, web_app.shas[2], STEPS[:3], state=JobState.ROLLED_BACK)
+
+    with served.server(tmp_path / "serve.log"):
+        page = chromium.new_page(viewport={"width": 900, "height": 900})
+        page.set_default_timeout(15_000)
+        problems: list[str] = []
+        page.on("console", lambda message: problems.append(message.text)
+                if message.type == "error" and "/favicon.ico" not in message.location.get("url", "") else None)
+        page.on("pageerror", lambda error: problems.append(str(error)))
+        page.on("response", lambda response: problems.append(f"{response.status} {response.url}")
+                if response.status >= 400 and not response.url.endswith("/favicon.ico") else None)
+        page.add_init_script("window.violations = []; document.addEventListener('securitypolicyviolation', "
+                             "(event) => window.violations.push(event.violatedDirective + ' ' + event.blockedURI))")
+        base = f"http://127.0.0.1:{served.port}"
+        page.goto(base + "/signin")
+        page.fill("#token", tokens.create(SECRET, "read"))
+        page.click("button:has-text('Sign in')")
+        page.goto(f"{base}/jobs/{job.id}")
+
+        bars = page.locator("svg.timeline rect.bar")
+        assert bars.count() == len(STEPS) + 1
+        boxes = [bars.nth(index).bounding_box() for index in range(bars.count())]
+        assert all(box and box["width"] >= 1 and box["height"] >= 8 for box in boxes), boxes
+        assert len({box["y"] for box in boxes}) == len(boxes)  # a row each
+        label = page.locator("svg.timeline text.label").nth(1)
+        assert label.text_content() == "build 12.3 s" and label.bounding_box()["width"] > 20
+        fill = page.evaluate("getComputedStyle(document.querySelector('svg.timeline .step-build')).fill")
+        assert fill not in ("", "none", "rgb(0, 0, 0)"), fill  # coloured by dashboard.css
+
+        page.set_viewport_size({"width": 375, "height": 740})  # a phone: the chart shrinks, the page does not widen
+        assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+        assert all(bars.nth(index).bounding_box()["width"] >= 1 for index in range(bars.count()))
+
+        page.click("h1 a:has-text('site')")
+        page.wait_for_url(base + "/apps/site")
+        history = page.locator("svg.history rect.bar")
+        assert history.count() == 3
+        assert all(history.nth(index).bounding_box()["height"] >= 2 for index in range(3))
+        assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+        page.locator("svg.history a").last.click()
+        page.wait_for_url(re.compile(r"/jobs/\d+$"))
+        assert page.locator("#state").text_content() == "rolled_back"
+        assert page.evaluate("window.violations") == [] and problems == [], problems
 
 
 @pytest.mark.docker

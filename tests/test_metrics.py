@@ -1,21 +1,26 @@
-"""GET /metrics: real jobs, events, releases and webhook deliveries in a real store, scraped through
-the Flask app and read back with prometheus_client's own parser."""
+"""GET /metrics: real jobs, events, releases and webhook deliveries in a real store, and what the proxy
+answered from real access-log files, scraped through the Flask app and read back with
+prometheus_client's own parser."""
 
 from __future__ import annotations
 
 import ast
 import json
+import threading
 from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from hookdeploy.engine import deploy
+from hookdeploy.engine import deploy, traffic
 from hookdeploy.web import metrics
+from hookdeploy.web.app import create_app
 from hookdeploy.core.models import JobState, parse_time
 from hookdeploy.core.store import Store
 
-from webhook_helpers import SECRETS, delivery, fixture, signed_headers
+from webhook_helpers import SECRETS, WebApp, delivery, fixture, signed_headers
+
+RELEASE_A, RELEASE_B, RELEASE_C = "a" * 12, "b" * 12, "c" * 12
 
 
 def run(store: Store, app: str, sha: str, state: JobState, steps: dict[str, float], error: str | None = None):
@@ -42,6 +47,24 @@ def scrape(client) -> dict[str, dict[tuple, float]]:
         for sample in family.samples:
             samples.setdefault(sample.name, {})[tuple(sorted(sample.labels.items()))] = sample.value
     return samples
+
+
+def proxy_log(web_app: WebApp, app: str, *answers: tuple[int, str]) -> None:
+    """Append (status, release) lines to the app's access log as the proxy writes them."""
+    path = traffic.log_path(web_app.config, app)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "ab") as file:
+        file.write(b"".join(json.dumps({"time": 1700000000.5, "status": status, "release": release,
+                                        "upstream": "10.0.0.2:80" if release else "",
+                                        "upstream_status": str(status) if release else ""}).encode() + b"\n"
+                            for status, release in answers))
+
+
+def proxy_counts(samples: dict[str, dict[tuple, float]]) -> dict[str, dict[tuple[str, str], float]]:
+    """The proxy counters as {"requests"/"errors": {(app, release): value}}."""
+    return {kind: {(dict(labels)["app"], dict(labels)["release"]): value
+                   for labels, value in samples.get(f"hookdeploy_proxy_{kind}_total", {}).items()}
+            for kind in ("requests", "errors")}
 
 
 def test_metrics_after_real_jobs_and_webhook_deliveries(web_app):
@@ -118,3 +141,100 @@ def test_every_step_a_deploy_names_has_a_label():
              and len(node.args) == 2 and isinstance(node.args[1], ast.Constant)]
     assert len(names) >= 8
     assert [name for name in names if metrics.step_of(name) == "other"] == []
+
+
+def test_proxy_answers_counted_per_app_and_release_from_the_logs_end_on(web_app):
+    proxy_log(web_app, "site", (200, RELEASE_A), (500, RELEASE_A))  # before the process started: not counted
+    client = create_app(web_app.config, web_app.store).test_client()
+
+    proxy_log(web_app, "site", (200, RELEASE_A), (500, RELEASE_A), (502, RELEASE_A), (404, ""), (308, ""),
+              (200, RELEASE_B), (503, RELEASE_B), (499, RELEASE_B))
+    proxy_log(web_app, "lab", (200, RELEASE_C))
+    first = proxy_counts(scrape(client))
+    assert first == {
+        "requests": {("site", RELEASE_A): 3.0, ("site", RELEASE_B): 3.0, ("lab", RELEASE_C): 1.0},
+        "errors": {("site", RELEASE_A): 2.0, ("site", RELEASE_B): 1.0, ("lab", RELEASE_C): 0.0},
+    }
+    assert proxy_counts(scrape(client)) == first  # nothing new logged, nothing more counted
+
+    proxy_log(web_app, "site", (200, RELEASE_A), (504, RELEASE_A), (404, ""))
+    proxy_log(web_app, "lab", (502, RELEASE_C), (200, RELEASE_A))
+    assert proxy_counts(scrape(client)) == {
+        "requests": {("site", RELEASE_A): 5.0, ("site", RELEASE_B): 3.0, ("lab", RELEASE_C): 2.0,
+                     ("lab", RELEASE_A): 1.0},
+        "errors": {("site", RELEASE_A): 3.0, ("site", RELEASE_B): 1.0, ("lab", RELEASE_C): 1.0,
+                   ("lab", RELEASE_A): 0.0},
+    }
+
+
+def test_the_help_text_says_the_proxy_counters_start_with_the_process(web_app):
+    text = web_app.client.get("/metrics").get_data(as_text=True)
+    assert "# TYPE hookdeploy_proxy_requests_total counter" in text
+    assert "# TYPE hookdeploy_proxy_errors_total counter" in text
+    help_line = next(line for line in text.splitlines() if line.startswith("# HELP hookdeploy_proxy_requests_total"))
+    assert "since this process started" in help_line and "from zero at each restart" in help_line
+
+
+def test_apps_without_a_log_export_no_proxy_series(web_app):
+    samples = scrape(web_app.client)
+    assert proxy_counts(samples) == {"requests": {}, "errors": {}}
+    assert samples["hookdeploy_queue_depth"][(("app", "site"),)] == 0.0
+
+
+def test_an_unreadable_log_fails_neither_the_scrape_nor_the_other_apps(web_app, caplog):
+    traffic.log_path(web_app.config, "site").mkdir(parents=True)  # a folder where the log should be
+    proxy_log(web_app, "lab", (500, RELEASE_C))
+    assert proxy_counts(scrape(web_app.client))["errors"] == {("lab", RELEASE_C): 1.0}
+    assert proxy_counts(scrape(web_app.client))["errors"] == {("lab", RELEASE_C): 1.0}
+    warnings = [record.getMessage() for record in caplog.records if "proxy log of site" in record.getMessage()]
+    assert len(warnings) == 1  # said once, not at every scrape
+
+
+def test_a_partial_line_is_counted_once_the_proxy_finished_writing_it(web_app):
+    path = traffic.log_path(web_app.config, "site")
+    path.parent.mkdir(parents=True)
+    line = json.dumps({"time": 1.0, "status": 500, "release": RELEASE_A}).encode() + b"\n"
+    path.write_bytes(line[:10])
+    assert proxy_counts(scrape(web_app.client))["errors"] == {}
+    with open(path, "ab") as file:
+        file.write(line[10:])
+    assert proxy_counts(scrape(web_app.client))["errors"] == {("site", RELEASE_A): 1.0}
+
+
+def test_only_the_releases_seen_last_are_kept(web_app):
+    releases = [f"{number:012x}" for number in range(25)]
+    proxy_log(web_app, "site", *[(200, release) for release in releases], (500, releases[3]))
+    requests = proxy_counts(scrape(web_app.client))["requests"]
+    assert metrics.RELEASES_KEPT == 20
+    assert set(requests) == {("site", release) for release in [releases[3]] + releases[6:]}
+    assert requests[("site", releases[3])] == 2.0
+
+    proxy_log(web_app, "site", (200, releases[0]))
+    requests = proxy_counts(scrape(web_app.client))["requests"]
+    assert len(requests) == 20 and ("site", releases[6]) not in requests
+    assert requests[("site", releases[0])] == 1.0  # seen again: counted anew, from zero
+
+
+def test_concurrent_scrapes_count_each_line_once(web_app):
+    """waitress answers scrapes on several threads: each log line is counted by exactly one of them."""
+    proxy_log(web_app, "site", (200, RELEASE_A))
+    scrape(web_app.client)
+    failures = []
+
+    def scraper() -> None:
+        client = web_app.client.application.test_client()
+        try:
+            for _ in range(20):
+                proxy_log(web_app, "site", *[(500, RELEASE_A)] * 5)
+                scrape(client)
+        except Exception as error:  # an assertion in a thread would otherwise go unseen
+            failures.append(error)
+
+    threads = [threading.Thread(target=scraper) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert failures == []
+    assert proxy_counts(scrape(web_app.client)) == {"requests": {("site", RELEASE_A): 801.0},
+                                                    "errors": {("site", RELEASE_A): 800.0}}

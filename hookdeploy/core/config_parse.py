@@ -19,7 +19,7 @@ from types import MappingProxyType
 from typing import Any, Mapping
 
 from hookdeploy.core.config_schema import (MAX_REPLICAS, NOTIFY_EVENTS, NOTIFY_FORMATS, PROVIDERS, PROXY_HEADERS, TARGETS, TLS_MODES,
-                                           AppConfig, Config,
+                                           AppConfig, Config, GuardConfig,
                                            HealthConfig, NotifyConfig, ProxyConfig, RegistryConfig, ServerConfig,
                                            TlsConfig, TlsFiles, WebhookConfig, is_local_path)
 from hookdeploy.core.errors import ConfigError
@@ -130,9 +130,11 @@ def _check_trusted_proxy(server: dict, problems: list[str]) -> None:
 def _app(name: str, table: Mapping, key: str, base: Path, problems: list[str]) -> AppConfig | None:
     """One `[apps.NAME]` table; None if it has any problem."""
     before = len(problems)
-    values = _section(AppConfig, {k: v for k, v in table.items() if k not in ("health", "webhook", "tls")}, key, problems,
+    values = _section(AppConfig, {k: v for k, v in table.items() if k not in ("health", "webhook", "tls", "guard")}, key, problems,
                       skip=("name",))
     health = _section(HealthConfig, table.get("health", {}), f"{key}.health", problems)
+    guard = _section(GuardConfig, table.get("guard", {}), f"{key}.guard", problems)
+    _check_guard(guard, f"{key}.guard", problems)
     webhook = _check_webhook(table.get("webhook"), f"{key}.webhook", problems)
     _check_repo(table, values, key, base, problems)
     provider = (webhook or {}).get("provider", "github")
@@ -156,6 +158,7 @@ def _app(name: str, table: Mapping, key: str, base: Path, problems: list[str]) -
         name=name,
         **values,
         health=HealthConfig(**health),
+        guard=GuardConfig(**guard),
         webhook=WebhookConfig(**webhook) if webhook is not None else None,
     )
 
@@ -373,6 +376,19 @@ def _check_health(health: dict, key: str, problems: list[str]) -> None:
     for duration in ("timeout", "interval", "deadline"):
         if duration in health and not health[duration] > 0:
             problems.append(f"{key}.{duration}: must be greater than 0")
+
+
+def _check_guard(guard: dict, key: str, problems: list[str]) -> None:
+    if guard.get("watch_seconds", 0) < 0:
+        problems.append(f"{key}.watch_seconds: must be 0 (no watch) or more")
+    if not 0 <= guard.get("max_error_ratio", 0.05) < 1:
+        problems.append(f"{key}.max_error_ratio: must be at least 0 and below 1 (0.05 is 5 %)")
+    if guard.get("min_requests", 1) < 1:
+        problems.append(f"{key}.min_requests: must be at least 1")
+    if not 0 <= guard.get("canary_percent", 0) < 100:
+        problems.append(f"{key}.canary_percent: must be at least 0 (no canary) and below 100")
+    if not guard.get("canary_seconds", 1) > 0:
+        problems.append(f"{key}.canary_seconds: must be greater than 0")
 
 
 def _check_env(env: Any, key: str, problems: list[str]) -> dict:

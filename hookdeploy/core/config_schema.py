@@ -49,6 +49,22 @@ class HealthConfig:
 
 
 @dataclass(frozen=True)
+class GuardConfig:
+    """After the switch (and, with a canary, before it): what the proxy answers for the new release,
+    and when that switches back (DESIGN "After the switch: the guard")."""
+
+    watch_seconds: float = 0.0  # > 0: watch this long after the switch; the old release drains after
+    max_error_ratio: float = 0.05  # share of 5xx above which the release is switched back
+    min_requests: int = 20  # fewer requests than this decide nothing
+    canary_percent: float = 0.0  # > 0: this share of requests goes to the candidate first ...
+    canary_seconds: float = 30.0  # ... for this long, judged by the same rule
+
+    def fails(self, requests: int, failed: int) -> bool:
+        """True when this many requests, of which `failed` failed, call for a switch back."""
+        return requests >= self.min_requests and failed / requests > self.max_error_ratio
+
+
+@dataclass(frozen=True)
 class WebhookConfig:
     """Where an app's forge webhooks come from and how they are verified."""
 
@@ -99,6 +115,7 @@ class AppConfig:
     env: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
     build_args: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     health: HealthConfig = HealthConfig()
+    guard: GuardConfig = GuardConfig()
     webhook: WebhookConfig | None = None
 
     @property

@@ -293,6 +293,14 @@ class Store:
                 (app, sha, image, container, job_id, now, job_id))
             return self._release(db, "WHERE id = ?", (cursor.lastrowid,))[0]
 
+    def undo_live(self, app: str, release_id: int, previous_id: int) -> None:
+        """Take back a release the guard switched away from: it is no release (a rollback never goes
+        to it; its image may be pruned), and the one live before it is live again."""
+        with self.transaction() as db:
+            db.execute("DELETE FROM releases WHERE id = ? AND app = ?", (release_id, app))
+            db.execute("UPDATE releases SET state = 'live', retired_at = NULL WHERE id = ? AND app = ?",
+                       (previous_id, app))
+
     def live_release(self, app: str) -> Release | None:
         """The release the app serves now, or None."""
         found = self._release(self._connection(), "WHERE app = ? AND state = 'live'", (app,))

@@ -119,15 +119,20 @@ def heal_networks(client: docker.DockerClient, instance: str) -> list:
 
 
 def ensure_proxy(client: docker.DockerClient, instance: str, image: str, publish: str, conf_dir: Path,
-                 publish_tls: str = ""):
-    """The running proxy container `N-proxy`, created on first use with conf.d bind-mounted.
+                 publish_tls: str = "", logs_dir: Path | None = None):
+    """The running proxy container `N-proxy`, created on first use with conf.d bind-mounted
+    read-only and, when given, `logs_dir` read-write as /var/log/hookdeploy (its access logs).
 
     It publishes port 80 on `publish` and, when given, 443 on `publish_tls`. A proxy that publishes
-    anything else (the config changed, say HTTPS was turned on) is made anew: visitors see a refused
-    connection for the second or so that takes, once per change of those keys."""
+    or mounts anything else (the config changed, say HTTPS was turned on, or it was made by an older
+    hookdeploy) is made anew: visitors see a refused connection for the second or so that takes,
+    once per such change."""
     name = f"{instance}-proxy"
     ports = {"80/tcp": publish, **({"443/tcp": publish_tls} if publish_tls else {})}
     wanted = {port: split_address(address) for port, address in ports.items()}
+    volumes = {str(conf_dir): {"bind": "/etc/nginx/conf.d", "mode": "ro"},
+               **({str(logs_dir): {"bind": "/var/log/hookdeploy", "mode": "rw"}} if logs_dir else {})}
+    binds = {f"{source}:{mount['bind']}:{mount['mode']}" for source, mount in volumes.items()}
     try:
         proxy = client.containers.get(name)
     except docker.errors.NotFound:
@@ -137,13 +142,18 @@ def ensure_proxy(client: docker.DockerClient, instance: str, image: str, publish
                     _ports_text(published_ports(proxy.attrs)) or "nothing", _ports_text(wanted))
         remove(proxy)
         proxy = None
+    elif proxy is not None and set((proxy.attrs.get("HostConfig") or {}).get("Binds") or []) != binds:
+        log.warning("proxy %s mounts %s; making it anew to mount %s", name,
+                    ", ".join(sorted((proxy.attrs.get("HostConfig") or {}).get("Binds") or [])), ", ".join(sorted(binds)))
+        remove(proxy)
+        proxy = None
     if proxy is None:
         log.info("creating proxy %s from %s on %s", name, image, _ports_text(wanted))
         try:
             proxy = client.containers.create(
                 image, name=name, detach=True, network=instance,
                 ports={port: (host, int(number)) for port, (host, number) in wanted.items()},
-                volumes={str(conf_dir): {"bind": "/etc/nginx/conf.d", "mode": "ro"}},
+                volumes=volumes,
                 labels={INSTANCE: instance, ROLE: "proxy"},
                 restart_policy={"Name": "unless-stopped"})
         except docker.errors.ImageNotFound:

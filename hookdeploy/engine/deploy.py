@@ -30,7 +30,7 @@ from hookdeploy.core.config import Config
 from hookdeploy.core.errors import Aborted, HookdeployError, StepFailed
 from hookdeploy.core.models import Job, JobKind, JobState
 from hookdeploy.core.store import Store
-from hookdeploy.engine import certs, containers, pipeline, proxy, registry, swarm
+from hookdeploy.engine import certs, containers, pipeline, proxy, registry, swarm, traffic
 
 # The worker's lines, whichever of its modules writes them.
 log = logging.getLogger("hookdeploy.engine.worker")
@@ -38,6 +38,7 @@ log = logging.getLogger("hookdeploy.engine.worker")
 # Testing only: SIGKILL the worker right after the named step; "term:STEP" sends SIGTERM instead,
 # as systemd does on a restart, at a moment a test could not hit by timing alone.
 FAULT_ENV = "HOOKDEPLOY_FAULT"
+WATCH_READ_SECONDS = 0.5  # how often the guard reads the proxy's log
 
 Ended = tuple[JobState, str | None]  # a job's final state and error
 
@@ -60,6 +61,10 @@ class Deploy:
         self.digest: str | None = job.digest
         self.proxy_container = None
         self.old = None  # the release live before this one
+        self.release = None  # this job's, once live
+        self.reader: traffic.LogReader | None = None  # the proxy's answers for the app, from the switch on
+        self.previous_routes: str | None = None  # the app's proxy config before the canary or the switch
+        self.switched_at = 0.0
 
     @property
     def client(self) -> docker.DockerClient:
@@ -75,7 +80,7 @@ class Deploy:
         if failed is not None:
             return failed
         # From here on the candidate may be live: no abort, finish the switch whatever happens.
-        failed = self.switch_and_verify()
+        failed = self.switch_and_verify() or self.watch()
         if failed is not None:
             return failed
         self.retire()
@@ -118,35 +123,131 @@ class Deploy:
         return None
 
     def switch_and_verify(self) -> Ended | None:
-        """Under the proxy lock: route to the candidate, verify through the proxy, record it live.
+        """Under the proxy lock: a canary first (when the app asks for one and a release is live), then
+        route to the candidate, verify through the proxy, record it live.
 
-        None once it is live; else the job's end (a failed verification switches back first)."""
+        None once it is live; else the job's end (a failed canary or verification switches back first)."""
         job, app = self.job, self.app
         path = proxy.app_file(self.config, app.name)
         self.old = old = self.store.live_release(app.name)
         with proxy.locked(self.config):
+            self.reader = traffic.LogReader(traffic.log_path(self.config, app.name))
+            if app.guard.canary_percent > 0 and old is not None:
+                failed = self._canary(path, old)
+                if failed is not None:
+                    return failed
             try:
                 with self.step(job, "switched proxy"):
-                    previous = proxy.switch(self.proxy_container, path, proxy.render(app, self.addresses, job.sha,
-                                                                                certs.tls_routes(self.config, app)))
+                    previous = proxy.switch(self.proxy_container, path, self._render(self.addresses, job.sha))
             except StepFailed as error:
                 self._discard()
                 return JobState.FAILED, str(error)
+            self.switched_at = time.monotonic()
+            self.previous_routes = previous if self.previous_routes is None else self.previous_routes
             fault("switch")
             with self.step(job, "verified through proxy") as note:
                 took, last = pipeline.verify_through_proxy(self.config, app, job.sha)
                 note(f"verified through the proxy in {took:.1f} s" if last.ok else
                      f"verification through the proxy failed: {last.detail}")
             if not last.ok:
-                proxy.restore(path, previous)
+                proxy.restore(path, self.previous_routes)
                 proxy.reload(self.proxy_container)
                 self._discard()
                 back = f"; {old.sha[:12]} is live again" if old else "; no release is live"
                 return JobState.ROLLED_BACK, f"verification through the proxy failed: {last.detail}{back}"
-            self.store.record_live(app.name, job.sha, self.image, self.candidate.name, job.id)
+            self.release = self.store.record_live(app.name, job.sha, self.image, self.candidate.name, job.id)
         was = f" (was {old.sha[:12]})" if old else ""
         self.store.log(job.id, f"live: {app.name} serves {job.sha[:12]}{was}", kind="step")
         return None
+
+    def _canary(self, path, old) -> Ended | None:
+        """`canary_percent` of the requests to the candidate for `canary_seconds`, judged by the guard's
+        rule; on failure the live release gets them all back and the candidate never had more."""
+        job, guard = self.job, self.app.guard
+        live_addresses = [server.rpartition(":")[0] for server in proxy.routed(path)]
+        split = proxy.Canary(self.addresses, job.sha, guard.canary_percent)
+        try:
+            self.previous_routes = proxy.switch(self.proxy_container, path,
+                                                self._render(live_addresses, old.sha, split))
+        except StepFailed as error:
+            self._discard()
+            return JobState.FAILED, str(error)
+        with self.step(job, "canary") as note:
+            self.store.log(job.id, f"canary: {guard.canary_percent:g} % of requests go to {job.sha[:12]} for "
+                                   f"{guard.canary_seconds:g} s", kind="step")
+            tally = self._watch(guard.canary_seconds)
+            failed = guard.fails(tally.requests, tally.failed)
+            note(f"canary: {tally.describe()} in {guard.canary_seconds:g} s at {guard.canary_percent:g} %"
+                 + ("" if tally.requests >= guard.min_requests else
+                    f" (fewer than min_requests = {guard.min_requests}: nothing decided)"))
+        if not failed:
+            return None
+        proxy.restore(path, self.previous_routes)
+        proxy.reload(self.proxy_container)
+        self._retire_candidate()
+        return JobState.ROLLED_BACK, (f"guard: canary: {tally.describe()} in {guard.canary_seconds:g} s at "
+                                      f"{guard.canary_percent:g} %; {job.sha[:12]} never got all the traffic, "
+                                      f"{old.sha[:12]} serves on")
+
+    def watch(self) -> Ended | None:
+        """The guard after the switch: `watch_seconds` of what the proxy answered for the new release,
+        the old one kept running; too many failures switch back to it (the job ends rolled_back).
+        None when the new release stays. A stop ends the watch early, the new release kept."""
+        job, app, old, guard = self.job, self.app, self.old, self.app.guard
+        if guard.watch_seconds <= 0:
+            return None
+        if old is None:
+            self.store.log(job.id, "guard: no earlier release to switch back to; not watching", kind="step")
+            return None
+        with self.step(job, "guard") as note:
+            left = guard.watch_seconds - (time.monotonic() - self.switched_at)
+            tally = self._watch(max(0.0, left), lambda: fault("watch"))
+            watched = time.monotonic() - self.switched_at
+            failed = guard.fails(tally.requests, tally.failed)
+            cut = " (cut short: the worker is stopping)" if self.stop.is_set() else ""
+            note(f"guard: {tally.describe()} in {watched:.0f} s after the switch"
+                 + (f"; switching back to {old.sha[:12]}" if failed else
+                    f"; {job.sha[:12]} stays live{cut}" if tally.requests >= guard.min_requests else
+                    f" (fewer than min_requests = {guard.min_requests}: nothing decided); "
+                    f"{job.sha[:12]} stays live{cut}"))
+        if not failed:
+            return None
+        path = proxy.app_file(self.config, app.name)
+        with proxy.locked(self.config):
+            proxy.restore(path, self.previous_routes)
+            proxy.reload(self.proxy_container)
+            self.store.undo_live(app.name, self.release.id, old.id)
+        self._retire_candidate()
+        return JobState.ROLLED_BACK, (f"guard: {tally.describe()} in {watched:.0f} s after the switch; "
+                                      f"switched back to {old.sha[:12]}")
+
+    def _watch(self, seconds: float, tick: Callable[[], None] = lambda: None) -> traffic.Tally:
+        """Count, for `seconds` (or until a stop), the proxy's answers from the job's release."""
+        release, tally = self.job.sha[:12], traffic.Tally()
+        deadline = time.monotonic() + seconds
+        while True:
+            for hit in self.reader.read():
+                if hit.release == release:
+                    tally.add(hit)
+            tick()
+            left = deadline - time.monotonic()
+            if left <= 0 or self.stop.wait(min(WATCH_READ_SECONDS, left)):
+                break
+        for hit in self.reader.read():
+            if hit.release == release:
+                tally.add(hit)
+        return tally
+
+    def _retire_candidate(self) -> None:
+        """Take out a candidate that had traffic: after `drain_seconds` (the requests it holds finish),
+        its containers or service are retired, and its image removed unless a release uses it."""
+        self.stop.wait(self.app.drain_seconds)
+        with contextlib.suppress(Exception):
+            pipeline.retire_release(self.client, self.candidate.name)
+            pipeline.discard_image(self.client, self.store, self.app, self.image)
+
+    def _render(self, addresses, sha: str, canary: proxy.Canary | None = None) -> str:
+        return proxy.render(self.app, addresses, sha, certs.tls_routes(self.config, self.app), canary)
 
     def retire(self) -> None:
         """Drain and retire the container or service the new release replaced, then prune old images."""

@@ -19,7 +19,7 @@ from hookdeploy.core.errors import Aborted, GitError, StepFailed
 from hookdeploy.core.models import Job, ReleaseState
 from hookdeploy.core.names import split_address
 from hookdeploy.core.store import Store
-from hookdeploy.engine import certs, containers, gitops, health, proxy, registry, swarm
+from hookdeploy.engine import certs, containers, gitops, health, proxy, registry, swarm, traffic
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +71,14 @@ def ensure_proxy(client: docker.DockerClient, config: Config):
         else:
             containers.ensure_network(client, config.server.name)
         return containers.ensure_proxy(client, config.server.name, config.proxy.image, config.proxy.publish,
-                                       proxy.conf_dir(config), config.proxy.publish_tls)
+                                       proxy.conf_dir(config), config.proxy.publish_tls, traffic.log_dir(config))
+
+
+def refresh_proxy(client: docker.DockerClient, config: Config) -> None:
+    """If the proxy exists, make it what the config wants (published ports, mounts): a proxy made by
+    an older version would not write the access logs the new server blocks name."""
+    if containers.get_container(client, f"{config.server.name}-proxy") is not None:
+        ensure_proxy(client, config)
 
 
 def heal_networks(client: docker.DockerClient, config: Config) -> set[str]:

@@ -19,6 +19,7 @@ from typing import Iterator, Mapping, Sequence
 
 from hookdeploy.core.config import AppConfig, Config
 from hookdeploy.core.errors import StepFailed
+from hookdeploy.engine import traffic
 
 DEFAULT_SERVER_FILE = "00-default.conf"
 HTTP_SETTINGS_FILE = "00-http.conf"
@@ -33,7 +34,8 @@ HTTP_SETTINGS = ("# written by hookdeploy: http-level settings for the app serve
                  "ssl_prefer_server_ciphers off;\n"
                  "ssl_session_cache shared:hookdeploy_tls:10m;\n"
                  "ssl_session_timeout 1d;\n"
-                 "ssl_session_tickets off;\n")
+                 "ssl_session_tickets off;\n"
+                 f"{traffic.LOG_FORMAT}\n")
 # Beside the server blocks in conf.d (nginx includes only conf.d/*.conf): the PEMs it serves (key and
 # full chain in one file, so one rename switches both) and the HTTP-01 answers, under /etc/nginx/conf.d.
 CERTS_DIR = "certs"
@@ -77,7 +79,17 @@ class Tls:
     hsts: bool = False
 
 
-def render(app: AppConfig, addresses: Sequence[str], sha: str, tls: Tls | None = None) -> str:
+@dataclass(frozen=True)
+class Canary:
+    """A share of requests for the candidate while the live release keeps the rest."""
+
+    addresses: Sequence[str]
+    sha: str
+    percent: float
+
+
+def render(app: AppConfig, addresses: Sequence[str], sha: str, tls: Tls | None = None,
+           canary: Canary | None = None) -> str:
     """The app's server blocks, routing to the release's container or tasks and naming the release.
 
     With several addresses (replicas, a swarm release's tasks) nginx spreads requests over them and
@@ -85,28 +97,44 @@ def render(app: AppConfig, addresses: Sequence[str], sha: str, tls: Tls | None =
     on a node that just vanished costs a retry, not a failed request. Every server block answers
     ACME's HTTP-01 challenges from the files the worker writes, whether the app answers or not.
     With `tls`, each certificate gets a server block on 443 for the names it covers, and a name
-    with a certificate is redirected from http:// unless the app said not to."""
-    servers = "".join(f"    server {ip}:{app.port};\n" for ip in addresses)
-    connect_timeout = "5s" if len(addresses) == 1 else "2s"
+    with a certificate is redirected from http:// unless the app said not to. With `canary`, that
+    share of requests (drawn per request) goes to the candidate's addresses instead. Every request
+    is logged for the guard and /metrics (engine/traffic.py)."""
+    connect_timeout = "5s" if len(addresses) == 1 and (canary is None or len(canary.addresses) == 1) else "2s"
     upstream = f"hookdeploy_{app.name.replace('-', '_')}"
+    pools = _upstream(upstream, addresses, app.port)
+    target, release = upstream, sha[:12]
+    if canary is not None:
+        pools += _upstream(f"{upstream}_canary", canary.addresses, app.port)
+        pools += (f"split_clients \"${{request_id}}\" ${upstream}_pool {{\n    {canary.percent:g}% {upstream}_canary;\n"
+                  f"    * {upstream};\n}}\n"
+                  f"map ${upstream}_pool ${upstream}_release {{\n    {upstream}_canary {canary.sha[:12]};\n"
+                  f"    default {sha[:12]};\n}}\n")
+        target, release = f"${upstream}_pool", f"${upstream}_release"
     names = list(app.hostnames) or ["_"]
     certificates = {name: pem for name, pem in (tls.certificates if tls else {}).items() if name in names}
     redirected = [name for name in names if name in certificates] if tls and tls.redirect else []
     plain = [name for name in names if name not in redirected]
-    location = _location(upstream, connect_timeout, app, sha, hsts=False)
+    log = f"    access_log {traffic.in_proxy(app.name)} hookdeploy_json;\n"
+    location = _location(target, release, connect_timeout, app, hsts=False)
     blocks = []
     if plain:
-        blocks.append(_server(_listen(80, plain), plain, location))
+        blocks.append(_server(_listen(80, plain), plain, location, log))
     if redirected:
         port = "" if tls.port == 443 else f":{tls.port}"
         blocks.append(_server(_listen(80, redirected), redirected,
-                              f"    location / {{\n        return 308 https://$host{port}$request_uri;\n    }}\n"))
+                              f"    location / {{\n        return 308 https://$host{port}$request_uri;\n    }}\n", log))
     for pem in dict.fromkeys(certificates.values()):
         covered = [name for name in names if certificates.get(name) == pem]
-        blocks.append(_server(_listen(443, covered), covered, _location(upstream, connect_timeout, app, sha, tls.hsts),
-                              f"    ssl_certificate {pem};\n    ssl_certificate_key {pem};\n"))
+        blocks.append(_server(_listen(443, covered), covered, _location(target, release, connect_timeout, app, tls.hsts),
+                              f"    ssl_certificate {pem};\n    ssl_certificate_key {pem};\n" + log))
     return (f"# written by hookdeploy: {app.name} @ {sha[:12]}; edits are overwritten on the next deploy\n"
-            f"upstream {upstream} {{\n{servers}    keepalive 32;\n}}\n" + "".join(blocks))
+            + pools + "".join(blocks))
+
+
+def _upstream(name: str, addresses: Sequence[str], port: int) -> str:
+    servers = "".join(f"    server {ip}:{port};\n" for ip in addresses)
+    return f"upstream {name} {{\n{servers}    keepalive 32;\n}}\n"
 
 
 def _listen(port: int, names: Sequence[str]) -> str:
@@ -124,11 +152,12 @@ server {{
 """
 
 
-def _location(upstream: str, connect_timeout: str, app: AppConfig, sha: str, hsts: bool) -> str:
-    """`location /`: the request handed to the release, its answer naming it."""
+def _location(target: str, release: str, connect_timeout: str, app: AppConfig, hsts: bool) -> str:
+    """`location /`: the request handed to the release (an upstream, or the canary split's choice),
+    its answer naming it."""
     strict = f"        add_header Strict-Transport-Security \"max-age={HSTS_SECONDS}\" always;\n" if hsts else ""
     return f"""    location / {{
-        proxy_pass http://{upstream};
+        proxy_pass http://{target};
         proxy_http_version 1.1;
         proxy_set_header Connection "";
         proxy_set_header Host $host;
@@ -139,7 +168,7 @@ def _location(upstream: str, connect_timeout: str, app: AppConfig, sha: str, hst
         proxy_send_timeout 60s;
         proxy_read_timeout {nginx_time(app.read_timeout)};
         proxy_next_upstream error timeout;
-        add_header X-Hookdeploy-Release {sha[:12]} always;
+        add_header X-Hookdeploy-Release {release} always;
 {strict}    }}
 """
 
@@ -169,6 +198,7 @@ def prepare(config: Config) -> None:
     directory.mkdir(parents=True, exist_ok=True)
     (directory / CERTS_DIR).mkdir(mode=0o700, exist_ok=True)
     (directory / CHALLENGE_DIR).mkdir(mode=0o755, exist_ok=True)
+    traffic.log_dir(config).mkdir(exist_ok=True)
     if read(directory / HTTP_SETTINGS_FILE) != HTTP_SETTINGS:
         write_atomically(directory / HTTP_SETTINGS_FILE, HTTP_SETTINGS)
     default = directory / DEFAULT_SERVER_FILE

@@ -74,7 +74,8 @@ class Recovery:
             with contextlib.suppress(HookdeployError):
                 self.repair(job.app)
             if went_live:
-                self.store.log(job.id, f"{job.sha[:12]} had gone live before the worker died; no retry needed")
+                self.store.log(job.id, f"{job.sha[:12]} had gone live before the worker died and stays live, the "
+                                       f"one release the proxy routes to (any earlier one retired); no retry needed")
             elif retry is None:
                 self.store.log(job.id, "a newer job is queued; no retry")
             else:

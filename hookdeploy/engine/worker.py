@@ -26,7 +26,7 @@ from hookdeploy.core.config import Config
 from hookdeploy.core.errors import Aborted, DockerUnavailable, HookdeployError
 from hookdeploy.core.models import Job, JobState
 from hookdeploy.core.store import Store
-from hookdeploy.engine import certs, containers, notify, pipeline
+from hookdeploy.engine import certs, containers, notify, pipeline, traffic
 from hookdeploy.engine.deploy import Deploy, job_name
 from hookdeploy.engine.recovery import Recovery
 
@@ -98,6 +98,8 @@ class Worker:
                 self.store.worker_beat(self.id)
                 last_beat = now
             if now - last_recovery > RECOVER_EVERY_SECONDS:
+                for app in self.config.apps:
+                    traffic.rotate(self.config, app)
                 try:
                     self.recover()
                 except Exception as error:  # noqa: BLE001 - the engine went away between two looks
@@ -144,10 +146,12 @@ class Worker:
             return False
 
     def heal(self, repair_all: bool = False) -> None:
-        """Merge duplicate instance networks, and route each app moved (or, with `repair_all`, every
-        app) to its recorded live release again."""
+        """Merge duplicate instance networks, make the proxy anew if it is not as the config (or this
+        version) wants it, and route each app moved (or, with `repair_all`, every app) to its
+        recorded live release again."""
         try:
             apps = pipeline.heal_networks(self.client, self.config)
+            pipeline.refresh_proxy(self.client, self.config)
             for app in (set(self.config.apps) if repair_all else apps & set(self.config.apps)):
                 self.repair(app)
         except Exception as error:  # noqa: BLE001 - the next start or engine return tries again

@@ -1,11 +1,13 @@
-"""The dashboard's views at GET /: apps and their live release, the queue, recent jobs, a job's
-log; replay and rollback buttons for a deploy-scope session; the sign-in and sign-out pages.
+"""The dashboard's views at GET /: apps and their live release, the queue, recent jobs; an app's
+page with its recent jobs drawn by duration and outcome; a job's steps on a time line, the traffic
+the proxy counted for its release, and its log; replay and rollback buttons for a deploy-scope
+session; the sign-in and sign-out pages.
 
 Signing in means pasting an API token (from `hookdeploy token create`): it is checked with
 core.tokens and exchanged for a session cookie (sessions.py: the cookie, CSRF, the origin check
 and `requires(scope)`, which guards every view here but the sign-in pages). How times, durations
-and commit subjects read is display.py's. Like the rest of the HTTP side, no input produces a
-500: errors here are HTML pages with a 4xx (or 502/503) status.
+and commit subjects read is display.py's; the charts (inline SVG) are charts.py's. Like the rest of
+the HTTP side, no input produces a 500: errors here are HTML pages with a 4xx (or 502/503) status.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from hookdeploy.core import tokens
 from hookdeploy.core.config import AppConfig, Config
 from hookdeploy.core.errors import BadInput
 from hookdeploy.core.models import Job, JobState
+from hookdeploy.engine import traffic
+from hookdeploy.web import charts
 from hookdeploy.web.display import commit_subject, duration, format_seconds, format_when
 from hookdeploy.web.http import Refused, answer, event_json, int_argument, reply, services
 from hookdeploy.web.sessions import (check_origin, csrf_token, end_session, requires, secret, session_scope,
@@ -89,13 +93,27 @@ def index() -> str:
     return render_template("index.html", apps=apps, jobs=jobs, active=active, error=g.get("error"))
 
 
+@dashboard.get("/apps/<app_name>")
+@requires("read")
+def app_page(app_name: str) -> str:
+    """One app: its live release and its recent jobs, drawn by duration and outcome."""
+    config, store = services().config, services().store
+    app = _app(app_name)
+    summary = _app_summary(config, actions.app_status(store, app.name))
+    jobs = actions.history(store, app, RECENT_JOBS)
+    chart = charts.job_history(jobs[::-1], lambda job: url_for("dashboard.job_page", job_id=job.id))
+    return render_template("app.html", app=summary, jobs=jobs, chart=chart)
+
+
 @dashboard.get("/jobs/<int:job_id>")
 @requires("read")
 def job_page(job_id: int) -> str:
-    """One job: its state, steps and log (the page follows it while it runs)."""
+    """One job: its state, steps on a time line, its release's traffic and its log (the page follows
+    the log while the job runs)."""
     job, events = actions.job_log(services().store, job_id)
     return render_template("job.html", job=job, events=events, last=events[-1].id if events else 0,
-                           active=job.state in ACTIVE_STATES)
+                           active=job.state in ACTIVE_STATES, timeline=charts.step_timeline(job, events),
+                           traffic=release_traffic(services().config, job))
 
 
 @dashboard.get("/jobs/<int:job_id>/events")
@@ -144,6 +162,18 @@ def _app(name: str) -> AppConfig:
     if app is None:
         raise Refused(404, "There is no such app in deploy.toml.")
     return app
+
+
+def release_traffic(config: Config, job: Job) -> traffic.Tally | None:
+    """What the proxy's access log counted for the job's release (requests, 5xx); None when it
+    counted none, or the log is missing or unreadable: the job page shows it only when there is some."""
+    try:
+        hits = traffic.LogReader(traffic.log_path(config, job.app), from_end=False).read()
+        tally = traffic.by_release(hits).get(job.sha[:12])
+    except Exception:  # noqa: BLE001 - a box of figures must never cost the page; the log is someone else's file
+        log.warning("dashboard: cannot read the proxy's access log of %s for job %d", job.app, job.id, exc_info=True)
+        return None
+    return tally if tally is not None and tally.requests else None
 
 
 def _app_summary(config: Config, status: actions.AppStatus) -> dict:

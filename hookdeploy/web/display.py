@@ -51,6 +51,17 @@ def format_seconds(value: float | None) -> str:
     return f"{int(value // 60)} min {int(value % 60):02d} s"
 
 
+def format_step_seconds(value: float) -> str:
+    """A step's duration, finer than `seconds` under a minute: `0.01 s`, `12.3 s`, `3 min 05 s`."""
+    if 0 < value < 0.01:
+        return "< 0.01 s"
+    if value < 1:
+        return f"{value:.2f} s"
+    if value < 60:
+        return f"{value:.1f} s"
+    return format_seconds(value)
+
+
 # -- commit subjects ------------------------------------------------------------------------------
 
 

@@ -3,12 +3,18 @@
 The store is what the receiver and the worker share, so a collector that queries it on each
 scrape gives the same numbers whichever process answers. Only webhook refusals, ignored and
 duplicate deliveries are counted in the answering process: nothing else records them.
+
+What the proxy answered per app and release is counted by this process too, from the apps' access
+logs (engine/traffic.py), each read on from where the last scrape stopped. Reading starts at the
+logs' end when the process starts, so a restart does not count history twice: those counters then
+start again from zero, which Prometheus' rate() and increase() take as an ordinary counter reset.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
-from collections import Counter
+from collections import Counter, OrderedDict
 
 from flask import Blueprint, Flask, Response, current_app, request
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -18,6 +24,9 @@ from prometheus_client.core import (CounterMetricFamily, GaugeMetricFamily, Hist
 from hookdeploy.core.config import Config
 from hookdeploy.core.models import JobState, parse_time
 from hookdeploy.core.store import Store
+from hookdeploy.engine import traffic
+
+log = logging.getLogger(__name__)
 
 BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
 FINISHED = tuple(state.value for state in JobState if state.finished)
@@ -29,8 +38,12 @@ STEP_PREFIXES = (
     ("health check", "health"), ("switched proxy", "switch"), ("verified through", "verify"),
     ("verification through", "verify"), ("drained and retired", "drain"), ("retired", "drain"),
     ("pruned", "prune"), ("no images to prune", "prune"), ("pulled", "pull"), ("pushed", "push"),
-    ("certificate", "certificates"),
+    ("certificate", "certificates"), ("canary", "canary"), ("guard", "watch"),
 )
+
+# Each deploy brings a new release label; only the releases an app served last are kept, so the
+# series of an app that deploys daily stay bounded.
+RELEASES_KEPT = 20
 
 metrics = Blueprint("metrics", __name__)
 
@@ -40,7 +53,7 @@ def install_metrics(app: Flask) -> None:
     services = app.extensions["hookdeploy"]
     registry = CollectorRegistry()
     deliveries = DeliveryCounter()
-    registry.register(StoreCollector(services.config, services.store, deliveries))
+    registry.register(StoreCollector(services.config, services.store, deliveries, ProxyTraffic(services.config)))
     app.extensions["hookdeploy.metrics"] = registry
     app.register_blueprint(metrics)
     app.after_request(deliveries.count_response)
@@ -86,13 +99,51 @@ class DeliveryCounter:
             return sorted(self.counts.items())
 
 
-class StoreCollector:
-    """Builds every metric from the job store when scraped."""
+class ProxyTraffic:
+    """Requests the proxy answered and 5xx among them, by app and release, since this process started:
+    each app's access log read on from its end at start, a little more at every scrape."""
 
-    def __init__(self, config: Config, store: Store, deliveries: DeliveryCounter):
+    def __init__(self, config: Config):
+        self._lock = threading.Lock()  # waitress answers scrapes on several threads
+        self.readers = {app: traffic.LogReader(traffic.log_path(config, app)) for app in config.apps}
+        # release -> its tally, the release seen last at the end
+        self.tallies: dict[str, OrderedDict[str, traffic.Tally]] = {app: OrderedDict() for app in config.apps}
+        self._unreadable: dict[str, str] = {}
+
+    def snapshot(self) -> list[tuple[tuple[str, str], traffic.Tally]]:
+        """((app, release), tally) pairs after reading what every log gained since the last call, sorted."""
+        with self._lock:
+            for app, reader in self.readers.items():
+                self._count(app, reader)
+            return [((app, release), traffic.Tally(tally.requests, tally.failed))
+                    for app, tallies in sorted(self.tallies.items()) for release, tally in sorted(tallies.items())]
+
+    def _count(self, app: str, reader: traffic.LogReader) -> None:
+        try:
+            hits = reader.read()
+        except OSError as error:  # a log we may not read must not fail the scrape; said once, not every scrape
+            if self._unreadable.get(app) != str(error):
+                log.warning("metrics: cannot read the proxy log of %s: %s", app, error)
+            self._unreadable[app] = str(error)
+            return
+        self._unreadable.pop(app, None)
+        tallies = self.tallies[app]
+        for hit in hits:
+            if hit.release:  # the proxy's own answers (redirects, 404) belong to no release
+                tallies.setdefault(hit.release, traffic.Tally()).add(hit)
+                tallies.move_to_end(hit.release)
+        while len(tallies) > RELEASES_KEPT:
+            tallies.popitem(last=False)
+
+
+class StoreCollector:
+    """Builds every metric from the job store (the proxy's, from its access logs) when scraped."""
+
+    def __init__(self, config: Config, store: Store, deliveries: DeliveryCounter, proxy: ProxyTraffic):
         self.config = config
         self.store = store
         self.deliveries = deliveries
+        self.proxy = proxy
 
     def describe(self):
         """Nothing up front: the collector is only ever asked at scrape time."""
@@ -136,6 +187,7 @@ class StoreCollector:
 
         yield self._step_durations()
         yield self._deliveries()
+        yield from self._proxy_traffic()
 
     def _step_durations(self) -> HistogramMetricFamily:
         histogram = HistogramMetricFamily("hookdeploy_step_duration_seconds",
@@ -162,3 +214,18 @@ class StoreCollector:
         for (app, result), count in self.deliveries.snapshot():
             deliveries.add_metric((app, result), count)
         return deliveries
+
+    def _proxy_traffic(self) -> tuple[CounterMetricFamily, CounterMetricFamily]:
+        since = (" since this process started (from zero at each restart; only each app's "
+                 f"{RELEASES_KEPT} releases seen last)")
+        requests = CounterMetricFamily("hookdeploy_proxy_requests",
+                                       "Requests the proxy answered with a release, by app and release (SHA12)"
+                                       + since, labels=("app", "release"))
+        errors = CounterMetricFamily("hookdeploy_proxy_errors",
+                                     "Requests the proxy answered with a 5xx (its own 502 and 504 for an upstream "
+                                     "that did not answer included), by app and release" + since,
+                                     labels=("app", "release"))
+        for labels, tally in self.proxy.snapshot():
+            requests.add_metric(labels, tally.requests)
+            errors.add_metric(labels, tally.failed)
+        return requests, errors
