@@ -132,7 +132,7 @@ class Deploy:
         self.old = old = self.store.live_release(app.name)
         with proxy.locked(self.config):
             self.reader = traffic.LogReader(traffic.log_path(self.config, app.name))
-            if app.guard.canary_percent > 0 and old is not None:
+            if app.guard.canary_percent > 0 and old is not None and job.kind is not JobKind.ROLLBACK:
                 failed = self._canary(path, old)
                 if failed is not None:
                     return failed
@@ -180,11 +180,13 @@ class Deploy:
             note(f"canary: {tally.describe()} in {guard.canary_seconds:g} s at {guard.canary_percent:g} %"
                  + ("" if tally.requests >= guard.min_requests else
                     f" (fewer than min_requests = {guard.min_requests}: nothing decided)"))
-        if not failed:
+        if not failed and not self.stop.is_set():
             return None
         proxy.restore(path, self.previous_routes)
         proxy.reload(self.proxy_container)
         self._retire_candidate()
+        if not failed:  # stopped before the switch: the retry runs the canary again
+            raise Aborted()
         return JobState.ROLLED_BACK, (f"guard: canary: {tally.describe()} in {guard.canary_seconds:g} s at "
                                       f"{guard.canary_percent:g} %; {job.sha[:12]} never got all the traffic, "
                                       f"{old.sha[:12]} serves on")
@@ -192,9 +194,10 @@ class Deploy:
     def watch(self) -> Ended | None:
         """The guard after the switch: `watch_seconds` of what the proxy answered for the new release,
         the old one kept running; too many failures switch back to it (the job ends rolled_back).
-        None when the new release stays. A stop ends the watch early, the new release kept."""
+        None when the new release stays. A stop ends the watch early, the new release kept. A
+        rollback job is not watched (nor given a canary): it goes back to a release that served."""
         job, app, old, guard = self.job, self.app, self.old, self.app.guard
-        if guard.watch_seconds <= 0:
+        if guard.watch_seconds <= 0 or job.kind is JobKind.ROLLBACK:  # a rollback goes back to a known release
             return None
         if old is None:
             self.store.log(job.id, "guard: no earlier release to switch back to; not watching", kind="step")
