@@ -48,6 +48,8 @@ def test_a_release_failing_under_traffic_is_switched_back_and_the_old_one_serves
                          rf"switched back to {first.sha[:12]}", job.error)
     assert match and int(match[1]) >= 20 and int(match[1]) <= int(match[2]), job.error
     took = event_time(instance, job.id, "guard:") - event_time(instance, job.id, "switched proxy")
+    print(f"{job.error}; decided {took:.1f} s after the switch; / under load: {root.requests} requests, "
+          f"{len(root.errors)} failed")
     assert took <= WATCH["watch_seconds"] + 2, took
     assert root.errors == [], root.errors[:5]  # / never failed: the old release was kept running
     assert set(root.releases) == {first.sha[:12], job.sha[:12]}
@@ -110,6 +112,7 @@ def test_a_failing_canary_never_gets_all_the_traffic(instance):
     assert not any(line.startswith("switched proxy") for line in events), events
     assert root.errors == []
     share = root.releases.get(job.sha[:12], 0) / root.requests
+    print(f"{job.error}; / under load: {root.requests} requests, {len(root.errors)} failed, {share:.0%} to the canary")
     assert 0.05 < share < 0.6, root.releases  # about 30 % of / while the canary ran, never all of it
     assert api.errors and all(error == "status 500" for error in api.errors)
     assert instance.get().release == first.sha[:12]
