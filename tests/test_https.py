@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime
 import http.client
+import json
 import ssl
 import stat
 import threading
@@ -179,6 +180,23 @@ def test_turning_https_on_for_a_live_site(instance, make_pebble, tmp_path):
     proxy = instance.client.containers.get(f"{instance.name}-proxy")
     assert set(proxy.attrs["HostConfig"]["PortBindings"]) == {"80/tcp", "443/tcp"}
     assert https_get(instance.tls_port, HOST, cafile=root_file(pebble, tmp_path)).release == job.sha[:12]
+
+
+def test_an_acme_server_that_forgot_the_account_gets_it_again_with_the_same_key(instance, make_pebble, tmp_path):
+    pebble = make_pebble(instance.port)
+    configure(instance, pebble)
+    deployed(instance, "v1")
+    account = instance.state_dir / "tls" / "account.json"
+    key = json.loads(account.read_text())["key"]
+    pebble.restart()  # pebble keeps nothing: the account is unknown there now
+    configure(instance, pebble, hostnames=[HOST, "www.site.test"])
+    job = deployed(instance, "v2")
+    events = instance.events(job.id)
+    assert any("no longer knows this instance's account; registering it again" in line for line in events), events
+    assert any("certificate for www.site.test obtained" in line for line in events), events
+    assert json.loads(account.read_text())["key"] == key  # one account key per instance, kept
+    answer = https_get(instance.tls_port, "www.site.test", cafile=root_file(pebble, tmp_path))
+    assert answer.release == job.sha[:12]
 
 
 # -- helpers ------------------------------------------------------------------------------------------
