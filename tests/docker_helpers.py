@@ -99,6 +99,14 @@ def site_files(version: str, *, health: str | None = "healthy\n", dockerfile_tai
     return files
 
 
+def api_site_files(version: str, api_status: int) -> dict[str, "str | Link"]:
+    """The test site, with /api answering `api_status` (a release healthy at /health that fails elsewhere)."""
+    conf = ("server {\n    listen 80;\n    root /usr/share/nginx/html;\n"
+            f"    location /api {{\n        return {api_status} \"{version} api\\n\";\n    }}\n}}\n")
+    return site_files(version, dockerfile_tail="COPY default.conf /etc/nginx/conf.d/default.conf\n",
+                      extra={"default.conf": conf})
+
+
 # -- git -----------------------------------------------------------------------------------------------
 
 

@@ -2,7 +2,8 @@
 passes but whose /api answers 500 is switched back; a good one stays; too few requests decide
 nothing; a failing canary never gets all the traffic; a worker killed mid-watch leaves one release.
 
-The sites are the static test site with one more nginx server config: /api answers `api_status`.
+The sites are the static test site with one more nginx server config: /api answers `api_status`
+(docker_helpers.api_site_files).
 """
 
 from __future__ import annotations
@@ -11,20 +12,12 @@ import re
 import threading
 import time
 
-from docker_helpers import Load, died_of_sigkill, get, site_files
+from docker_helpers import Load, api_site_files as api_site, died_of_sigkill, get
 
 from hookdeploy.core.models import JobState, parse_time
 from hookdeploy.engine import proxy
 
 WATCH = {"watch_seconds": 6.0, "min_requests": 20, "max_error_ratio": 0.05}
-
-
-def api_site(version: str, api_status: int) -> dict:
-    """The test site, and /api answering `api_status`."""
-    conf = ("server {\n    listen 80;\n    root /usr/share/nginx/html;\n"
-            f"    location /api {{\n        return {api_status} \"{version} api\\n\";\n    }}\n}}\n")
-    return site_files(version, dockerfile_tail="COPY default.conf /etc/nginx/conf.d/default.conf\n",
-                      extra={"default.conf": conf})
 
 
 def deployed(instance, files):

@@ -12,7 +12,7 @@ import time
 import pytest
 
 from cluster_helpers import Hey, run_cluster_sh
-from docker_helpers import site_files
+from docker_helpers import Load, api_site_files, site_files
 from hookdeploy.core.models import JobKind, JobState
 
 
@@ -232,6 +232,24 @@ def test_a_worker_node_killed_mid_deploy_costs_no_request_and_the_proxy_follows(
         assert victim in job.error or "healthy after" in job.error, job.error
     assert followed, (routed_addresses(swarm_instance), swarm_instance.task_nodes(live.container))
     assert result.failed == 0, result.output
+
+
+def test_a_failing_canary_on_swarm_tasks_is_taken_back_and_the_old_service_serves_on(swarm_instance):
+    swarm_instance.configure({"site": {"replicas": 2, "drain_seconds": 1.0,
+                                       "guard": {"canary_percent": 30, "canary_seconds": 5, "min_requests": 10}}})
+    first = swarm_instance.deploy("site", api_site_files("v1", 200))
+    assert first.state is JobState.SUCCEEDED, first.error
+    old_service = swarm_instance.store.live_release("site").container
+    where = {"port": swarm_instance.port, "address": swarm_instance.address, "threads": 2}
+    with Load(path="/api", **where) as api, Load(**where) as root:
+        job = swarm_instance.deploy("site", api_site_files("v2", 500))
+    assert job.state is JobState.ROLLED_BACK, swarm_instance.events(job.id)
+    assert job.error.startswith("guard: canary: ") and job.error.endswith(f"{first.sha[:12]} serves on"), job.error
+    assert root.errors == [] and root.releases.get(job.sha[:12], 0) > 0  # the canary's tasks answered some of /
+    assert api.errors and set(api.errors) == {"status 500"}
+    assert swarm_instance.service_names() == {old_service}
+    assert routed_addresses(swarm_instance) == set(swarm_instance.task_nodes(old_service))
+    assert swarm_instance.get().release == first.sha[:12]
 
 
 def test_a_swarm_app_on_an_engine_outside_swarm_mode_fails_before_anything_is_made(instance):
