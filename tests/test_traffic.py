@@ -178,3 +178,14 @@ def test_the_line_nginx_writes_with_the_log_format_is_read_back():
         Hit(1700000001.0, 308, "", "", ""),
         Hit(1700000000.123, 200, RELEASE_A, 'unix:/a "quoted"\\path', "502, 502"),
     ]
+
+
+def test_the_proxy_setup_makes_each_apps_log_so_hookdeploy_can_empty_it(config, monkeypatch):
+    from hookdeploy.engine import proxy
+
+    proxy.prepare(config)  # before the proxy container starts: nginx then appends to our file
+    path = traffic.log_path(config, "site")
+    assert path.exists() and path.stat().st_uid == os.getuid() and oct(path.stat().st_mode & 0o777) == "0o644"
+    append(path, line(200) * 10)
+    monkeypatch.setattr(traffic, "ROTATE_BYTES", 100)
+    assert traffic.rotate(config, "site") and path.stat().st_size == 0

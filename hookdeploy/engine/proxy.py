@@ -199,6 +199,8 @@ def prepare(config: Config) -> None:
     (directory / CERTS_DIR).mkdir(mode=0o700, exist_ok=True)
     (directory / CHALLENGE_DIR).mkdir(mode=0o755, exist_ok=True)
     traffic.log_dir(config).mkdir(exist_ok=True)
+    for app in config.apps:  # made here, so they are hookdeploy's to empty (nginx, as root, would make them root's)
+        traffic.log_path(config, app).touch(mode=0o644, exist_ok=True)
     if read(directory / HTTP_SETTINGS_FILE) != HTTP_SETTINGS:
         write_atomically(directory / HTTP_SETTINGS_FILE, HTTP_SETTINGS)
     default = directory / DEFAULT_SERVER_FILE
