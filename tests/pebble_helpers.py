@@ -352,6 +352,26 @@ def make_pebble(tmp_path: Path) -> Iterator[Callable[..., Pebble]]:
             pebble.stop()
 
 
+def self_signed(directory: Path, name: str, days: float = 30, ago: float = 5 / 1440) -> tuple[Path, Path]:
+    """cert.pem and key.pem in `directory`: a certificate for `name` signed by its own key (a CA
+    too, so a client can trust it as its cafile), valid for `days` from `ago` days ago (5 min)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    start = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(days=ago)
+    certificate = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(key.public_key())
+                   .serial_number(x509.random_serial_number()).not_valid_before(start)
+                   .not_valid_after(start + datetime.timedelta(days=days))
+                   .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
+                   .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+                   .sign(key, hashes.SHA256()))
+    cert_file, key_file = directory / "cert.pem", directory / "key.pem"
+    cert_file.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return cert_file, key_file
+
+
 # -- TLS clients -----------------------------------------------------------------------------------
 
 

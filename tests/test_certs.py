@@ -4,38 +4,16 @@ not answer (a real closed port). The end-to-end path against a real ACME server 
 
 from __future__ import annotations
 
-import datetime
 import stat
 import time
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from docker_helpers import free_port
+from pebble_helpers import self_signed
 
 from hookdeploy.core import config
 from hookdeploy.core.errors import StepFailed
 from hookdeploy.engine import certs, proxy
-
-
-def self_signed(directory, name: str, days: float = 30, ago: float = 0.04):
-    """cert.pem and key.pem for `name`, valid for `days` from `ago` days ago."""
-    directory.mkdir(parents=True, exist_ok=True)
-    key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    start = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(days=ago)
-    end = start + datetime.timedelta(days=days)
-    certificate = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(key.public_key())
-                   .serial_number(x509.random_serial_number()).not_valid_before(start).not_valid_after(end)
-                   .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
-                   .sign(key, hashes.SHA256()))
-    cert_file, key_file = directory / "cert.pem", directory / "key.pem"
-    cert_file.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
-    return cert_file, key_file
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ Each test's instance publishes HTTP on a free port, which is pebble's httpPort, 
 
 from __future__ import annotations
 
-import datetime
 import http.client
 import json
 import ssl
@@ -17,11 +16,8 @@ import time
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from docker_helpers import free_port, site_files
-from pebble_helpers import TlsLoad, alpn, handshake_ok, https_get
+from pebble_helpers import TlsLoad, alpn, handshake_ok, https_get, self_signed
 
 from hookdeploy.core.models import JobState
 from hookdeploy.engine import certs, worker as worker_module
@@ -154,7 +150,7 @@ def test_renewal_and_a_deploy_under_https_load_fail_no_request(instance, make_pe
 
 
 def test_a_certificate_the_user_brings_is_served_and_a_wrong_key_changes_nothing(instance, tmp_path):
-    cert_file, key_file = _self_signed(tmp_path / "own", HOST)
+    cert_file, key_file = self_signed(tmp_path / "own", HOST)
     configure(instance, tls={"cert_file": str(cert_file), "key_file": str(key_file)}, redirect_http=False)
     job = deployed(instance, "v1")
     answer = https_get(instance.tls_port, HOST, cafile=cert_file)
@@ -162,7 +158,7 @@ def test_a_certificate_the_user_brings_is_served_and_a_wrong_key_changes_nothing
     assert "strict-transport-security" not in answer.headers
     assert instance.get(host=HOST).release == job.sha[:12]  # redirect_http = false: HTTP still serves
 
-    _, other_key = _self_signed(tmp_path / "other", HOST)
+    _, other_key = self_signed(tmp_path / "other", HOST)
     configure(instance, tls={"cert_file": str(cert_file), "key_file": str(other_key)})
     failed = instance.deploy("site", site_files("v2"))
     assert failed.state is JobState.FAILED
@@ -228,22 +224,3 @@ def _wait(predicate, timeout: float) -> bool:
             pass
         time.sleep(0.5)
     return False
-
-
-def _self_signed(directory, name: str):
-    """A self-signed certificate for `name` and its key, as PEM files."""
-    directory.mkdir(parents=True)
-    key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    certificate = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(key.public_key())
-                   .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
-                   .not_valid_after(now + datetime.timedelta(days=30))
-                   .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
-                   .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-                   .sign(key, hashes.SHA256()))
-    cert_file, key_file = directory / "cert.pem", directory / "key.pem"
-    cert_file.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
-    return cert_file, key_file

@@ -26,9 +26,7 @@ import contextlib
 import datetime as dt
 import json
 import logging
-import os
 import re
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -447,7 +445,7 @@ def reroute(config: Config, store: Store, engine, app: AppConfig, reload: bool =
         previous = proxy.read(path)
         if live is None or previous is None:
             return
-        addresses = [server.rpartition(":")[0] for server in proxy.routed(path)]
+        addresses = proxy.routed_addresses(path)
         text = proxy.render(app, addresses, live.sha, tls_routes(config, app))
         if text == previous and not reload:
             return
@@ -463,19 +461,9 @@ def reroute(config: Config, store: Store, engine, app: AppConfig, reload: bool =
 
 
 def write_private(path: Path, data: bytes) -> None:
-    """Replace `path` with `data`, readable by its owner only (0600), through a temp file and rename."""
+    """Replace `path` with `data`, readable by its owner only (0600), in a folder only it may enter."""
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")  # made 0600
-    try:
-        with os.fdopen(handle, "wb") as file:
-            file.write(data)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temporary)
-        raise
+    proxy.write_atomically(path, data, mode=0o600)
 
 
 def _write_json(path: Path, value: dict) -> None:

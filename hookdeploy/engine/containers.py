@@ -142,9 +142,9 @@ def ensure_proxy(client: docker.DockerClient, instance: str, image: str, publish
                     _ports_text(published_ports(proxy.attrs)) or "nothing", _ports_text(wanted))
         remove(proxy)
         proxy = None
-    elif proxy is not None and set((proxy.attrs.get("HostConfig") or {}).get("Binds") or []) != binds:
-        log.warning("proxy %s mounts %s; making it anew to mount %s", name,
-                    ", ".join(sorted((proxy.attrs.get("HostConfig") or {}).get("Binds") or [])), ", ".join(sorted(binds)))
+    elif proxy is not None and (mounted := set((proxy.attrs.get("HostConfig") or {}).get("Binds") or [])) != binds:
+        log.warning("proxy %s mounts %s; making it anew to mount %s", name, ", ".join(sorted(mounted)),
+                    ", ".join(sorted(binds)))
         remove(proxy)
         proxy = None
     if proxy is None:

@@ -164,7 +164,7 @@ class Deploy:
         """`canary_percent` of the requests to the candidate for `canary_seconds`, judged by the guard's
         rule; on failure the live release gets them all back and the candidate never had more."""
         job, guard = self.job, self.app.guard
-        live_addresses = [server.rpartition(":")[0] for server in proxy.routed(path)]
+        live_addresses = proxy.routed_addresses(path)
         split = proxy.Canary(self.addresses, job.sha, guard.canary_percent)
         try:
             self.previous_routes = proxy.switch(self.proxy_container, path,
@@ -232,14 +232,11 @@ class Deploy:
             for hit in self.reader.read():
                 if hit.release == release:
                     tally.add(hit)
-            tick()
             left = deadline - time.monotonic()
-            if left <= 0 or self.stop.wait(min(WATCH_READ_SECONDS, left)):
-                break
-        for hit in self.reader.read():
-            if hit.release == release:
-                tally.add(hit)
-        return tally
+            if left <= 0 or self.stop.is_set():
+                return tally
+            tick()
+            self.stop.wait(min(WATCH_READ_SECONDS, left))
 
     def _retire_candidate(self) -> None:
         """Take out a candidate that had traffic: after `drain_seconds` (the requests it holds finish),

@@ -232,15 +232,16 @@ def locked(config: Config, name: str = "switch") -> Iterator[None]:
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-def write_atomically(path: Path, text: str) -> None:
-    """Replace `path` with `text` through a temp file and rename, so readers see old or new, whole."""
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".swp")
+def write_atomically(path: Path, data: str | bytes, mode: int = 0o644) -> None:
+    """Replace `path` with `data` through a temp file and rename, so readers see old or new, whole;
+    the file gets `mode` (0600 for keys) before it takes the name."""
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".swp")  # made 0600
     try:
-        with os.fdopen(handle, "w") as file:
-            file.write(text)
+        with os.fdopen(handle, "wb") as file:
+            file.write(data.encode() if isinstance(data, str) else data)
             file.flush()
             os.fsync(file.fileno())
-        os.chmod(temporary, 0o644)
+        os.chmod(temporary, mode)
         os.replace(temporary, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -300,6 +301,11 @@ def switch(proxy, path: Path, text: str) -> str | None:
 def routes_exactly(path: Path, addresses: Sequence[str], port: int) -> bool:
     """True if the app's file sends traffic to those addresses on `port`, and nowhere else."""
     return set(routed(path)) == {f"{ip}:{port}" for ip in addresses}
+
+
+def routed_addresses(path: Path) -> list[str]:
+    """The addresses (without port) the app's file sends traffic to, in its order."""
+    return [server.rpartition(":")[0] for server in routed(path)]
 
 
 def routed(path: Path) -> list[str]:

@@ -141,7 +141,7 @@ class Recovery:
         if service is None or proxy_container is None or proxy_container.status != "running":
             return False
         path = proxy.app_file(self.config, app.name)
-        routed = {entry.rpartition(":")[0] for entry in proxy.routed(path)}
+        routed = set(proxy.routed_addresses(path))
         serving = swarm.serving_addresses(client, service, self.config.server.name)
         wanted = [ip for ip in serving
                   if ip in routed or swarm.probe(proxy_container, ip, app.port, app.health).ok]
