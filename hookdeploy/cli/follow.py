@@ -92,8 +92,8 @@ def follow_push(store: Store, job: Job, url: str, out=None) -> Job:
                 line = _push_line(event, url)
                 if line is not None:
                     say(line if event.kind == "log" or line.startswith(" ") else arrow + line)
-            if current.state is JobState.SUPERSEDED:
-                newer = store.jobs(job.app, limit=1)[0]
+            newer = store.jobs(job.app, limit=1)[0] if current.state is JobState.SUPERSEDED else None
+            if newer is not None and newer.id > job.id:
                 say(f"{arrow}superseded by job {newer.id} ({newer.app} @ {newer.sha[:7]}); following it")
                 job, waited_for = newer, None
                 break

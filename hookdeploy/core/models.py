@@ -9,7 +9,7 @@ from datetime import datetime, timezone
 
 class JobState(str, enum.Enum):
     """Where a job is: queued → running → succeeded | failed | rolled_back; queued → superseded;
-    running → interrupted."""
+    running → interrupted; running → superseded (a push's commit that is no longer the one to deploy)."""
 
     QUEUED = "queued"
     RUNNING = "running"

@@ -30,7 +30,7 @@ from hookdeploy.core.config import Config
 from hookdeploy.core.errors import Aborted, HookdeployError, StepFailed
 from hookdeploy.core.models import Job, JobKind, JobState
 from hookdeploy.core.store import Store
-from hookdeploy.engine import certs, containers, pipeline, proxy, registry, swarm, traffic
+from hookdeploy.engine import certs, containers, ordering, pipeline, proxy, registry, swarm, traffic
 
 # The worker's lines, whichever of its modules writes them.
 log = logging.getLogger("hookdeploy.engine.worker")
@@ -65,6 +65,7 @@ class Deploy:
         self.reader: traffic.LogReader | None = None  # the proxy's answers for the app, from the switch on
         self.previous_routes: str | None = None  # the app's proxy config before the canary or the switch
         self.switched_at = 0.0
+        self.fetched = False  # the app's mirror was fetched for this job already (the order check)
 
     @property
     def client(self) -> docker.DockerClient:
@@ -99,6 +100,9 @@ class Deploy:
                 manager, why = swarm.is_manager(client)
                 if not manager:
                     raise StepFailed(why)
+            superseded = self._order(client)
+            if superseded is not None:
+                return JobState.SUPERSEDED, superseded
             self.image = self._image(client)
             check_stop(stop)
             with self.step(job, "proxy ready"):
@@ -264,6 +268,27 @@ class Deploy:
 
     # -- parts ---------------------------------------------------------------------------------
 
+    def _order(self, client) -> str | None:
+        """For a job a push asked for (and its retries): why its commit, or image, must not go live any
+        more (not the head of the branch or tag, or older than the live release), else None."""
+        job, app = self.job, self.app
+        trigger = ordering.origin(self.store, job)
+        if trigger not in ordering.FOLLOWS_THE_BRANCH:
+            return None
+        with self.step(job, "checked order") as note:
+            if app.builds:
+                repo = pipeline.source(self.config, app)
+                self.fetched = True
+                why = ordering.stale_commit(self.store, app, job, repo, trigger)
+                current = f"{job.sha[:12]} is the head of {app.branch}"
+            else:
+                tag = job.ref or app.webhook.tag
+                digest = registry.resolve_tag(client, self.config, app, tag)
+                why = ordering.stale_image(self.store, app, job, tag, digest)
+                current = f"{digest[:19]} is the newest push of {app.image}:{tag}"
+            note(f"checked: {why or current}")
+        return why
+
     def _image(self, client) -> str:
         """The job's image: reused when the engine has it (rollback, replay, retry), else built from
         git (or pulled by digest, for an image app); then pushed to [registry] when the app says so."""
@@ -330,7 +355,7 @@ class Deploy:
         if job.kind is JobKind.ROLLBACK:
             self.store.log(job.id, f"image {name} was pruned; rebuilding it from git", kind="step")
         with self.step(job, "checked out") as note:
-            context = pipeline.checkout(self.config, app, job)
+            context = pipeline.checkout(self.config, app, job, fetch=not self.fetched)
             note(f"checked out {job.sha[:12]}")
         fault("checkout")
         check_stop(self.stop)

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Callable
 
 import docker
+import git
 
 from hookdeploy.core.config import AppConfig, Config
 from hookdeploy.core.errors import Aborted, GitError, StepFailed
@@ -31,17 +32,26 @@ def build_dir(config: Config, job: Job) -> Path:
     return Path(config.server.state_dir) / "builds" / str(job.id)
 
 
-def checkout(config: Config, app: AppConfig, job: Job) -> Path:
-    """Export exactly the job's commit into a fresh build folder; return the build context."""
+def source(config: Config, app: AppConfig, fetch: bool = True) -> git.Repo:
+    """The app's repo, its mirror fetched first (unless `fetch` is False) when `repo` is a clone URL."""
     try:
-        repo = gitops.open_repo(app, config.server.state_dir, fetch=not app.is_local_repo)
-        source = gitops.export(repo, job.sha, build_dir(config, job))
+        return gitops.open_repo(app, config.server.state_dir, fetch=fetch and not app.is_local_repo)
+    except GitError as error:
+        raise StepFailed(str(error)) from None
+
+
+def checkout(config: Config, app: AppConfig, job: Job, fetch: bool = True) -> Path:
+    """Export exactly the job's commit into a fresh build folder (the mirror fetched first unless
+    `fetch` is False: the job fetched it already); return the build context."""
+    repo = source(config, app, fetch)
+    try:
+        source_tree = gitops.export(repo, job.sha, build_dir(config, job))
     except GitError as error:
         raise StepFailed(str(error)) from None
     except OSError as error:  # a full disk, most likely
         raise StepFailed(f"checkout of {job.sha[:12]} into {build_dir(config, job)} failed: "
                          f"{error.strerror or error}") from None
-    context = source / app.context
+    context = source_tree / app.context
     if not (context / app.dockerfile).is_file():
         raise StepFailed(f"{app.dockerfile} not found in {app.context!r} at {job.sha[:12]}")
     return context

@@ -34,7 +34,7 @@ FINISHED = tuple(state.value for state in JobState if state.finished)
 # A step event's message starts with the step's name, or with the note the worker gave it
 # instead (Deploy.step); this maps both to one stable label.
 STEP_PREFIXES = (
-    ("checked out", "checkout"), ("built", "build"), ("proxy ready", "proxy"), ("started candidate", "candidate"),
+    ("checked:", "order"), ("checked order", "order"), ("checked out", "checkout"), ("built", "build"), ("proxy ready", "proxy"), ("started candidate", "candidate"),
     ("health check", "health"), ("switched proxy", "switch"), ("verified through", "verify"),
     ("verification through", "verify"), ("drained and retired", "drain"), ("retired", "drain"),
     ("pruned", "prune"), ("no images to prune", "prune"), ("pulled", "pull"), ("pushed", "push"),
