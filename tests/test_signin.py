@@ -145,11 +145,12 @@ def test_a_page_on_a_rebound_name_cannot_sign_in_or_read_the_dashboard(dash):
 
 
 def test_listed_hostnames_are_the_only_names_the_dashboard_answers_to(dash):
-    server = dataclasses.replace(dash.config.server, hostnames=("deploy.example.com", "10.0.0.5:8443"))
+    server = dataclasses.replace(dash.config.server, hostnames=("deploy.example.com", "10.0.0.5:8443", "[2001:db8::5]"))
     client = create_app(dataclasses.replace(dash.config, server=server), dash.store).test_client()
     token = dash.token("read")
     for host, status in (("deploy.example.com", 303), ("DEPLOY.example.com.:8080", 303), ("10.0.0.5:8443", 303),
-                         ("10.0.0.5:8080", 400), ("localhost", 400), ("evil.example", 400), ("a b", 400)):
+                         ("10.0.0.5:8080", 400), ("[2001:db8::5]:8080", 303), ("[2001:db8::6]", 400),
+                         ("localhost", 400), ("evil.example", 400), ("a b", 400)):
         response = client.post("/signin", data={"token": token},
                                headers={"Host": host, "Origin": f"http://{host}"})
         assert response.status_code == status, host
@@ -294,10 +295,10 @@ def test_bad_hostnames_and_max_token_ttl_are_named(write_config, keys, problem):
 
 
 def test_hostnames_are_kept_in_one_spelling(write_config):
-    path = write_config('[server]\nhostnames = ["Deploy.Example.COM.", "[::1]:8443", "10.0.0.5"]\n'
+    path = write_config('[server]\nhostnames = ["Deploy.Example.COM.", "[::1]:8443", "[::1]", "10.0.0.5"]\n'
                         '[apps.site]\nrepo = "/r.git"\n')
     server = configuration.load(path).server
-    assert server.hostnames == ("deploy.example.com", "[::1]:8443", "10.0.0.5")
+    assert server.hostnames == ("deploy.example.com", "[::1]:8443", "[::1]", "10.0.0.5")
     assert server.max_token_ttl == 90 * 24 * 3600
 
 

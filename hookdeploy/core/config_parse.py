@@ -114,9 +114,9 @@ def _check_dashboard_hosts(server: dict, problems: list[str]) -> None:
         if host is None:
             problems.append(f"server.hostnames: {printable(name, 60)} is not a hostname or hostname:port")
         else:
-            normal.append(host if port is None else f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
+            shown = f"[{host}]" if ":" in host else host  # as a Host header carries an IPv6 address
+            normal.append(shown if port is None else f"{shown}:{port}")
     server["hostnames"] = tuple(normal)
-
 
 
 def _check_trusted_proxy(server: dict, problems: list[str]) -> None:

@@ -62,8 +62,9 @@ def signin_form() -> Response | str:
 
 @dashboard.post("/signin")
 def signin() -> Response | tuple[str, int]:
-    """Exchange a pasted API token for a session cookie (no session yet to derive a CSRF token from:
-    the Origin check in check_request is what stops a sign-in from another site's page)."""
+    """Exchange a pasted API token for a session cookie."""
+    # No session yet to derive a CSRF token from: check_request's Origin check is what stops a
+    # sign-in from another site's page (login CSRF).
     key = secret()
     token = request.form.get("token", "").strip()
     try:
