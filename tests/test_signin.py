@@ -42,8 +42,9 @@ def dash(web_app):
     return web_app
 
 
-def sign_in(dash, token: str, headers: dict | None = None, client=None):
-    return (client or dash.client).post("/signin", data={"token": token}, headers=ORIGIN if headers is None else headers)
+def sign_in(dash, token: str, headers: dict | None = None):
+    """POST /signin with `token`, sending the dashboard's own Origin unless `headers` are given."""
+    return dash.client.post("/signin", data={"token": token}, headers=ORIGIN if headers is None else headers)
 
 
 def reason(response) -> str:
@@ -227,6 +228,27 @@ def test_a_token_the_store_never_recorded_is_refused(dash):
     refused = sign_in(dash, unrecorded)
     assert refused.status_code == 401 and "not on record" in reason(refused)
     assert dash.store.jobs(states=(JobState.QUEUED,)) == []
+
+
+def test_check_asks_the_store_for_the_id_the_signature_names(store):
+    token = tokens.issue(API_SECRET, store, "read", 600)
+    claims = tokens.check(API_SECRET, store, token)
+    assert (claims.scope, claims.expires - claims.issued) == ("read", 600)
+    assert store.token(claims.id).expires_at > store.token(claims.id).created_at
+    assert tokens.check(API_SECRET, store, token, max_age=60).expires == claims.issued + 60
+    with store.transaction() as db:  # a record that says less than the token: the record wins
+        db.execute("UPDATE tokens SET scope = 'deploy' WHERE id = ?", (claims.id,))
+    with pytest.raises(tokens.InvalidToken, match="not on record"):
+        tokens.check(API_SECRET, store, token)
+    with pytest.raises(tokens.InvalidToken, match="not on record"):
+        tokens.check(API_SECRET, store, tokens.create(API_SECRET, "read"))
+    with store.transaction() as db:
+        db.execute("UPDATE tokens SET scope = 'read' WHERE id = ?", (claims.id,))
+    store.revoke_token(claims.id)
+    with pytest.raises(tokens.InvalidToken, match="revoked"):
+        tokens.check(API_SECRET, store, token)
+    with pytest.raises(tokens.InvalidToken, match="invalid"):  # the signature is still checked first
+        tokens.check(b"another secret", store, token)
 
 
 def test_token_list_shows_ids_scopes_and_lifetimes_never_the_tokens(served, secrets_in_environment):
