@@ -318,18 +318,17 @@ def web_app(served: Served, secrets_in_environment) -> WebApp:
 
 
 @pytest.fixture
-def read_token() -> str:
-    """An API token of scope `read`, signed with the HOOKDEPLOY_SECRET of webhook_helpers.SECRETS."""
-    from hookdeploy.core import tokens
-    from webhook_helpers import API_SECRET
+def read_token(served: Served) -> str:
+    """An API token of scope `read`, signed with the HOOKDEPLOY_SECRET of webhook_helpers.SECRETS and
+    recorded in `served`'s store."""
+    from webhook_helpers import issue_token
 
-    return tokens.create(API_SECRET, "read")
+    return issue_token(served.config, "read")
 
 
 @pytest.fixture
-def deploy_token() -> str:
-    """An API token of scope `deploy` (which includes read)."""
-    from hookdeploy.core import tokens
-    from webhook_helpers import API_SECRET
+def deploy_token(served: Served) -> str:
+    """An API token of scope `deploy` (which includes read), recorded in `served`'s store."""
+    from webhook_helpers import issue_token
 
-    return tokens.create(API_SECRET, "deploy")
+    return issue_token(served.config, "deploy")

@@ -42,7 +42,7 @@ def test_the_cli_and_the_api_refuse_an_empty_ref_with_the_same_words(invoke, sit
     from hookdeploy.web.app import create_app
 
     monkeypatch.setenv("HOOKDEPLOY_SECRET", "s" * 32)
-    token = tokens.create(b"s" * 32, "deploy", 60)
+    token = tokens.issue(b"s" * 32, store, "deploy", 60)
     client = create_app(load(site_config), store).test_client()
     response = client.post("/api/apps/site/deploy", json={"ref": " "}, headers={"Authorization": f"Bearer {token}"})
     assert (response.status_code, response.get_json()) == (400, {"error": said})

@@ -23,7 +23,7 @@ from hookdeploy.core import tokens
 from hookdeploy.engine import traffic
 from hookdeploy.web.sessions import COOKIE
 from hookdeploy.core.models import JobKind, JobState, Trigger, parse_time
-from webhook_helpers import API_SECRET as SECRET, Server, release
+from webhook_helpers import API_SECRET as SECRET, ORIGIN, Server, release
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -36,6 +36,7 @@ def dash(web_app):
     """The web app (test client, store, SHAs) with two releases of `site`: shas[0], then shas[1] live."""
     release(web_app.store, "site", web_app.shas[0])
     release(web_app.store, "site", web_app.shas[1])
+    web_app.client.environ_base["HTTP_ORIGIN"] = ORIGIN["Origin"]  # as a browser sends with each form
     return web_app
 
 
@@ -54,7 +55,7 @@ def test_signed_out_visitors_are_sent_to_the_sign_in_page(dash):
 
 
 def test_good_token_gives_a_signed_httponly_samesite_strict_cookie_without_the_token(dash):
-    token = tokens.create(SECRET, "deploy")
+    token = dash.token("deploy")
     response = dash.client.post("/signin", data={"token": f"  {token}\n"})
     assert response.status_code == 303 and response.headers["Location"].endswith("/")
     [cookie] = response.headers.getlist("Set-Cookie")
@@ -73,7 +74,7 @@ def test_good_token_gives_a_signed_httponly_samesite_strict_cookie_without_the_t
 
 @pytest.mark.slow
 def test_bad_foreign_and_expired_tokens_are_refused(dash):
-    expiring = tokens.create(SECRET, "deploy", ttl=1)
+    expiring = dash.token("deploy", ttl=1)
     time.sleep(2.1)
     for token, says in (("", "invalid"), ("garbage", "invalid"), (tokens.create(b"other secret", "deploy"), "invalid"),
                         (expiring, "expired"), ("x" * 10_000, "invalid")):
@@ -382,7 +383,7 @@ def test_in_a_browser_the_charts_render_under_the_pages_csp(served, web_app, chr
                              "(event) => window.violations.push(event.violatedDirective + ' ' + event.blockedURI))")
         base = f"http://127.0.0.1:{served.port}"
         page.goto(base + "/signin")
-        page.fill("#token", tokens.create(SECRET, "read"))
+        page.fill("#token", web_app.token("read"))
         page.click("button:has-text('Sign in')")
         page.goto(f"{base}/jobs/{job.id}")
 
@@ -431,7 +432,7 @@ def test_in_a_browser_sign_in_see_the_live_sha_roll_back_and_see_it_change(insta
         base = f"http://127.0.0.1:{port}"
         page.goto(base + "/")
         expect(page).to_have_url(base + "/signin")
-        page.fill("#token", tokens.create(SECRET, "deploy"))
+        page.fill("#token", tokens.issue(SECRET, instance.store, "deploy"))
         page.click("button:has-text('Sign in')")
         expect(page).to_have_url(base + "/")
         live = page.locator("#app-site .live-sha")

@@ -118,7 +118,7 @@ def test_a_tag_cannot_be_resolved_without_the_engine_and_the_api_says_retry(clie
     from hookdeploy.core import tokens
 
     monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")
-    token = tokens.create(b"s" * 32, "deploy", 60)
+    token = tokens.issue(b"s" * 32, store, "deploy", 60)
     answer = client.post("/api/apps/api/deploy", json={"image": "v1"}, headers={"Authorization": f"Bearer {token}"})
     assert answer.status_code == 503 and answer.headers["Retry-After"].isdigit()
     assert answer.get_json()["error"].startswith("the Docker engine does not answer")

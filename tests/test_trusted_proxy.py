@@ -146,8 +146,8 @@ def cookie_flags(set_cookie: str) -> set[str]:
     return flags
 
 
-def sign_in(session, proxy_port: int, scope: str = "deploy"):
-    return session.post(f"https://localhost:{proxy_port}/signin", data={"token": tokens.create(SECRET, scope)},
+def sign_in(session, proxy_port: int, store, scope: str = "deploy"):
+    return session.post(f"https://localhost:{proxy_port}/signin", data={"token": tokens.issue(SECRET, store, scope)},
                         allow_redirects=False, timeout=10)
 
 
@@ -155,12 +155,12 @@ def sign_in(session, proxy_port: int, scope: str = "deploy"):
 
 
 @pytest.mark.docker
-def test_sign_in_through_the_tls_proxy_gives_a_secure_session(tls_proxy, serve, certificate):
+def test_sign_in_through_the_tls_proxy_gives_a_secure_session(tls_proxy, serve, certificate, store):
     upstream, shas = serve(trusted_proxy="127.0.0.1")
     port = tls_proxy(upstream)
     session = browser(port, certificate)
 
-    response = sign_in(session, port)
+    response = sign_in(session, port, store)
     assert response.status_code == 303, response.text
     assert response.headers["Location"] in ("/", f"https://localhost:{port}/")
     set_cookie = response.headers["Set-Cookie"]
@@ -176,7 +176,7 @@ def test_rollback_button_through_the_tls_proxy_queues_the_job(tls_proxy, serve, 
     upstream, shas = serve(trusted_proxy="127.0.0.1")
     port = tls_proxy(upstream)
     session = browser(port, certificate)
-    assert sign_in(session, port).status_code == 303
+    assert sign_in(session, port, store).status_code == 303
 
     page = session.get(f"https://localhost:{port}/", timeout=10).text
     form = re.search(r'<form[^>]*action="/apps/site/rollback".*?</form>', page, re.DOTALL)
@@ -193,30 +193,30 @@ def test_rollback_button_through_the_tls_proxy_queues_the_job(tls_proxy, serve, 
 
 
 @pytest.mark.docker
-def test_without_trusted_proxy_the_same_sign_in_is_refused(tls_proxy, serve, certificate):
+def test_without_trusted_proxy_the_same_sign_in_is_refused(tls_proxy, serve, certificate, store):
     upstream, _ = serve()
     port = tls_proxy(upstream)
     session = browser(port, certificate)
 
-    response = sign_in(session, port)
+    response = sign_in(session, port, store)
     assert response.status_code == 403 and "another site" in response.text
     assert "Set-Cookie" not in response.headers
 
-    del session.headers["Origin"]  # a client sending no Origin signs in, but over a connection taken for http
-    response = sign_in(session, port)
-    assert response.status_code == 303
-    assert "secure" not in cookie_flags(response.headers["Set-Cookie"])
+    del session.headers["Origin"]  # a client sending no Origin (nor Referer) is refused too: login CSRF
+    response = sign_in(session, port, store)
+    assert response.status_code == 403 and "without an Origin or Referer" in response.text
+    assert "Set-Cookie" not in response.headers
 
 
 # -- straight to serve, from a peer that is not the proxy ---------------------------------------------------
 
 
 @pytest.mark.slow
-def test_forwarding_headers_from_another_peer_are_dropped(serve):
+def test_forwarding_headers_from_another_peer_are_dropped(serve, store):
     upstream, _ = serve(trusted_proxy="127.0.0.1")
     forged = {"X-Forwarded-Proto": "https", "X-Forwarded-Host": "localhost:8443", "X-Forwarded-For": "203.0.113.9",
               "Content-Type": "application/x-www-form-urlencoded"}
-    body = urllib.parse.urlencode({"token": tokens.create(SECRET, "deploy")})
+    body = urllib.parse.urlencode({"token": tokens.issue(SECRET, store, "deploy")})
 
     def post(source: str, headers: dict[str, str]) -> http.client.HTTPResponse:
         connection = http.client.HTTPConnection("127.0.0.1", upstream, timeout=10, source_address=(source, 0))
@@ -230,7 +230,7 @@ def test_forwarding_headers_from_another_peer_are_dropped(serve):
 
     refused = post(OTHER_PEER, {**forged, "Origin": "https://localhost:8443"})
     assert refused.status == 403 and refused.getheader("Set-Cookie") is None
-    signed_in = post(OTHER_PEER, forged)
+    signed_in = post(OTHER_PEER, {**forged, "Origin": f"http://127.0.0.1:{upstream}"})  # what serve sees
     assert signed_in.status == 303
     assert "secure" not in cookie_flags(signed_in.getheader("Set-Cookie"))
 

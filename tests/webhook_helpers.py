@@ -40,6 +40,8 @@ SECRET_OF = {"site": "SITE_SECRET", "lab": "GITLAB_SECRET", "tea": "GITEA_SECRET
 FIXTURE_OF = {"github": "github-push.json", "gitlab": "gitlab-push.json", "gitea": "gitea-push.json"}
 # What signs API tokens and dashboard sessions (server.secret_env is HOOKDEPLOY_SECRET).
 API_SECRET = SECRETS["HOOKDEPLOY_SECRET"].encode()
+# The Origin a browser sends with a form from a dashboard page the test client (Host: localhost) got.
+ORIGIN = {"Origin": "http://localhost"}
 
 
 def fixture(name: str) -> dict:
@@ -280,15 +282,28 @@ class WebApp:
 
     # the dashboard
 
+    def token(self, scope: str = "deploy", **options) -> str:
+        """A new API token of `scope` recorded in the store (tokens.issue options, e.g. ttl=3)."""
+        return tokens.issue(API_SECRET, self.store, scope, **options)
+
     def sign_in(self, scope: str = "deploy", **options):
-        """POST /signin with a fresh token of `scope` (tokens.create options, e.g. ttl=3)."""
-        return self.client.post("/signin", data={"token": tokens.create(API_SECRET, scope, **options)})
+        """POST /signin, as the sign-in page does, with a fresh token of `scope` (tokens.issue options)."""
+        return self.client.post("/signin", data={"token": self.token(scope, **options)}, headers=ORIGIN)
 
     def csrf(self, path: str = "/") -> str:
         """The CSRF field of the page at `path`."""
         found = re.search(r'name="csrf" value="([0-9a-f]+)"', self.client.get(path).get_data(as_text=True))
         assert found, "no CSRF field on the page"
         return found.group(1)
+
+
+def issue_token(config_path: Path, scope: str = "deploy", **options) -> str:
+    """A new API token of `scope` signed with API_SECRET and recorded in the store of the config at `config_path`."""
+    store = Store(configuration.load(config_path).server.database)
+    try:
+        return tokens.issue(API_SECRET, store, scope, **options)
+    finally:
+        store.close()
 
 
 def release(store: Store, app: str, sha: str) -> None:

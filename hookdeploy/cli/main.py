@@ -287,24 +287,67 @@ def serve(context: Context, no_worker: bool) -> None:
 
 @cli.group()
 def token() -> None:
-    """API tokens (signed with the server secret; changing it revokes them all)."""
+    """API tokens: made, listed and revoked by id (changing the server secret revokes them all)."""
 
 
 @token.command("create")
 @click.option("--scope", type=click.Choice(["read", "deploy"]), default="read", show_default=True,
               help="read: look at apps and jobs; deploy: also queue deploys, replays and rollbacks.")
-@click.option("--ttl", type=click.IntRange(min=1), default=30 * 24 * 3600, show_default="30 days",
-              metavar="SECONDS", help="How long the token is valid.")
+@click.option("--ttl", type=click.IntRange(min=1), default=None, metavar="SECONDS",
+              help="How long the token is valid (default: 30 days, at most server.max_token_ttl).")
 @pass_context
-def token_create(context: Context, scope: str, ttl: int) -> None:
-    """Print a new API token alone on stdout."""
+def token_create(context: Context, scope: str, ttl: int | None) -> None:
+    """Print a new API token alone on stdout (the store records its id, never the token)."""
     from hookdeploy.core import tokens
     from hookdeploy.core.config import missing_secrets
 
+    longest = context.config.server.max_token_ttl
+    if ttl is not None and ttl > longest:
+        raise BadInput(f"--ttl {ttl} is longer than server.max_token_ttl ({longest} seconds); "
+                       "ask for less, or raise server.max_token_ttl in deploy.toml")
     secret = context.config.server.secret()
     if secret is None:
         raise ConfigError(missing_secrets(context.config, tokens=True))
-    click.echo(tokens.create(secret, scope, ttl))
+    click.echo(tokens.issue(secret, context.store, scope, ttl or min(tokens.DEFAULT_TTL, longest)))
+
+
+@token.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list, oldest first.")
+@pass_context
+def token_list(context: Context, as_json: bool) -> None:
+    """Every API token made: id, scope, created, expires, state (never the token itself)."""
+    from hookdeploy.core.models import utcnow
+
+    now, made = utcnow(), context.store.tokens()
+    if as_json:
+        click.echo(json.dumps([made_token.to_json(now) for made_token in made]))
+        return
+    if not made:
+        click.echo("no API tokens yet (make one with: hookdeploy token create)")
+    for made_token in made:
+        state = made_token.state(now)
+        if state == "revoked":
+            state = f"revoked {made_token.revoked_at}"
+        click.echo(f"{made_token.id}  {made_token.scope:<6}  created {made_token.created_at}  "
+                   f"expires {made_token.expires_at}  {state}")
+
+
+@token.command("revoke")
+@click.argument("token_id", metavar="ID")
+@pass_context
+def token_revoke(context: Context, token_id: str) -> None:
+    """Refuse the token ID from now on, and end the dashboard sessions signed in with it."""
+    from hookdeploy.core.names import printable
+
+    before = context.store.token(token_id)
+    if before is None:
+        raise BadInput(f"no API token has the id {printable(token_id, 40)} (see: hookdeploy token list)")
+    if before.revoked_at is not None:
+        click.echo(f"token {before.id} was revoked already, at {before.revoked_at}")
+        return
+    revoked = context.store.revoke_token(token_id)
+    click.echo(f"revoked token {revoked.id} ({revoked.scope} scope); it and its dashboard sessions are refused "
+               "from now on")
 
 
 def main() -> None:

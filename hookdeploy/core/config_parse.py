@@ -23,8 +23,8 @@ from hookdeploy.core.config_schema import (MAX_REPLICAS, NOTIFY_EVENTS, NOTIFY_F
                                            HealthConfig, NotifyConfig, ProxyConfig, RegistryConfig, ServerConfig,
                                            TlsConfig, TlsFiles, WebhookConfig, is_local_path)
 from hookdeploy.core.errors import ConfigError
-from hookdeploy.core.names import (APP_NAME, INSTANCE_NAME, REGISTRY_HOST, TAG, branch_problem, image_problem, printable,
-                                   split_address)
+from hookdeploy.core.names import (APP_NAME, INSTANCE_NAME, REGISTRY_HOST, TAG, branch_problem, host_and_port,
+                                   image_problem, printable, split_address)
 
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 # A Swarm placement constraint: node.role==worker, node.labels.zone != b, engine.labels.x==y
@@ -98,7 +98,25 @@ def _check_server(server: dict, base: Path, problems: list[str]) -> dict:
         problems.append("server.threads: must be between 1 and 256")
     _check_secret_source(server, "server", problems)
     _check_trusted_proxy(server, problems)
+    _check_dashboard_hosts(server, problems)
+    if server.get("max_token_ttl", 1) < 1:
+        problems.append("server.max_token_ttl: must be a positive number of seconds")
     return server
+
+
+def _check_dashboard_hosts(server: dict, problems: list[str]) -> None:
+    names = server.get("hostnames")
+    if names is None:
+        return
+    normal = []
+    for name in names:
+        host, port = host_and_port(name) if isinstance(name, str) else (None, None)
+        if host is None:
+            problems.append(f"server.hostnames: {printable(name, 60)} is not a hostname or hostname:port")
+        else:
+            shown = f"[{host}]" if ":" in host else host  # as a Host header carries an IPv6 address
+            normal.append(shown if port is None else f"{shown}:{port}")
+    server["hostnames"] = tuple(normal)
 
 
 def _check_trusted_proxy(server: dict, problems: list[str]) -> None:

@@ -165,6 +165,9 @@ class ServerConfig:
     # The reverse proxy in front (its address as `serve` sees it, or "*"); empty: believe no forwarding headers.
     trusted_proxy: str = ""
     trusted_proxy_headers: tuple[str, ...] = ("x-forwarded-for", "x-forwarded-host", "x-forwarded-proto")
+    # Host values the dashboard answers (name or name:port); empty: the listen address and loopback names.
+    hostnames: tuple[str, ...] = ()
+    max_token_ttl: int = 90 * 24 * 3600  # seconds; `token create --ttl` longer is refused
 
     @property
     def database(self) -> Path:

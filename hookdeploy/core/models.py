@@ -1,4 +1,4 @@
-"""Jobs, releases and events as frozen dataclasses, with the states they move through."""
+"""Jobs, releases, events and API tokens as frozen dataclasses, with the states they move through."""
 
 from __future__ import annotations
 
@@ -59,6 +59,11 @@ def utcnow() -> str:
 def parse_time(text: str) -> datetime:
     """The inverse of utcnow()."""
     return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def iso_time(seconds: float) -> str:
+    """Seconds since the epoch as utcnow() writes times."""
+    return datetime.fromtimestamp(seconds, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 @dataclass(frozen=True)
@@ -136,3 +141,24 @@ class Event:
         """The event as a log line."""
         took = f" ({self.duration:.2f} s)" if self.duration is not None else ""
         return f"{self.at} {self.kind:<5} {self.message}{took}"
+
+
+@dataclass(frozen=True)
+class ApiToken:
+    """What the store knows of an API token: its id, scope and lifetime (never the token itself)."""
+
+    id: str
+    scope: str
+    created_at: str
+    expires_at: str
+    revoked_at: str | None = None
+
+    def state(self, now: str) -> str:
+        """revoked, expired or active, at the time `now` (written as utcnow() writes times)."""
+        if self.revoked_at is not None:
+            return "revoked"
+        return "expired" if self.expires_at <= now else "active"
+
+    def to_json(self, now: str) -> dict:
+        """The token as `token list --json` prints it."""
+        return {**asdict(self), "state": self.state(now)}

@@ -1,6 +1,8 @@
 """Validation of names that come from outside: app names, refs, SHAs."""
 
+import ipaddress
 import re
+import urllib.parse
 
 from hookdeploy.core.errors import BadInput
 
@@ -131,3 +133,24 @@ def check_digest(digest: str) -> str:
     if not DIGEST.match(digest):
         raise BadInput(f"{printable(digest)} is not an image digest (sha256: and 64 hexadecimal digits)")
     return digest
+
+
+# A DNS name as a Host header or server.hostnames carries it (lower case, no final dot, no wildcard).
+DNS_NAME = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*\Z")
+
+
+def host_and_port(text: str) -> tuple[str | None, int | None]:
+    """`name`, `name:port`, an IP address or `[v6]:port`, lower case without a final dot; (None, None) if not."""
+    try:
+        parts = urllib.parse.urlsplit(f"//{text}")
+        host, port = parts.hostname, parts.port
+    except ValueError:
+        return None, None
+    if not host or parts.netloc != text or text.endswith(":") or "@" in text or port == 0:
+        return None, None
+    host = host.rstrip(".")
+    try:
+        return str(ipaddress.ip_address(host)), port
+    except ValueError:
+        pass
+    return (host, port) if DNS_NAME.match(host) and not host.startswith("*") else (None, None)

@@ -150,6 +150,21 @@ MIGRATIONS = [
     ALTER TABLE jobs ADD COLUMN digest TEXT CHECK (digest IS NULL OR digest GLOB 'sha256:*');
     ALTER TABLE releases ADD COLUMN digest TEXT;
     """,
+    # 4: API tokens by id (never the token itself) and dashboard sessions ended by signing out
+    """
+    CREATE TABLE tokens (
+        id TEXT PRIMARY KEY,
+        scope TEXT NOT NULL CHECK (scope IN ('read', 'deploy')),
+        created_at TEXT NOT NULL,
+        expires_at TEXT NOT NULL,
+        revoked_at TEXT
+    );
+    CREATE TABLE ended_sessions (
+        id TEXT PRIMARY KEY,
+        expires_at TEXT NOT NULL
+    );
+    CREATE INDEX ended_sessions_by_expiry ON ended_sessions (expires_at);
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -1,5 +1,5 @@
-"""The durable job store: jobs, their events (the job log), releases, webhook deliveries and
-worker heartbeats, as the queries on one SQLite file.
+"""The durable job store: jobs, their events (the job log), releases, webhook deliveries, worker
+heartbeats, API tokens by id and ended dashboard sessions, as the queries on one SQLite file.
 
 Every write runs in `BEGIN IMMEDIATE`, so writers queue on the busy timeout instead of failing
 half-way. The database enforces the rules (one running job per app, one delivery id once, one
@@ -19,7 +19,7 @@ from typing import Iterator
 
 from hookdeploy.core import schema
 from hookdeploy.core.errors import StoreError
-from hookdeploy.core.models import (Event, Job, JobKind, JobState, Release, ReleaseState, Trigger,
+from hookdeploy.core.models import (ApiToken, Event, Job, JobKind, JobState, Release, ReleaseState, Trigger,
                                     parse_time, utcnow)
 
 _JOB_COLUMNS = ("id, app, kind, trigger, ref, sha, state, created_at, started_at, finished_at, "
@@ -339,6 +339,44 @@ class Store:
         now = parse_time(utcnow())
         rows = self._connection().execute("SELECT heartbeat_at FROM workers WHERE stopped_at IS NULL").fetchall()
         return any((now - parse_time(row[0])).total_seconds() <= within for row in rows)
+
+    # -- API tokens and dashboard sessions ----------------------------------------------
+
+    def add_token(self, token: ApiToken) -> None:
+        """Record a new API token (its id, scope and lifetime; never the token)."""
+        with self.transaction() as db:
+            db.execute("INSERT INTO tokens (id, scope, created_at, expires_at) VALUES (?, ?, ?, ?)",
+                       (token.id, token.scope, token.created_at, token.expires_at))
+
+    def token(self, token_id: str) -> ApiToken | None:
+        """The API token recorded with this id, or None."""
+        row = self._connection().execute("SELECT id, scope, created_at, expires_at, revoked_at FROM tokens "
+                                         "WHERE id = ?", (token_id,)).fetchone()
+        return ApiToken(**dict(row)) if row else None
+
+    def tokens(self) -> list[ApiToken]:
+        """Every API token recorded, oldest first."""
+        rows = self._connection().execute("SELECT id, scope, created_at, expires_at, revoked_at FROM tokens "
+                                          "ORDER BY rowid").fetchall()
+        return [ApiToken(**dict(row)) for row in rows]
+
+    def revoke_token(self, token_id: str) -> ApiToken | None:
+        """Revoke the token `token_id` now (kept as it was if revoked before); None if there is none."""
+        with self.transaction() as db:
+            db.execute("UPDATE tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL", (utcnow(), token_id))
+        return self.token(token_id)
+
+    def end_session(self, session_id: str, expires_at: str) -> None:
+        """Record that a dashboard session was signed out, until `expires_at` (when its cookie stops
+        working anyway); sessions past their expiry are forgotten in the same commit."""
+        with self.transaction() as db:
+            db.execute("DELETE FROM ended_sessions WHERE expires_at < ?", (utcnow(),))
+            db.execute("INSERT OR IGNORE INTO ended_sessions (id, expires_at) VALUES (?, ?)", (session_id, expires_at))
+
+    def session_ended(self, session_id: str) -> bool:
+        """True if the dashboard session `session_id` was signed out."""
+        return self._connection().execute("SELECT 1 FROM ended_sessions WHERE id = ?",
+                                          (session_id,)).fetchone() is not None
 
     # -- reports across tables ---------------------------------------------------------
 

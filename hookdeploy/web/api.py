@@ -1,8 +1,11 @@
 """The JSON API under /api: look at apps and jobs (read scope), queue deploys (deploy scope).
 
 Every request carries `Authorization: Bearer TOKEN` (from `hookdeploy token create`): 401 when
-it is missing, malformed, tampered with, expired or signed with another secret; 403 when its
-scope does not cover the request. Enqueueing resolves refs and SHAs exactly as the CLI does.
+it is missing, malformed, tampered with, expired, signed with another secret, revoked or unknown to
+the store; 403 when its scope does not cover the request. Enqueueing resolves refs and SHAs exactly
+as the CLI does. The Host header is not checked here (the dashboard checks it): a browser never adds
+a bearer token by itself, so a page on a rebound name gains nothing, and CI reaches the API by
+whatever name its network gives this server.
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ def authenticate() -> None:
     if secret is None:
         raise Refused(503, "the server secret is not set, so no API token can be checked", retry_later())
     try:
-        scope = tokens.verify(secret, token.strip())
+        scope = tokens.check(secret, services().store, token.strip(), services().config.server.max_token_ttl).scope
     except tokens.InvalidToken as error:
         raise Refused(401, str(error), {"WWW-Authenticate": 'Bearer realm="hookdeploy", error="invalid_token"'}) from None
     if not tokens.grants(scope, needed):

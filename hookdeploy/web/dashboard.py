@@ -25,7 +25,7 @@ from hookdeploy.engine import traffic
 from hookdeploy.web import charts
 from hookdeploy.web.display import commit_subject, duration, format_seconds, format_when
 from hookdeploy.web.http import Refused, answer, event_json, int_argument, reply, services
-from hookdeploy.web.sessions import (check_origin, csrf_token, end_session, requires, secret, session_scope,
+from hookdeploy.web.sessions import (check_request, csrf_token, end_session, requires, secret, session_scope,
                                      start_session)
 
 log = logging.getLogger(__name__)
@@ -47,6 +47,12 @@ SECURITY_HEADERS = {
 # -- signing in and out ------------------------------------------------------------------------------
 
 
+@dashboard.before_request
+def _checked() -> None:
+    """Every dashboard request: its Host is ours; a POST is a small form from one of our pages."""
+    check_request()
+
+
 @dashboard.get("/signin")
 def signin_form() -> Response | str:
     """The sign-in page: paste a token."""
@@ -57,23 +63,25 @@ def signin_form() -> Response | str:
 @dashboard.post("/signin")
 def signin() -> Response | tuple[str, int]:
     """Exchange a pasted API token for a session cookie."""
+    # No session yet to derive a CSRF token from: check_request's Origin check is what stops a
+    # sign-in from another site's page (login CSRF).
     key = secret()
-    check_origin()  # no session yet to derive a CSRF token from; SameSite does not cover signing in
     token = request.form.get("token", "").strip()
     try:
-        scope, expires = tokens.verify_until(key, token)
+        claims = tokens.check(key, services().store, token, services().config.server.max_token_ttl)
     except tokens.InvalidToken as error:
         return render_template("signin.html", error=str(error)), 401
+    # A path, never a URL made from the Host header.
     response = redirect(url_for("dashboard.index"), 303)
-    start_session(response, scope, expires)
-    log.info("dashboard: signed in with a %s token from %s", scope, request.remote_addr)
+    start_session(response, claims)
+    log.info("dashboard: signed in with %s token %s from %s", claims.scope, claims.id, request.remote_addr)
     return response
 
 
 @dashboard.post("/signout")
 @requires("read")
 def signout() -> Response:
-    """Forget the session cookie."""
+    """End the session on the server and forget its cookie."""
     response = redirect(url_for("dashboard.signin_form"), 303)
     end_session(response)
     return response
