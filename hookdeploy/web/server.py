@@ -29,8 +29,8 @@ from hookdeploy.core.store import Store
 
 log = logging.getLogger(__name__)
 
-CONNECTION_LIMIT_PER_THREAD = 25  # keep-alive connections mostly sit idle between requests
-CHANNEL_TIMEOUT_SECONDS = 30  # idle connections (and slow senders) are dropped after this
+# waitress looks for idle connections this often; more seldom than channel_timeout would let them outstay it
+CLEANUP_INTERVAL_SECONDS = 30
 MAX_HEADER_BYTES = 64 * 1024
 DRAIN_SECONDS = 10.0
 
@@ -60,8 +60,9 @@ def adjustments(config: Config) -> dict:
     settings = {
         "listen": config.server.listen,
         "threads": config.server.threads,
-        "connection_limit": max(100, config.server.threads * CONNECTION_LIMIT_PER_THREAD),
-        "channel_timeout": CHANNEL_TIMEOUT_SECONDS,
+        "connection_limit": config.server.connection_limit,
+        "channel_timeout": config.server.channel_timeout,
+        "cleanup_interval": min(CLEANUP_INTERVAL_SECONDS, config.server.channel_timeout),
         # waitress refuses Content-Length >= this before reading the body
         "max_request_body_size": config.server.max_body + 1,
         "max_request_header_size": MAX_HEADER_BYTES,
