@@ -15,7 +15,9 @@ from __future__ import annotations
 import http.client
 import json
 import re
+import resource
 import socket
+import subprocess
 import time
 from pathlib import Path
 
@@ -28,7 +30,7 @@ from hookdeploy.core.store import Store
 from hookdeploy.web.server import adjustments
 from pebble_helpers import self_signed
 from slowloris import SlowClients, attacker_context
-from webhook_helpers import Served, delivery, free_port
+from webhook_helpers import HOOKDEPLOY, Served, delivery, environment, free_port
 
 SLOW_CLIENTS = 2000
 ANSWER_WITHIN_SECONDS = 1.0  # the issue's bar for a real delivery while the slow clients hang
@@ -234,3 +236,40 @@ def test_doctor_does_not_warn_on_loopback_or_behind_a_trusted_proxy(write_config
     _, lines = doctor_lines(write_config, run_cli, state_dir, site_bare_repo, **server)
     assert not [line for line in lines if line.startswith("WARN  ")], lines
     assert any(line.startswith(f"ok    server.listen {server['listen']} ") for line in lines), lines
+
+
+def open_files_limit(pid: int) -> tuple[int, int]:
+    """A process's (soft, hard) limit of open files, from /proc."""
+    for line in Path(f"/proc/{pid}/limits").read_text().splitlines():
+        if line.startswith("Max open files"):
+            soft, hard = line.split()[3:5]
+            return int(soft), int(hard)
+    raise AssertionError("no Max open files line")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("soft, hard, connection_limit, expected", [
+    (1024, 4096, 1600, (1856, 4096)),  # as systemd starts it: raised to fit connection_limit
+    (512, 1024, 1600, (1024, 1024)),  # the hard limit is lower: as far as it goes, with a warning
+])
+def test_serve_raises_its_open_file_limit_to_fit_connection_limit(tmp_path: Path, soft, hard, connection_limit,
+                                                                  expected):
+    served = Served.make(tmp_path, threads=8)
+    text = served.config.read_text()
+    served.config.write_text(text.replace("threads = 8\n", f"threads = 8\nconnection_limit = {connection_limit}\n"))
+    log = tmp_path / "serve.log"
+    with log.open("ab") as output:
+        process = subprocess.Popen([str(HOOKDEPLOY), "--config", str(served.config), "serve", "--no-worker"],
+                                   env=environment(), stdout=output, stderr=subprocess.STDOUT,
+                                   preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard)))
+    try:
+        deadline = time.monotonic() + 20
+        while "serving on" not in log.read_text() and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert "serving on" in log.read_text(), log.read_text()
+        assert open_files_limit(process.pid) == expected
+        warned = "leaves room for 768 connections, not server.connection_limit = 1600" in log.read_text()
+        assert warned == (hard < connection_limit + 256), log.read_text()
+    finally:
+        process.terminate()
+        assert process.wait(20) == 0
