@@ -18,7 +18,8 @@ README = Path(__file__).resolve().parent.parent / "README.md"
 IMAGE = "hookdeploy-nginx:local"
 CONTAINER_CONF_D = "/etc/nginx/conf.d"
 MAIN_CONF = "nginx.conf.main"  # beside hookdeploy.conf, mounted as nginx.conf; not *.conf, which conf.d includes
-# The image's own nginx.conf, but for the README's block in place of its `events` block.
+# The image's own nginx.conf, but for the README's block in place of its `events` block, and no access
+# log (thousands of slow clients' lines would only fill the container's log).
 NGINX_CONF = """\
 user nginx;
 worker_processes auto;
