@@ -1,6 +1,6 @@
 """Behind a TLS reverse proxy: a real nginx with a self-signed certificate (made by `openssl` here)
-in front of `hookdeploy serve --no-worker`, configured with the README's own snippet. With
-`server.trusted_proxy` set, waitress believes the proxy's X-Forwarded-* headers, so the dashboard
+in front of `hookdeploy serve --no-worker`, configured with the README's own snippet (readme_nginx.py).
+With `server.trusted_proxy` set, waitress believes the proxy's X-Forwarded-* headers, so the dashboard
 sees the https origin the browser used: signing in and the rollback button work, and the session
 cookie is Secure. Without the setting, or from any other peer, those headers are dropped.
 """
@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import http.client
 import re
-import secrets
 import subprocess
-import textwrap
 import time
 import urllib.parse
 import warnings
@@ -19,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from docker_helpers import BASE_IMAGE, free_port
+import readme_nginx
+from docker_helpers import free_port
 from hookdeploy.core import config as configuration
 from hookdeploy.core import tokens
 from hookdeploy.web.sessions import COOKIE
@@ -27,8 +26,6 @@ from hookdeploy.core.models import JobKind, JobState
 from hookdeploy.web.server import adjustments
 from webhook_helpers import API_SECRET as SECRET, Server, make_repo, release
 
-README = Path(__file__).parent.parent / "README.md"
-CONTAINER_CONF_D = "/etc/nginx/conf.d"
 # Linux answers on all of 127/8: a client bound to this address is a peer other than the proxy.
 OTHER_PEER = "127.0.0.2"
 
@@ -48,30 +45,15 @@ def certificate(tmp_path: Path) -> Path:
     return folder
 
 
-def readme_location_block() -> str:
-    """The nginx `location` block the README tells users to put in their proxy."""
-    found = re.search(r"```nginx\n(.*?)```", README.read_text(encoding="utf-8"), re.DOTALL)
-    assert found, "README.md has no ```nginx block"
-    return textwrap.dedent(found.group(1))
-
-
 @pytest.fixture
 def tls_proxy(docker_engine, certificate: Path):
-    """A function starting nginx (host network, TLS on a free loopback port) in front of 127.0.0.1:UPSTREAM;
-    returns the port. Containers are removed afterwards."""
+    """A function starting the README's nginx (host network, TLS on a free loopback port) in front of
+    127.0.0.1:UPSTREAM; returns the port. Containers are removed afterwards."""
     started = []
 
     def start(upstream: int) -> int:
         port = free_port()
-        location = readme_location_block().replace("127.0.0.1:8080", f"127.0.0.1:{upstream}")
-        (certificate / "tls.conf").write_text(
-            f"server {{\n    listen 127.0.0.1:{port} ssl;\n    server_name localhost;\n"
-            f"    ssl_certificate {CONTAINER_CONF_D}/cert.pem;\n    ssl_certificate_key {CONTAINER_CONF_D}/key.pem;\n"
-            + textwrap.indent(location, "    ") + "}\n")
-        container = docker_engine.containers.run(
-            BASE_IMAGE, detach=True, name=f"hookdeploy-test-tls-{secrets.token_hex(4)}", network_mode="host",
-            labels={"hookdeploy.test": "trusted-proxy"},
-            volumes={str(certificate): {"bind": CONTAINER_CONF_D, "mode": "ro"}})
+        container = readme_nginx.start(docker_engine, certificate, port, upstream, "trusted-proxy")
         started.append(container)
         wait_until_it_answers(container, port, certificate)
         return port

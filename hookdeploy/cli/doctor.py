@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import shutil
 from pathlib import Path
@@ -36,6 +37,7 @@ def run(config: Config, report: Report) -> int:
         free = shutil.disk_usage(state).free
         check(free > 2 * 1024**3, f"{free / 1024**3:.1f} GiB free in {state}",
               f"only {free / 1024**2:.0f} MiB free in {state}: builds need room; prune images or grow the disk")
+    _check_listen(config, report)
     has_webhooks = any(app.webhook is not None for app in config.apps.values())
     for problem in missing_secrets(config, tokens=has_webhooks, webhooks=True, app_env=True):
         check(False, "", f"{problem}: {_secret_fix(problem)}")
@@ -47,6 +49,22 @@ def run(config: Config, report: Report) -> int:
         doctor_tls.check_tls(config, check)
     _check_docker(config, check)
     return problems
+
+
+def _check_listen(config: Config, report: Report) -> None:
+    """Warn (not a problem: a firewall may stand in front) when serve takes public traffic itself."""
+    listen = config.server.listen
+    host, _ = split_address(listen)
+    if host == "localhost" or ipaddress.ip_address(host).is_loopback:
+        report(f"ok    server.listen {listen} is loopback: only this machine (and a proxy on it) reaches serve")
+    elif config.server.trusted_proxy:
+        report(f"ok    server.listen {listen} is not loopback, with a reverse proxy in front "
+               f"(server.trusted_proxy = \"{config.server.trusted_proxy}\")")
+    else:
+        report(f"WARN  server.listen {listen} is not a loopback address and no server.trusted_proxy is set: "
+               f"{config.server.connection_limit} slow clients would leave serve answering no one; "
+               "listen on 127.0.0.1 behind the README's nginx (\"Behind that proxy\"), "
+               "or set server.trusted_proxy to the proxy's address")
 
 
 def _check_app(config: Config, app, check) -> None:

@@ -29,6 +29,9 @@ from hookdeploy.core.names import (APP_NAME, INSTANCE_NAME, REGISTRY_HOST, TAG, 
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 # A Swarm placement constraint: node.role==worker, node.labels.zone != b, engine.labels.x==y
 CONSTRAINT = re.compile(r"(node|engine)\.[A-Za-z0-9_.-]+\s*(==|!=)\s*[A-Za-z0-9_.:/-]+\Z")
+# waitress holds every connection in one poll loop: past these, a typo rather than a choice.
+MAX_CONNECTIONS = 100_000
+MAX_CHANNEL_TIMEOUT = 3600
 HOSTNAME = re.compile(r"(\*\.)?[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\Z")
 
 
@@ -96,6 +99,10 @@ def _check_server(server: dict, base: Path, problems: list[str]) -> dict:
         problems.append("server.max_body: must be a positive number of bytes")
     if not 1 <= server.get("threads", 1) <= 256:
         problems.append("server.threads: must be between 1 and 256")
+    if not 1 <= server.get("connection_limit", 1) <= MAX_CONNECTIONS:
+        problems.append(f"server.connection_limit: must be between 1 and {MAX_CONNECTIONS} open connections")
+    if not 1 <= server.get("channel_timeout", 1) <= MAX_CHANNEL_TIMEOUT:
+        problems.append(f"server.channel_timeout: must be between 1 and {MAX_CHANNEL_TIMEOUT} seconds")
     _check_secret_source(server, "server", problems)
     _check_trusted_proxy(server, problems)
     _check_dashboard_hosts(server, problems)

@@ -162,6 +162,8 @@ class ServerConfig:
     secret_env: str | None = "HOOKDEPLOY_SECRET"
     secret_file: str | None = None
     threads: int = 64
+    connection_limit: int = 1600  # waitress: open connections at most; past it, new ones wait in the backlog
+    channel_timeout: int = 30  # waitress: seconds a connection may stay idle before it is closed
     # The reverse proxy in front (its address as `serve` sees it, or "*"); empty: believe no forwarding headers.
     trusted_proxy: str = ""
     trusted_proxy_headers: tuple[str, ...] = ("x-forwarded-for", "x-forwarded-host", "x-forwarded-proto")

@@ -11,6 +11,7 @@ import json
 import logging
 import logging.handlers
 import queue
+import resource
 import signal
 import threading
 import time
@@ -29,9 +30,10 @@ from hookdeploy.core.store import Store
 
 log = logging.getLogger(__name__)
 
-CONNECTION_LIMIT_PER_THREAD = 25  # keep-alive connections mostly sit idle between requests
-CHANNEL_TIMEOUT_SECONDS = 30  # idle connections (and slow senders) are dropped after this
+# waitress looks for idle connections this often; more seldom than channel_timeout would let them outstay it
+CLEANUP_INTERVAL_SECONDS = 30
 MAX_HEADER_BYTES = 64 * 1024
+FILES_BESIDES_CONNECTIONS = 256  # the store, log files, pipes, the worker's builds: room kept under the limit
 DRAIN_SECONDS = 10.0
 
 
@@ -60,8 +62,9 @@ def adjustments(config: Config) -> dict:
     settings = {
         "listen": config.server.listen,
         "threads": config.server.threads,
-        "connection_limit": max(100, config.server.threads * CONNECTION_LIMIT_PER_THREAD),
-        "channel_timeout": CHANNEL_TIMEOUT_SECONDS,
+        "connection_limit": config.server.connection_limit,
+        "channel_timeout": config.server.channel_timeout,
+        "cleanup_interval": min(CLEANUP_INTERVAL_SECONDS, config.server.channel_timeout),
         # waitress refuses Content-Length >= this before reading the body
         "max_request_body_size": config.server.max_body + 1,
         "max_request_header_size": MAX_HEADER_BYTES,
@@ -103,9 +106,29 @@ def background_logging() -> Iterator[None]:
         root.handlers = handlers
 
 
+def allow_connections(limit: int) -> int:
+    """Raise the open-file limit so `limit` connections fit (systemd starts a service with 1024);
+    return how many fit when the hard limit is lower, so that waitress stops accepting before
+    accept() fails with "too many open files" (which it would retry in a busy loop)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = limit + FILES_BESIDES_CONNECTIONS
+    if soft == resource.RLIM_INFINITY or soft >= wanted:
+        return limit
+    if hard != resource.RLIM_INFINITY and hard < wanted:
+        fitting = max(1, hard - FILES_BESIDES_CONNECTIONS)
+        log.warning("the open-file limit (%d) leaves room for %d connections, not server.connection_limit = %d: "
+                    "raise it (systemd: LimitNOFILE=%d)", hard, fitting, limit, wanted)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        return fitting
+    resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+    return limit
+
+
 def _serve(config: Config, store: Store, with_worker: bool) -> int:
     dispatchers: dict = {}
-    http = waitress.create_server(create_app(config, store), map=dispatchers, **adjustments(config))
+    settings = adjustments(config)
+    settings["connection_limit"] = allow_connections(settings["connection_limit"])
+    http = waitress.create_server(create_app(config, store), map=dispatchers, **settings)
     for dispatcher in list(dispatchers.values()):
         if isinstance(dispatcher, waitress.server.BaseWSGIServer):
             dispatcher.channel_class = _Channel
