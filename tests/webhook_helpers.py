@@ -186,11 +186,11 @@ class Server:
                 time.sleep(0.05)
         raise AssertionError(f"serve did not answer /healthz within {timeout} s: {self.log_path.read_text()}")
 
-    def stop(self, signum: int = signal.SIGTERM, timeout: float = 20) -> int:
-        """Send `signum` and wait; return the exit status."""
+    def stop(self, signum: int | None = signal.SIGTERM, timeout: float = 20) -> int:
+        """Send `signum` (None: the caller signalled it already) and wait; return the exit status."""
         if self.process is None:
             return 0
-        if self.process.poll() is None:
+        if signum is not None and self.process.poll() is None:
             self.process.send_signal(signum)
         try:
             status = self.process.wait(timeout)
