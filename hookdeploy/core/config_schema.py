@@ -165,6 +165,7 @@ class ServerConfig:
     # The reverse proxy in front (its address as `serve` sees it, or "*"); empty: believe no forwarding headers.
     trusted_proxy: str = ""
     trusted_proxy_headers: tuple[str, ...] = ("x-forwarded-for", "x-forwarded-host", "x-forwarded-proto")
+    metrics_public: bool = False  # GET /metrics without a token (else it takes a read-scope one)
 
     @property
     def database(self) -> Path:
@@ -236,7 +237,8 @@ class Config:
             return self.apps[name]
         except KeyError:
             known = ", ".join(sorted(self.apps)) or "none"
-            raise UnknownApp(f"unknown app {printable(name)} (apps in {self.path}: {known})") from None
+            raise UnknownApp(f"unknown app {printable(name)} (apps in {self.path}: {known})",
+                             public=f"unknown app {printable(name)}") from None
 
 
 def read_secret(env_name: str | None, file_name: str | None) -> bytes | None:

@@ -48,7 +48,8 @@ def open_repo(app: AppConfig, state_dir: str | Path, fetch: bool = False) -> git
             return git.Repo(app.repo)
         except (git.NoSuchPathError, git.InvalidGitRepositoryError):
             raise GitError(f"apps.{app.name}.repo: {app.repo} is not a git repository "
-                           f"(create it with: hookdeploy init-repo {app.name})") from None
+                           f"(create it with: hookdeploy init-repo {app.name})",
+                           public=f"the repo of {app.name} is not a git repository yet") from None
     mirror = mirror_path(app, state_dir)
     try:
         if not (mirror / "HEAD").exists():
@@ -59,11 +60,13 @@ def open_repo(app: AppConfig, state_dir: str | Path, fetch: bool = False) -> git
             repo.git.fetch("--prune", "origin")
         return repo
     except git.GitCommandError as error:
-        raise GitError(f"fetching {app.repo} failed: {_last_line(error)}") from None
+        raise GitError(f"fetching {app.repo} failed: {_last_line(error)}",
+                       public=f"fetching the repo of {app.name} failed") from None
 
 
-def resolve_sha(repo: git.Repo, text: str) -> str:
-    """The full SHA of the one commit whose SHA starts with `text`; BadInput if none or several."""
+def resolve_sha(repo: git.Repo, text: str, app: str = "the app") -> str:
+    """The full SHA of the one commit whose SHA starts with `text`; BadInput if none or several
+    (naming the repo's path, and only `app` to a caller over HTTP)."""
     prefix = check_sha_prefix(text)
     try:
         candidates = repo.git.rev_parse(f"--disambiguate={prefix}").split()
@@ -71,14 +74,17 @@ def resolve_sha(repo: git.Repo, text: str) -> str:
         candidates = []
     commits = [sha for sha in candidates if _object_type(repo, sha) == "commit"]
     if not commits:
-        raise BadInput(f"no commit {prefix} in {repo.git_dir}")
+        raise BadInput(f"no commit {prefix} in {repo.git_dir}", public=f"no commit {prefix} in the repo of {app}")
     if len(commits) > 1:
-        raise BadInput(f"SHA {prefix} is ambiguous in {repo.git_dir}: it starts {len(commits)} commits; give more digits")
+        problem = f"it starts {len(commits)} commits; give more digits"
+        raise BadInput(f"SHA {prefix} is ambiguous in {repo.git_dir}: {problem}",
+                       public=f"SHA {prefix} is ambiguous in the repo of {app}: {problem}")
     return commits[0]
 
 
-def resolve_ref(repo: git.Repo, ref: str) -> str:
-    """The commit SHA a branch, tag or full ref name points at; BadInput if there is none."""
+def resolve_ref(repo: git.Repo, ref: str, app: str = "the app") -> str:
+    """The commit SHA a branch, tag or full ref name points at; BadInput if there is none (naming the
+    repo's path, and only `app` to a caller over HTTP)."""
     check_ref(ref, "ref")
     names = [ref] if ref.startswith("refs/") else [f"refs/heads/{ref}", f"refs/tags/{ref}"]
     for name in names:
@@ -86,7 +92,8 @@ def resolve_ref(repo: git.Repo, ref: str) -> str:
             return repo.git.rev_parse("--verify", "--quiet", f"{name}^{{commit}}").strip()
         except git.GitCommandError:
             continue
-    raise BadInput(f"ref {printable(ref)} does not exist in {repo.git_dir}")
+    raise BadInput(f"ref {printable(ref)} does not exist in {repo.git_dir}",
+                   public=f"ref {printable(ref)} does not exist in the repo of {app}")
 
 
 def has_commit(repo: git.Repo, sha: str) -> bool:
