@@ -115,7 +115,8 @@ def export(repo: git.Repo, sha: str, destination: Path) -> Path:
         raise GitError(f"commit {sha[:12]} is not in {repo.git_dir} (force-pushed away and pruned?)")
     if destination.exists():
         shutil.rmtree(destination)
-    destination.mkdir(parents=True)
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    _folder(destination)
     with tempfile.TemporaryFile() as archive:
         try:
             repo.archive(archive, treeish=sha, format="tar")
@@ -148,9 +149,9 @@ def _extract_tree(tar: tarfile.TarFile, destination: Path, sha: str) -> None:
             raise GitError(f"commit {sha[:12]}: {printable(name)} would be written through a symlink "
                            f"that leaves the checkout")
         if member.isdir():
-            target.mkdir(mode=0o755, parents=True, exist_ok=True)
+            _folder(target)
         elif member.isfile():
-            target.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+            _folder(target.parent)
             mode = 0o755 if member.mode & 0o111 else 0o644
             source = tar.extractfile(member)
             descriptor = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
@@ -162,10 +163,22 @@ def _extract_tree(tar: tarfile.TarFile, destination: Path, sha: str) -> None:
             if PurePosixPath(member.linkname).is_absolute() or not _inside(root, points_to):
                 raise GitError(f"commit {sha[:12]}: symlink {printable(name)} points outside the checkout "
                                f"(to {printable(member.linkname)}); hookdeploy does not follow it")
-            target.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+            _folder(target.parent)
             os.symlink(member.linkname, target)
         else:
             raise GitError(f"commit {sha[:12]}: {printable(name)} is not a file, folder or symlink")
+
+
+def _folder(path: Path) -> None:
+    """`path` and its missing parents as folders of mode 0755, whatever the umask: the image gets the
+    checkout's modes, and a folder its server (say, nginx's unprivileged workers) cannot enter is a broken site."""
+    missing = []
+    while not path.is_dir():
+        missing.append(path)
+        path = path.parent
+    for folder in reversed(missing):
+        folder.mkdir()
+        os.chmod(folder, 0o755)
 
 
 def _inside(root: Path, path: str) -> bool:
