@@ -121,7 +121,7 @@ def test_api_errors_name_the_app_not_server_paths(web_app, deploy_token, caplog)
         ("GET", "/api/apps/nosuch/jobs", None, 404, "unknown app 'nosuch'"),
         ("POST", "/api/apps/nosuch/deploy", {}, 404, "unknown app 'nosuch'"),
     ]
-    with caplog.at_level(logging.WARNING, logger="hookdeploy.web.http"):
+    with caplog.at_level(logging.INFO, logger="hookdeploy.web.http"):
         for method, path, body, status, message in cases:
             assert web_app.call(method, path, deploy_token, body) == (status, {"error": message}), path
     # The operator's log keeps what the caller was not told.

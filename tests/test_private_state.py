@@ -10,7 +10,9 @@ that writes its access log into our 0600 file.
 from __future__ import annotations
 
 import contextlib
+import http.client
 import os
+import re
 import shutil
 import sqlite3
 import stat
@@ -158,7 +160,7 @@ def test_a_real_deploy_under_umask_077_on_a_loose_state_dir(instance):
     """An older version's state_dir (0755, store and access log 0644); `deploy` and `worker` run as a
     hardened unit would (UMask=0077): everything private is tightened, the site's subfolder still
     serves, and nginx (root in its container) still appends to the 0600 log."""
-    instance.configure({"site": {}})
+    instance.configure({"site": {"hostnames": ["site.example"]}})
     loosen(instance.state_dir)
     log = traffic.log_path(instance.config, "site")
     log.parent.mkdir(parents=True)
@@ -168,9 +170,18 @@ def test_a_real_deploy_under_umask_077_on_a_loose_state_dir(instance):
         assert instance.cli("deploy", "site").returncode == 0
         worker = instance.cli("worker", "--drain")
     assert worker.returncode == 0, worker.stderr
-    assert instance.get("/").body == "<p>one</p>\n"
-    css = instance.get("/css/site.css")
+    assert instance.get("/", host="site.example").body == "<p>one</p>\n"
+    css = instance.get("/css/site.css", host="site.example")
     assert (css.status, css.body) == (200, "p { color: teal }\n")
     assert mode(instance.state_dir) == 0o700 and mode(instance.state_dir / "hookdeploy.db") == 0o600
     assert mode(log) == 0o600 and log.stat().st_uid == os.getuid()
     assert log.read_text().count('"status":200') >= 2  # nginx wrote both requests into our private file
+
+    # The proxy's answers, the site's and its own 404 for an unknown host alike, name no nginx version.
+    for host in ("site.example", "nosuch.example"):
+        connection = http.client.HTTPConnection(instance.address, instance.port, timeout=5)
+        connection.request("GET", "/", headers={"Host": host})
+        answer = connection.getresponse()
+        page = answer.read().decode()
+        connection.close()
+        assert answer.getheader("Server") == "nginx" and not re.search(r"nginx/\d", page), (host, page)

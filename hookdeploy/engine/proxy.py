@@ -144,11 +144,14 @@ def _listen(port: int, names: Sequence[str]) -> str:
 
 
 def _server(listen: str, names: Sequence[str], location: str, settings: str = "") -> str:
+    # server_tokens here, not at http level, where an image's own nginx.conf may set it already
+    # (a duplicate would fail `nginx -t`): no nginx version in the Server header and error pages.
     return f"""
 server {{
     {listen}
     server_name {" ".join(names)};
 {settings}    client_max_body_size 64m;
+    server_tokens off;
 {CHALLENGE_LOCATION}{location}}}
 """
 

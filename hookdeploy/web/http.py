@@ -74,7 +74,7 @@ def answer(error: BaseException) -> tuple[int, str, dict]:
         status = error.code if error.code and error.code < 500 else 400
         return status, error.description or error.name, {"Allow": ", ".join(allowed)} if allowed else {}
     if isinstance(error, (UnknownApp, UnknownJob)):
-        return 404, _public(error), {}
+        return 404, _public(error, level=logging.INFO), {}
     if isinstance(error, Unauthorized):
         return 401, str(error), {}
     if isinstance(error, GitError):  # git's words name paths: only the log gets them
@@ -85,17 +85,17 @@ def answer(error: BaseException) -> tuple[int, str, dict]:
     if isinstance(error, DockerUnavailable):  # `deploy --image TAG` asks the engine for the tag's digest
         return 503, _public(error, DOCKER_UNAVAILABLE), retry_later()
     if isinstance(error, HookdeployError):  # BadInput and the rest: the request cannot be done as sent
-        return 400, _public(error), {}
+        return 400, _public(error, level=logging.INFO), {}
     log.error("%s %s failed unexpectedly", request.method, printable(request.path), exc_info=error)
     return 400, "the request could not be handled (the server logged why)", {}
 
 
-def _public(error: HookdeployError, default: str | None = None) -> str:
+def _public(error: HookdeployError, default: str | None = None, level: int = logging.WARNING) -> str:
     """What the caller is told of `error`: its public message, else `default`, else its message; the
-    operator's log gets the full message whenever the caller gets less."""
+    operator's log gets the full message (at `level`) whenever the caller gets less."""
     told = error.public or default or str(error)
     if told != str(error):
-        log.warning("%s %s: %s", request.method, printable(request.path), error)
+        log.log(level, "%s %s: %s", request.method, printable(request.path), error)
     return told
 
 
