@@ -92,6 +92,16 @@ def test_a_loose_state_dir_is_tightened_when_the_store_opens_and_keeps_its_rows(
     store.close()
 
 
+def test_a_shared_folder_such_as_tmp_is_left_as_it_is(tmp_path, caplog):
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o1777)
+    with caplog.at_level("WARNING", logger="hookdeploy.core.private"):
+        Store(shared / "hookdeploy.db").close()
+    assert mode(shared) == 0o1777 and mode(shared / "hookdeploy.db") == 0o600
+    assert any("a folder of its own" in line for line in caplog.messages)
+
+
 # -- through the CLI --------------------------------------------------------------------------------------
 
 

@@ -24,8 +24,14 @@ FILE_MODE = 0o600
 
 
 def folder(path: Path) -> Path:
-    """`path` made if missing (with its parents) and 0700, an existing looser one tightened."""
+    """`path` made if missing (with its parents) and 0700, an existing looser one tightened; a folder
+    others share (sticky or world-writable, as /tmp; or /) is left as it is, with a warning."""
     path.mkdir(mode=FOLDER_MODE, parents=True, exist_ok=True)
+    current = path.stat().st_mode
+    if current & (stat.S_ISVTX | stat.S_IWOTH) or path.resolve() == Path("/"):
+        log.warning("%s is shared with other users (mode %o), so hookdeploy leaves it as it is: give state_dir "
+                    "a folder of its own", path, stat.S_IMODE(current))
+        return path
     tighten(path, FOLDER_MODE)
     return path
 
