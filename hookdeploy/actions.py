@@ -49,7 +49,7 @@ def deploy_ref(config: Config, store: Store, app: AppConfig, ref: str | None = N
     elif not ref.strip():
         raise BadInput(f"the ref is empty; leave it out to deploy {app.name}'s branch ({app.branch})")
     repo = gitops.open_repo(app, config.server.state_dir, fetch=True)
-    sha = gitops.resolve_ref(repo, ref)
+    sha = gitops.resolve_ref(repo, ref, app.name)
     return store.enqueue(app.name, sha, trigger=Trigger.MANUAL, ref=ref, coalesce=app.coalesce)
 
 
@@ -97,7 +97,8 @@ def replay_sha(config: Config, store: Store, app: AppConfig, sha_text: str) -> J
         return store.enqueue(app.name, digest_sha(digests[0]), trigger=Trigger.REPLAY, coalesce=app.coalesce,
                              digest=digests[0])
     repo = gitops.open_repo(app, config.server.state_dir, fetch=True)
-    return store.enqueue(app.name, gitops.resolve_sha(repo, sha_text), trigger=Trigger.REPLAY, coalesce=app.coalesce)
+    sha = gitops.resolve_sha(repo, sha_text, app.name)
+    return store.enqueue(app.name, sha, trigger=Trigger.REPLAY, coalesce=app.coalesce)
 
 
 def rollback(store: Store, app: AppConfig, to_sha: str | None = None) -> Job:

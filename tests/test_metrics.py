@@ -12,13 +12,14 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from hookdeploy.core import tokens
 from hookdeploy.engine import deploy, traffic
 from hookdeploy.web import metrics
 from hookdeploy.web.app import create_app
 from hookdeploy.core.models import JobState, parse_time
 from hookdeploy.core.store import Store
 
-from webhook_helpers import SECRETS, WebApp, delivery, fixture, signed_headers
+from webhook_helpers import API_SECRET, SECRETS, WebApp, delivery, fixture, signed_headers
 
 RELEASE_A, RELEASE_B, RELEASE_C = "a" * 12, "b" * 12, "c" * 12
 
@@ -39,8 +40,9 @@ def labels(**pairs: str) -> tuple:
 
 
 def scrape(client) -> dict[str, dict[tuple, float]]:
-    """GET /metrics parsed: {sample name: {sorted label items: value}}."""
-    response = client.get("/metrics")
+    """GET /metrics with a read token (recorded in the app's store), parsed: {sample name: {sorted label items: value}}."""
+    token = tokens.issue(API_SECRET, client.application.extensions["hookdeploy"].store, "read")
+    response = client.get("/metrics", headers={"Authorization": f"Bearer {token}"})
     assert response.status_code == 200 and response.mimetype == "text/plain"
     samples: dict[str, dict[tuple, float]] = {}
     for family in text_string_to_metric_families(response.get_data(as_text=True)):
@@ -89,7 +91,7 @@ def test_metrics_after_real_jobs_and_webhook_deliveries(web_app):
     ping_headers = signed_headers("github", SECRETS["SITE_SECRET"], ping, event="ping")
     assert "ignored" in client.post("/hooks/site", data=ping, headers=ping_headers).get_json()
     assert client.post("/hooks/site", data=body, headers={**headers, "X-Hub-Signature-256": "sha256=00"}).status_code == 401
-    assert client.post("/hooks/nope", data=body, headers=headers).status_code == 404
+    assert client.post("/hooks/nope", data=body, headers=headers).status_code == 401
 
     samples = scrape(client)
 
@@ -168,7 +170,8 @@ def test_proxy_answers_counted_per_app_and_release_from_the_logs_end_on(web_app)
 
 
 def test_the_help_text_says_the_proxy_counters_start_with_the_process(web_app):
-    text = web_app.client.get("/metrics").get_data(as_text=True)
+    token = tokens.issue(API_SECRET, web_app.store, "read")
+    text = web_app.client.get("/metrics", headers={"Authorization": f"Bearer {token}"}).get_data(as_text=True)
     assert "# TYPE hookdeploy_proxy_requests_total counter" in text
     assert "# TYPE hookdeploy_proxy_errors_total counter" in text
     help_line = next(line for line in text.splitlines() if line.startswith("# HELP hookdeploy_proxy_requests_total"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import threading
 import time
@@ -208,7 +209,8 @@ def test_real_deploys_are_notified_by_the_worker_and_counted_by_metrics(instance
     assert receiver.bodies[-1]["live"]["sha"] == second.sha
     assert "notification sent to notify[0] (json, http://127.0.0.1) after 2 tries" in instance.events(first.id)
 
-    text = create_app(instance.config, instance.store).test_client().get("/metrics").get_data(as_text=True)
+    public = dataclasses.replace(instance.config, server=dataclasses.replace(instance.config.server, metrics_public=True))
+    text = create_app(public, instance.store).test_client().get("/metrics").get_data(as_text=True)
     steps = {sample.labels["step"] for family in text_string_to_metric_families(text)
              if family.name == "hookdeploy_step_duration_seconds" for sample in family.samples}
     assert steps == {"checkout", "build", "proxy", "candidate", "health", "switch", "verify", "drain", "prune"}

@@ -30,6 +30,7 @@ from docker_helpers import site_files
 from hookdeploy.core import config as configuration
 from hookdeploy.web import webhooks
 from hookdeploy.core.models import JobState, Trigger
+from hookdeploy.web import receiver as receiver_module
 from hookdeploy.web.app import create_app
 from webhook_helpers import (FIXTURE_OF, HOOKDEPLOY, PROVIDER_OF, SECRET_OF, SECRETS, Server, Served, WebApp, delivery,
                              environment, fixture, form_encoded, push_body, request, signed_headers, write_config)
@@ -97,7 +98,7 @@ def test_signed_push_is_queued_as_a_webhook_job(receiver, app):
 
 
 @pytest.mark.parametrize("app", ["site", "lab", "tea"])
-def test_wrong_missing_or_altered_signature_is_refused(receiver, app):
+def test_wrong_missing_or_altered_signature_is_refused(receiver, app, caplog):
     provider = PROVIDER_OF[app]
     body = push_body(provider, receiver.shas[-1])
     wrong = signed_headers(provider, "not the secret", body)
@@ -108,12 +109,16 @@ def test_wrong_missing_or_altered_signature_is_refused(receiver, app):
     assert altered != body
     for sent_body, headers, reason in ((body, wrong, "does not match"), (body, missing, "missing"),
                                        (altered, right, "does not match")):
-        response = receiver.post(app, sent_body, headers)
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="hookdeploy.web.receiver"):
+            response = receiver.post(app, sent_body, headers)
         if provider == "gitlab" and sent_body is altered:
             # GitLab sends the secret itself, not a signature of the body: an altered body cannot be told apart.
             assert response.status_code == 202
             continue
-        assert response.status_code == 401 and reason in one_json_line(response)["error"]
+        # The sender learns that it was refused; the server's log says why.
+        assert response.status_code == 401 and one_json_line(response)["error"] == receiver_module.NOT_ACCEPTED
+        assert any(f"webhook for {app!r} refused" in line and reason in line for line in caplog.messages), caplog.messages
     assert receiver.job_count() == (1 if provider == "gitlab" else 0)
     if provider != "gitlab":  # a signature is not a token: the secret itself is no signature
         assert receiver.post(app, body, {**right, webhooks.SIGNATURE_HEADERS[provider][0]:
@@ -130,13 +135,17 @@ def test_forgejo_headers_are_accepted(receiver):
     assert receiver.post("tea", body, headers).get_json() == {"duplicate": response.get_json()["job"]}
 
 
-def test_the_secret_is_read_per_request(receiver, monkeypatch):
+def test_the_secret_is_read_per_request(receiver, monkeypatch, caplog):
     body, headers = delivery("site", receiver.shas[-1])
     monkeypatch.setenv("SITE_SECRET", "rotated")
     assert receiver.post("site", body, headers).status_code == 401
     monkeypatch.delenv("SITE_SECRET")
-    unset = receiver.post("site", body, headers)
-    assert unset.status_code == 503 and "no webhook secret" in one_json_line(unset)["error"]
+    with caplog.at_level(logging.WARNING, logger="hookdeploy.web.receiver"):
+        unset = receiver.post("site", body, headers)
+    # No secret set: refused as a wrong signature is (the sender is not told the app exists); the operator is warned.
+    assert unset.status_code == 401 and one_json_line(unset)["error"] == receiver_module.NOT_ACCEPTED
+    assert any("no webhook secret is set" in record.getMessage() and record.levelno == logging.WARNING
+               for record in caplog.records)
     assert receiver.job_count() == 0
 
 
@@ -238,12 +247,19 @@ def test_uppercase_sha_is_queued_lowercase(receiver):
     assert receiver.store.job(response.get_json()["job"]).sha == receiver.shas[-1]
 
 
-def test_unknown_app_and_app_without_webhook_table_are_404(receiver):
+def test_unknown_app_and_app_without_webhook_table_are_answered_as_a_bad_signature(receiver):
+    """No listing of app names through /hooks: an app that does not exist (or takes no webhooks) gets
+    byte for byte the answer a real app gives a wrong signature, with any body and any headers."""
     body, headers = delivery("site", receiver.shas[-1])
+    bad = receiver.post("site", body, {**headers, "X-Hub-Signature-256": "sha256=" + "0" * 64})
+    assert bad.status_code == 401
     for path in ("/hooks/nosuch", "/hooks/plain", "/hooks/Site"):
-        response = receiver.post("site", body, headers, path=path)
-        assert response.status_code == 404, path
-        assert one_json_line(response)["error"].startswith("no webhook endpoint")
+        for sent_body, sent_headers in ((body, headers), (b"", {}), (b"anything", {"X-Gitlab-Token": "x"})):
+            response = receiver.post("site", sent_body, sent_headers, path=path)
+            assert (response.status_code, response.get_data(), sorted(response.headers.items())) == \
+                   (bad.status_code, bad.get_data(), sorted(bad.headers.items())), path
+    # The same answer names no app, known or not.
+    assert not any(name in bad.get_data(as_text=True) for name in list(receiver.config.apps) + ["nosuch"])
     for path in ("/hooks/site/extra", "/hooks/..%2Fsite", "/hooks/"):
         response = receiver.post("site", body, headers, path=path)
         assert response.status_code == 404 and "error" in one_json_line(response)

@@ -11,6 +11,7 @@ from hookdeploy import actions
 from hookdeploy.core.config import load
 from hookdeploy.core.errors import BadInput
 from hookdeploy.core.models import Trigger
+from hookdeploy.web.receiver import NOT_ACCEPTED
 from test_registry_events import EVENTS_TYPE, MANIFEST_V2, envelope, registry_event
 
 TOKEN = "Bearer registry-says-this"
@@ -69,10 +70,12 @@ def test_what_is_not_a_push_of_the_tag_is_answered_200_and_queues_nothing(client
 
 
 @pytest.mark.parametrize("authorization", [None, "Bearer wrong", TOKEN + " "])
-def test_a_notification_without_the_configured_authorization_is_refused(client, store, authorization):
+def test_a_notification_without_the_configured_authorization_is_refused(client, store, authorization, caplog):
     body = envelope(registry_event(repository="team/api", tag="stable", digest=DIGEST, media_type=MANIFEST_V2))
-    answer = notify(client, body, authorization)
-    assert answer.status_code == 401 and "Authorization" in answer.get_json()["error"]
+    with caplog.at_level("INFO", logger="hookdeploy.web.receiver"):
+        answer = notify(client, body, authorization)
+    assert answer.status_code == 401 and answer.get_json()["error"] == NOT_ACCEPTED
+    assert any("Authorization header" in line for line in caplog.messages)  # the reason is the server's log's
     assert store.jobs("api") == []
 
 

@@ -185,7 +185,7 @@ def test_the_proxy_setup_makes_each_apps_log_so_hookdeploy_can_empty_it(config, 
 
     proxy.prepare(config)  # before the proxy container starts: nginx then appends to our file
     path = traffic.log_path(config, "site")
-    assert path.exists() and path.stat().st_uid == os.getuid() and oct(path.stat().st_mode & 0o777) == "0o644"
+    assert path.exists() and path.stat().st_uid == os.getuid() and oct(path.stat().st_mode & 0o777) == "0o600"
     append(path, line(200) * 10)
     monkeypatch.setattr(traffic, "ROTATE_BYTES", 100)
     assert traffic.rotate(config, "site") and path.stat().st_size == 0

@@ -170,6 +170,7 @@ class ServerConfig:
     # Host values the dashboard answers (name or name:port); empty: the listen address and loopback names.
     hostnames: tuple[str, ...] = ()
     max_token_ttl: int = 90 * 24 * 3600  # seconds; `token create --ttl` longer is refused
+    metrics_public: bool = False  # GET /metrics without a token (else it takes a read-scope one)
 
     @property
     def database(self) -> Path:
@@ -241,7 +242,8 @@ class Config:
             return self.apps[name]
         except KeyError:
             known = ", ".join(sorted(self.apps)) or "none"
-            raise UnknownApp(f"unknown app {printable(name)} (apps in {self.path}: {known})") from None
+            raise UnknownApp(f"unknown app {printable(name)} (apps in {self.path}: {known})",
+                             public=f"unknown app {printable(name)}") from None
 
 
 def read_secret(env_name: str | None, file_name: str | None) -> bytes | None:

@@ -6,8 +6,11 @@ class HookdeployError(Exception):
 
     exit_code = 2
 
-    def __init__(self, message: str | None = None):
+    def __init__(self, message: str | None = None, *, public: str | None = None):
         super().__init__(message or (self.__doc__ or "").strip())
+        # What a caller over HTTP is told instead, when the message names what only the server's
+        # operator should see (paths on the server, the config file's).
+        self.public = public
 
 
 class ConfigError(HookdeployError):

@@ -17,7 +17,7 @@ import threading
 from pathlib import Path
 from typing import Iterator
 
-from hookdeploy.core import schema
+from hookdeploy.core import private, schema
 from hookdeploy.core.errors import StoreError
 from hookdeploy.core.models import (ApiToken, Event, Job, JobKind, JobState, Release, ReleaseState, Trigger,
                                     parse_time, utcnow)
@@ -33,8 +33,13 @@ class Store:
         self.path = Path(path)
         self._local = threading.local()
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            # Job logs and deliveries are nobody else's: the folder (state_dir) 0700, the file 0600 before
+            # SQLite opens it, so its -wal and -shm, which SQLite makes with the file's mode, are 0600 too.
+            private.folder(self.path.parent)
+            private.file(self.path)
             self.migrate()
+            for companion in ("-wal", "-shm"):  # made by an older version, when the file was looser
+                private.tighten(self.path.with_name(self.path.name + companion), private.FILE_MODE)
         except OSError as error:
             raise schema.store_error(self.path, error.strerror or error) from None
 

@@ -48,7 +48,8 @@ def open_repo(app: AppConfig, state_dir: str | Path, fetch: bool = False) -> git
             return git.Repo(app.repo)
         except (git.NoSuchPathError, git.InvalidGitRepositoryError):
             raise GitError(f"apps.{app.name}.repo: {app.repo} is not a git repository "
-                           f"(create it with: hookdeploy init-repo {app.name})") from None
+                           f"(create it with: hookdeploy init-repo {app.name})",
+                           public=f"the repo of {app.name} is not a git repository yet") from None
     mirror = mirror_path(app, state_dir)
     try:
         if not (mirror / "HEAD").exists():
@@ -59,11 +60,13 @@ def open_repo(app: AppConfig, state_dir: str | Path, fetch: bool = False) -> git
             repo.git.fetch("--prune", "origin")
         return repo
     except git.GitCommandError as error:
-        raise GitError(f"fetching {app.repo} failed: {_last_line(error)}") from None
+        raise GitError(f"fetching {app.repo} failed: {_last_line(error)}",
+                       public=f"fetching the repo of {app.name} failed") from None
 
 
-def resolve_sha(repo: git.Repo, text: str) -> str:
-    """The full SHA of the one commit whose SHA starts with `text`; BadInput if none or several."""
+def resolve_sha(repo: git.Repo, text: str, app: str = "the app") -> str:
+    """The full SHA of the one commit whose SHA starts with `text`; BadInput if none or several
+    (naming the repo's path, and only `app` to a caller over HTTP)."""
     prefix = check_sha_prefix(text)
     try:
         candidates = repo.git.rev_parse(f"--disambiguate={prefix}").split()
@@ -71,14 +74,17 @@ def resolve_sha(repo: git.Repo, text: str) -> str:
         candidates = []
     commits = [sha for sha in candidates if _object_type(repo, sha) == "commit"]
     if not commits:
-        raise BadInput(f"no commit {prefix} in {repo.git_dir}")
+        raise BadInput(f"no commit {prefix} in {repo.git_dir}", public=f"no commit {prefix} in the repo of {app}")
     if len(commits) > 1:
-        raise BadInput(f"SHA {prefix} is ambiguous in {repo.git_dir}: it starts {len(commits)} commits; give more digits")
+        problem = f"it starts {len(commits)} commits; give more digits"
+        raise BadInput(f"SHA {prefix} is ambiguous in {repo.git_dir}: {problem}",
+                       public=f"SHA {prefix} is ambiguous in the repo of {app}: {problem}")
     return commits[0]
 
 
-def resolve_ref(repo: git.Repo, ref: str) -> str:
-    """The commit SHA a branch, tag or full ref name points at; BadInput if there is none."""
+def resolve_ref(repo: git.Repo, ref: str, app: str = "the app") -> str:
+    """The commit SHA a branch, tag or full ref name points at; BadInput if there is none (naming the
+    repo's path, and only `app` to a caller over HTTP)."""
     check_ref(ref, "ref")
     names = [ref] if ref.startswith("refs/") else [f"refs/heads/{ref}", f"refs/tags/{ref}"]
     for name in names:
@@ -86,7 +92,8 @@ def resolve_ref(repo: git.Repo, ref: str) -> str:
             return repo.git.rev_parse("--verify", "--quiet", f"{name}^{{commit}}").strip()
         except git.GitCommandError:
             continue
-    raise BadInput(f"ref {printable(ref)} does not exist in {repo.git_dir}")
+    raise BadInput(f"ref {printable(ref)} does not exist in {repo.git_dir}",
+                   public=f"ref {printable(ref)} does not exist in the repo of {app}")
 
 
 def has_commit(repo: git.Repo, sha: str) -> bool:
@@ -108,7 +115,8 @@ def export(repo: git.Repo, sha: str, destination: Path) -> Path:
         raise GitError(f"commit {sha[:12]} is not in {repo.git_dir} (force-pushed away and pruned?)")
     if destination.exists():
         shutil.rmtree(destination)
-    destination.mkdir(parents=True)
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    _folder(destination)
     with tempfile.TemporaryFile() as archive:
         try:
             repo.archive(archive, treeish=sha, format="tar")
@@ -141,9 +149,9 @@ def _extract_tree(tar: tarfile.TarFile, destination: Path, sha: str) -> None:
             raise GitError(f"commit {sha[:12]}: {printable(name)} would be written through a symlink "
                            f"that leaves the checkout")
         if member.isdir():
-            target.mkdir(mode=0o755, parents=True, exist_ok=True)
+            _folder(target)
         elif member.isfile():
-            target.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+            _folder(target.parent)
             mode = 0o755 if member.mode & 0o111 else 0o644
             source = tar.extractfile(member)
             descriptor = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
@@ -155,10 +163,22 @@ def _extract_tree(tar: tarfile.TarFile, destination: Path, sha: str) -> None:
             if PurePosixPath(member.linkname).is_absolute() or not _inside(root, points_to):
                 raise GitError(f"commit {sha[:12]}: symlink {printable(name)} points outside the checkout "
                                f"(to {printable(member.linkname)}); hookdeploy does not follow it")
-            target.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+            _folder(target.parent)
             os.symlink(member.linkname, target)
         else:
             raise GitError(f"commit {sha[:12]}: {printable(name)} is not a file, folder or symlink")
+
+
+def _folder(path: Path) -> None:
+    """`path` and its missing parents as folders of mode 0755, whatever the umask: the image gets the
+    checkout's modes, and a folder its server (say, nginx's unprivileged workers) cannot enter is a broken site."""
+    missing = []
+    while not path.is_dir():
+        missing.append(path)
+        path = path.parent
+    for folder in reversed(missing):
+        folder.mkdir()
+        os.chmod(folder, 0o755)
 
 
 def _inside(root: Path, path: str) -> bool:

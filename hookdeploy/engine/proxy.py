@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Mapping, Sequence
 
+from hookdeploy.core import private
 from hookdeploy.core.config import AppConfig, Config
 from hookdeploy.core.errors import StepFailed
 from hookdeploy.engine import traffic
@@ -143,11 +144,14 @@ def _listen(port: int, names: Sequence[str]) -> str:
 
 
 def _server(listen: str, names: Sequence[str], location: str, settings: str = "") -> str:
+    # server_tokens here, not at http level, where an image's own nginx.conf may set it already
+    # (a duplicate would fail `nginx -t`): no nginx version in the Server header and error pages.
     return f"""
 server {{
     {listen}
     server_name {" ".join(names)};
 {settings}    client_max_body_size 64m;
+    server_tokens off;
 {CHALLENGE_LOCATION}{location}}}
 """
 
@@ -198,9 +202,14 @@ def prepare(config: Config) -> None:
     directory.mkdir(parents=True, exist_ok=True)
     (directory / CERTS_DIR).mkdir(mode=0o700, exist_ok=True)
     (directory / CHALLENGE_DIR).mkdir(mode=0o755, exist_ok=True)
+    for readable in (directory, directory / CHALLENGE_DIR):  # by nginx's workers, whatever our umask was
+        if readable.stat().st_mode & 0o755 != 0o755:
+            os.chmod(readable, 0o755)
     traffic.log_dir(config).mkdir(exist_ok=True)
-    for app in config.apps:  # made here, so they are hookdeploy's to empty (nginx, as root, would make them root's)
-        traffic.log_path(config, app).touch(mode=0o644, exist_ok=True)
+    for app in config.apps:
+        # Made here, so they are hookdeploy's to empty (nginx, as root, would make them root's); 0600:
+        # nginx's master opens them as root in its container, and no other user of the host need read them.
+        private.file(traffic.log_path(config, app))
     if read(directory / HTTP_SETTINGS_FILE) != HTTP_SETTINGS:
         write_atomically(directory / HTTP_SETTINGS_FILE, HTTP_SETTINGS)
     default = directory / DEFAULT_SERVER_FILE

@@ -2,7 +2,9 @@
 JSON replies, query arguments, and the one table that turns an exception into a status.
 
 No input produces a 500: expected errors get their status (4xx, 502 for git, 503 while the
-store cannot commit), and anything unexpected is logged and answered 400.
+store cannot commit), and anything unexpected is logged and answered 400. An answer names the app,
+never a path on the server: an error's `public` message is sent when it has one (the full one goes
+to the log), and git's and Docker's own words only ever go to the log.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ log = logging.getLogger(__name__)
 
 RETRY_AFTER_SECONDS = 5
 STORE_UNAVAILABLE = "the job store is unavailable; retry later"
+DOCKER_UNAVAILABLE = "the Docker engine does not answer; retry later"
 
 
 @dataclass
@@ -71,20 +74,29 @@ def answer(error: BaseException) -> tuple[int, str, dict]:
         status = error.code if error.code and error.code < 500 else 400
         return status, error.description or error.name, {"Allow": ", ".join(allowed)} if allowed else {}
     if isinstance(error, (UnknownApp, UnknownJob)):
-        return 404, str(error), {}
+        return 404, _public(error, level=logging.INFO), {}
     if isinstance(error, Unauthorized):
         return 401, str(error), {}
-    if isinstance(error, GitError):
-        return 502, str(error), {}
+    if isinstance(error, GitError):  # git's words name paths: only the log gets them
+        return 502, _public(error, "a git operation failed"), {}
     if isinstance(error, (StoreError, sqlite3.Error)):
         log.error("job store failed: %s", error)
         return 503, STORE_UNAVAILABLE, retry_later()
     if isinstance(error, DockerUnavailable):  # `deploy --image TAG` asks the engine for the tag's digest
-        return 503, str(error), retry_later()
+        return 503, _public(error, DOCKER_UNAVAILABLE), retry_later()
     if isinstance(error, HookdeployError):  # BadInput and the rest: the request cannot be done as sent
-        return 400, str(error), {}
+        return 400, _public(error, level=logging.INFO), {}
     log.error("%s %s failed unexpectedly", request.method, printable(request.path), exc_info=error)
     return 400, "the request could not be handled (the server logged why)", {}
+
+
+def _public(error: HookdeployError, default: str | None = None, level: int = logging.WARNING) -> str:
+    """What the caller is told of `error`: its public message, else `default`, else its message; the
+    operator's log gets the full message (at `level`) whenever the caller gets less."""
+    told = error.public or default or str(error)
+    if told != str(error):
+        log.log(level, "%s %s: %s", request.method, printable(request.path), error)
+    return told
 
 
 def reply(status: int, fields: dict | list, headers: dict | None = None) -> Response:

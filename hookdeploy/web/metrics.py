@@ -25,6 +25,7 @@ from hookdeploy.core.config import Config
 from hookdeploy.core.models import JobState, parse_time
 from hookdeploy.core.store import Store
 from hookdeploy.engine import traffic
+from hookdeploy.web.api import authenticate
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +62,9 @@ def install_metrics(app: Flask) -> None:
 
 @metrics.get("/metrics")
 def scrape() -> Response:
-    """The metrics in Prometheus text format."""
+    """The metrics in Prometheus text format; a read-scope token is needed unless [server] metrics_public."""
+    if not current_app.extensions["hookdeploy"].config.server.metrics_public:
+        authenticate()  # the API's own check: app names, SHAs and traffic are not for everyone
     return Response(generate_latest(current_app.extensions["hookdeploy.metrics"]), mimetype=CONTENT_TYPE_LATEST)
 
 

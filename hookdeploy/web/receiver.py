@@ -1,15 +1,22 @@
 """Forge webhooks (POST /hooks/APP) and GET /healthz.
 
 A webhook is answered in this order, and nothing later runs before everything earlier passed:
-known app with a webhook table → body within max_body → signature over the raw body → parse →
+body within max_body → signature over the raw body with the app's webhook secret → parse →
 decide (ignored, duplicate, or queued). A 202 goes out only after the job row is committed.
 No input produces a 500: every refusal is a 4xx (or a 503 while the store cannot commit) with
 a one-line JSON body, and every delivery gets one access log line.
+
+An app that does not exist, has no webhook table or no secret set is answered exactly as a wrong
+signature is (same status, body and headers, after the same HMAC work), so /hooks lists no app
+names; why it was refused goes to the server's log only.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import logging
+import secrets
 import sqlite3
 
 from flask import Blueprint, Response, request
@@ -26,6 +33,10 @@ log = logging.getLogger(__name__)
 access_log = logging.getLogger("hookdeploy.access")
 
 READ_CHUNK = 64 * 1024
+# The one answer to a delivery that is not let in, whatever the reason (the log has the reason).
+NOT_ACCEPTED = "signature missing or wrong, or no webhook at this URL (the server's log says which)"
+# Signs the body when there is no secret to check against, so that refusal takes as long as any other.
+_DECOY_SECRET = secrets.token_bytes(32)
 
 hooks = Blueprint("hooks", __name__)
 
@@ -55,13 +66,9 @@ def receive(app_name: str) -> Response:
 
 
 def _receive(services: Services, app_name: str, seen: dict) -> tuple[int, dict]:
-    app = _webhook_app(services.config, app_name)
     body = _read_body(services.config.server.max_body)
-    secret = app.webhook.secret()
-    if secret is None:
-        raise Refused(503, f"no webhook secret is configured for {app.name}", retry_later())
+    app = _verified_app(services.config, app_name, body)
     provider = app.webhook.provider
-    webhooks.verify(provider, secret, request.headers, body)
     if provider == "registry":
         return _receive_image(services, app, body, seen)
 
@@ -121,11 +128,24 @@ def _enqueue(services: Services, app: AppConfig, provider: str, delivery_id: str
     return 202, {"job": job.id}
 
 
-def _webhook_app(config: Config, app_name: str) -> AppConfig:
-    """The app, if it takes webhooks; one 404 for unknown apps and apps without a webhook table alike."""
+def _verified_app(config: Config, app_name: str, body: bytes) -> AppConfig:
+    """The app, if it takes webhooks and the delivery carries its secret's signature over `body`;
+    else the one 401 for every reason (unknown app, no webhook table, no secret, bad signature)."""
     app = config.apps.get(app_name)
-    if app is None or app.webhook is None:
-        raise Refused(404, f"no webhook endpoint for app {printable(app_name, 64)}")
+    webhook = app.webhook if app is not None else None
+    secret = webhook.secret() if webhook is not None else None
+    try:
+        if secret is None:
+            hmac.new(_DECOY_SECRET, body, hashlib.sha256).digest()  # the work a wrong signature costs
+            raise webhooks.Unauthorized(
+                "no such app" if app is None else "it has no [webhook] table" if webhook is None
+                else f"no webhook secret is set (apps.{app.name}.webhook.secret_env or secret_file)")
+        webhooks.verify(webhook.provider, secret, request.headers, body)
+    except webhooks.Unauthorized as error:
+        # A wrong signature is anyone's doing; a missing secret is the operator's to fix, so said louder.
+        level = logging.WARNING if webhook is not None and secret is None else logging.INFO
+        log.log(level, "webhook for %s refused: %s", printable(app_name, 64), error)
+        raise Refused(401, NOT_ACCEPTED) from None
     return app
 
 

@@ -47,7 +47,8 @@ class _JsonErrorTask(waitress.task.ErrorTask):
                    if error.code == 413 else f"{error.reason.lower()}: {error.body}")
         body = (json.dumps({"error": message}) + "\n").encode()
         self.status = f"{error.code} {error.reason}"
-        self.response_headers.append(("Content-Type", "application/json"))
+        self.response_headers.extend([("Content-Type", "application/json"), ("Cache-Control", "no-store"),
+                                      ("X-Content-Type-Options", "nosniff")])
         self.set_close_on_finish()
         self.content_length = len(body)
         self.write(body)
