@@ -88,7 +88,7 @@ def replay_sha(config: Config, store: Store, app: AppConfig, sha_text: str) -> J
     an image app, of the one image deployed before whose digest starts so."""
     from hookdeploy.engine import gitops
 
-    check_sha_prefix(sha_text)
+    sha_text = check_sha_prefix(sha_text)
     if not app.builds:
         digests = store.digests(app.name, sha_text)
         if len(digests) != 1:
@@ -197,6 +197,8 @@ def recent_jobs(store: Store, limit: int) -> list[Job]:
 
 def job(store: Store, job_id: int) -> Job:
     """The job with this id; UnknownJob when there is none."""
+    if not 1 <= job_id < 2**63:  # beyond SQLite's INTEGER: no job, and a number SQLite refuses to compare
+        raise UnknownJob(f"no job {job_id}")
     found = store.job(job_id)
     if found is None:
         raise UnknownJob(f"no job {job_id}")

@@ -17,7 +17,7 @@ from hookdeploy.cli.follow import follow as follow_job
 from hookdeploy.core import config as configuration
 from hookdeploy.core.errors import BadInput, ConfigError, HookdeployError
 from hookdeploy.core.models import Job, JobState
-from hookdeploy.core.names import check_app_name
+from hookdeploy.core.names import check_app_name, one_line
 from hookdeploy.core.store import Store
 
 
@@ -50,18 +50,40 @@ pass_context = click.make_pass_decorator(Context)
 
 
 class Group(click.Group):
-    """A click group that turns HookdeployErrors into one clear line and their exit status."""
+    """A click group that turns HookdeployErrors, and click's own usage errors, into one clear line each
+    (control characters escaped: the text may come from the command line or deploy.toml) and their exit status."""
 
     def invoke(self, click_context: click.Context):
         try:
             return super().invoke(click_context)
         except ConfigError as error:
             for problem in error.problems:
-                click.echo(f"hookdeploy: config: {problem}", err=True)
+                click.echo(f"hookdeploy: config: {one_line(problem)}", err=True)
             click_context.exit(error.exit_code)
         except HookdeployError as error:
-            click.echo(f"hookdeploy: error: {error}", err=True)
+            click.echo(f"hookdeploy: error: {one_line(str(error))}", err=True)
             click_context.exit(error.exit_code)
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        """click's main, but a usage error is one line, `hookdeploy: error: ... Try '... --help' for help.`
+        (click prints the usage, a blank line and the error: four lines), exit status 2."""
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode, **extra)
+        try:
+            status = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.exceptions.NoArgsIsHelpError as error:
+            error.show()  # a bare `hookdeploy` or `hookdeploy token`: the help is the answer
+            sys.exit(error.exit_code)
+        except click.ClickException as error:
+            hint = ""
+            if isinstance(error, click.UsageError) and error.ctx is not None:
+                hint = f" Try '{error.ctx.command_path} --help' for help."
+            click.echo(f"hookdeploy: error: {one_line(error.format_message())}{hint}", err=True)
+            sys.exit(error.exit_code)
+        except click.Abort:
+            click.echo("hookdeploy: aborted", err=True)
+            sys.exit(1)
+        sys.exit(status if isinstance(status, int) else 0)
 
 
 @click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
