@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from hookdeploy.core.config import AppConfig, Config
 from hookdeploy.core.errors import BadInput, UnknownJob
 from hookdeploy.core.models import Event, Job, JobKind, Release, Trigger
-from hookdeploy.core.names import (ZERO_SHA, check_app_name, check_digest, check_sha_prefix, check_tag, printable,
-                                   ref_problem)
+from hookdeploy.core.names import (ZERO_SHA, check_app_name, check_digest, check_ref, check_sha_prefix, check_tag,
+                                   printable, ref_problem)
 from hookdeploy.core.store import Store
 
 
@@ -48,6 +48,7 @@ def deploy_ref(config: Config, store: Store, app: AppConfig, ref: str | None = N
         ref = app.branch
     elif not ref.strip():
         raise BadInput(f"the ref is empty; leave it out to deploy {app.name}'s branch ({app.branch})")
+    check_ref(ref, "ref")  # before any fetch: a malformed ref is the first thing to say
     repo = gitops.open_repo(app, config.server.state_dir, fetch=True)
     sha = gitops.resolve_ref(repo, ref)
     return store.enqueue(app.name, sha, trigger=Trigger.MANUAL, ref=ref, coalesce=app.coalesce)

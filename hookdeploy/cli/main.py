@@ -86,7 +86,7 @@ class Group(click.Group):
         sys.exit(status if isinstance(status, int) else 0)
 
 
-@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group("hookdeploy", cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--config", "config_option", metavar="PATH", envvar="HOOKDEPLOY_CONFIG",
               help="deploy.toml to use (default: $HOOKDEPLOY_CONFIG, else ./deploy.toml).")
 @click.version_option(package_name="hookdeploy")
@@ -235,7 +235,7 @@ def history(context: Context, app_name: str, limit: int, as_json: bool) -> None:
         click.echo(json.dumps([job.to_json() for job in jobs]))
         return
     for job in jobs:
-        error = f"  {job.error}" if job.error else ""
+        error = f"  {one_line(job.error)}" if job.error else ""  # git's or a build's words: escaped
         image = f"  {job.ref or ''}@{job.digest[:19]}" if job.digest else ""
         click.echo(f"{job.id:>6}  {job.state.value:<11} {job.kind.value:<8} {job.trigger.value:<8} "
                    f"{job.sha[:12]}  {job.created_at}{image}{error}")
@@ -252,7 +252,7 @@ def logs(context: Context, job_id: int, follow: bool) -> None:
         follow_job(context.store, job_id, prefix="", show_all=True)
         return
     for event in events:
-        click.echo(event.render())
+        click.echo(one_line(event.render()))  # build output and commit subjects may carry escape sequences
 
 
 @cli.command()

@@ -286,6 +286,7 @@ def _check_hostnames(values: dict, key: str, problems: list[str]) -> None:
     hostnames = values["hostnames"]
     if not isinstance(hostnames, list) or not all(isinstance(h, str) for h in hostnames):
         problems.append(f"{key}.hostnames: must be a list of strings")
+        del values["hostnames"]  # the checks after this one take hostnames to be strings
         return
     for hostname in hostnames:
         if not HOSTNAME.match(hostname) or len(hostname) > 253:
@@ -414,7 +415,7 @@ def _registry(raw: Any, problems: list[str]) -> RegistryConfig | None:
             problems.append(f"registry.{source}: must not be empty")
     if values.get("password_env") and not ENV_NAME.match(values["password_env"]):
         problems.append("registry.password_env: must name an environment variable (the password never goes in the file)")
-    if values.get("username") and not (values.get("password_env") or values.get("password_file")):
+    if values.get("username") and not (raw.get("password_env") or raw.get("password_file")):
         problems.append("registry: a username needs password_env or password_file")
     return RegistryConfig(**values) if len(problems) == before else None
 
