@@ -303,3 +303,9 @@ def test_hostnames_that_are_no_strings_are_one_problem_with_acme(write_config):
         config.load(path)
     assert refused.value.problems == ["apps.site.hostnames: must be a list of strings",
                                       'apps.site.tls: "acme" needs hostnames (a certificate names them; the default server has none)']
+
+
+def test_a_job_id_beyond_sqlites_integers_is_no_job_over_http_too(web_app, read_token):
+    """The API and the dashboard ask actions.job as the CLI does: 404, never a 500 from SQLite's OverflowError."""
+    for path in ("/api/jobs/9223372036854775808", "/api/jobs/9223372036854775808/log", "/api/jobs/" + "9" * 400):
+        assert web_app.call("GET", path, read_token)[0] == 404, path
