@@ -77,6 +77,9 @@ CONFIGS = [
      "apps.site.repo: must name a host (starting with a letter or digit), not 'ssh://-oProxyCommand=x/r.git'"),
     ("scp host as an option", '[apps.site]\nrepo = "git@-oProxyCommand=x:r.git"\n',
      "apps.site.repo: must name a host after '@' (starting with a letter or digit), not 'git@-oProxyCommand=x:r.git'"),
+    ("ssh user as an option", '[apps.site]\nrepo = "ssh://-oProxyCommand=x@h/r.git"\n',
+     "apps.site.repo: must not name a user starting with '-' (ssh would take it for an option), "
+     "not 'ssh://-oProxyCommand=x@h/r.git'"),
     ("ftp repo", '[apps.site]\nrepo = "ftp://h/r.git"\n',
      "apps.site.repo: must be a path, user@host:path or a file://, ssh://, git://, http://, https:// URL, not 'ftp://h/r.git'"),
     # accepted though wrong
@@ -115,6 +118,8 @@ CONFIGS = [
     ("NUL in an env value", APP + 'env = {A = "x\\u0000"}\n', "apps.site.env.A: must not contain a NUL character"),
     ("newline in a branch", APP + 'branch = "a\\nb"\n', f"apps.site.branch: {CONTROL}, not 'a\\nb'"),
     ("ESC in an image", '[proxy]\nimage = "\\u001b[2J"\n', f"proxy.image: {CONTROL}, not '\\x1b[2J'"),
+    ("C1 CSI in state_dir", 'state_dir = "s\\u009b2J"\n', f"server.state_dir: {CONTROL}, not 's\\x9b2J'"),
+    ("bidi override in a repo", '[apps.site]\nrepo = "/srv/\\u202egit.exe"\n', f"apps.site.repo: {CONTROL}, not '/srv/\\u202egit.exe'"),
     # not one clean line
     ("newline in a key", APP + '"a\\nb" = 1\n', "apps.site.'a\\nb': unknown key"),
     ("ESC in a key", '"\\u001b[31mred" = 1\n', "server.'\\x1b[31mred': unknown key"),
@@ -309,3 +314,14 @@ def test_a_job_id_beyond_sqlites_integers_is_no_job_over_http_too(web_app, read_
     """The API and the dashboard ask actions.job as the CLI does: 404, never a 500 from SQLite's OverflowError."""
     for path in ("/api/jobs/9223372036854775808", "/api/jobs/9223372036854775808/log", "/api/jobs/" + "9" * 400):
         assert web_app.call("GET", path, read_token)[0] == 404, path
+
+
+def test_doctor_escapes_the_config_path(tmp_path, run_cli):
+    """doctor names the config file, whose path comes from the command line: a newline or ESC in it is escaped."""
+    folder = tmp_path / "a\nb\x1b[2J"
+    folder.mkdir()
+    config = folder / "deploy.toml"
+    config.write_text(f'[server]\nstate_dir = "{tmp_path / "state"}"\n' + APP)
+    completed = run_cli("doctor", config=config)
+    assert completed.returncode == 1 and "config " + repr(str(config))[1:-1] + " is valid (1 app)" in completed.stdout
+    assert all(line.isprintable() for line in completed.stdout.splitlines() + completed.stderr.splitlines())

@@ -48,7 +48,7 @@ BASE: dict[str, Any] = {
                  "webhook": {"provider": "github", "secret_env": "W", "repository": "me/site"}},
         "api": {"image": "127.0.0.1:5000/team/api", "target": "swarm", "replicas": 2, "placement": ["node.role==worker"],
                 "webhook": {"provider": "registry", "secret_env": "R", "tag": "stable"}},
-        "blog": {"repo": "https://example.com/blog.git", "tls": {"cert_file": "c.pem", "key_file": "k.pem"},
+        "blog": {"repo": "file:///nonexistent/blog.git", "tls": {"cert_file": "c.pem", "key_file": "k.pem"},
                  "hostnames": ["blog.test"]},
     },
 }
@@ -136,7 +136,8 @@ def check_problems(path: Path) -> list[str] | None:
 
 
 def check_status(folder: Path, path: Path, problems: list[str] | None) -> None:
-    """`hookdeploy status` in-process: exit 0, or 2 with one escaped line a problem and no state_dir made."""
+    """`hookdeploy status` in-process: exit 0, or 2 with one escaped line a problem and no state_dir made; for
+    a config that loads, `hookdeploy doctor` too (0, or 1 with its problems named, never a traceback)."""
     state = folder / "state"
     loaded = config.load(path) if problems is None else None
     if loaded is not None and not Path(loaded.server.state_dir).is_relative_to(folder):
@@ -148,6 +149,10 @@ def check_status(folder: Path, path: Path, problems: list[str] | None) -> None:
     if problems is None:
         assert result.exit_code in (0, 2), (result.exit_code, result.stderr)
         assert result.exit_code == 0 or len(lines) == 1, lines
+        doctor = CliRunner().invoke(cli, ["--config", str(path), "doctor"], env={"HOOKDEPLOY_CONFIG": None},
+                                    catch_exceptions=False)
+        assert doctor.exit_code in (0, 1), (doctor.exit_code, doctor.stdout, doctor.stderr)
+        assert all(line.isprintable() for line in doctor.stdout.splitlines() + doctor.stderr.splitlines())
         return
     assert result.exit_code == 2 and result.stdout == ""
     assert lines == [f"hookdeploy: config: {problem}" for problem in problems]

@@ -261,7 +261,7 @@ def doctor(context: Context) -> None:
     """Check config, git, the Docker engine and the proxy; say what to fix."""
     from hookdeploy.cli import doctor as checks
 
-    problems = checks.run(context.config, click.echo)
+    problems = checks.run(context.config, lambda line: click.echo(one_line(line)))  # paths, URLs: escaped
     if problems:
         click.echo(f"{problems} problem{'s' if problems != 1 else ''} found")
         sys.exit(1)

@@ -39,6 +39,9 @@ NUMBER_LIMIT = 1e9
 TEXT_LIMIT = 4096  # characters of any string value
 STATE_DIR_LIMIT = 1024  # characters: hookdeploy makes files several levels deep inside, all under PATH_MAX (4096)
 FREE_TEXT = ("contains",)  # string keys that may hold control characters (a newline in the body looked for)
+# What a terminal acts on or a reader is fooled by: C0 and C1 controls (C1's \x9b is ESC [ to some terminals),
+# DEL, line and paragraph separators, bidirectional overrides and isolates ("Trojan Source").
+CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
 # Where git may fetch from: a path, user@host:path, or these URL schemes. Never a `transport::address` (ext::
 # runs a command) or anything starting with '-' (git would read it as an option, like --upload-pack=COMMAND).
 CLONE_SCHEMES = ("file", "ssh", "git", "http", "https")
@@ -79,7 +82,8 @@ def parse(raw: Mapping[str, Any], path: Path) -> Config:
     _check_unique_hostnames(apps, problems)
     default_servers = [name for name, app in apps.items() if not app.hostnames]
     if len(default_servers) > 1:
-        problems.append(f"apps: at most one app may have no hostnames (the default server); found {', '.join(_child('', name) for name in default_servers)}")
+        shown = ", ".join(_child("", name) for name in default_servers)
+        problems.append(f"apps: at most one app may have no hostnames (the default server); found {shown}")
     notify = _notify(raw.get("notify", []), problems)
     registry = _registry(raw.get("registry"), problems)
     for name, app in apps.items():
@@ -254,6 +258,8 @@ def _repo_problem(repo: str) -> str | None:
             return f"must be a path, user@host:path or a {', '.join(scheme + '://' for scheme in CLONE_SCHEMES)} URL"
         if url.scheme.lower() != "file" and not (url.hostname and url.hostname[0].isalnum()):
             return "must name a host (starting with a letter or digit)"
+        if (url.username or "").startswith("-"):
+            return "must not name a user starting with '-' (ssh would take it for an option)"
     elif not is_local_path(repo) and repo.partition("@")[2][:1] in ("-", ":", ""):
         return "must name a host after '@' (starting with a letter or digit)"
     elif is_local_path(repo) and (problem := _path_problem(repo)):
@@ -458,7 +464,8 @@ def _is_http_url(text: str) -> bool:
     except ValueError:
         return False
     # the host as the idna codec will take it: labels of 1-63 characters, 253 in all
-    host_ok = bool(url.hostname) and len(url.hostname) <= 253 and all(len(label) <= 63 for label in url.hostname.split("."))
+    labels = (url.hostname or "").rstrip(".").split(".")
+    host_ok = bool(url.hostname) and len(url.hostname) <= 253 and all(0 < len(label) <= 63 for label in labels)
     return url.scheme in ("http", "https") and host_ok and port != 0 and not re.search(r"[\s\x00-\x1f]", text)
 
 
@@ -607,7 +614,7 @@ def _value_problem(name: str, value: Any, expected: tuple[type, ...]) -> str | N
         return "must not contain a NUL character"
     if not isinstance(value, str) or str not in expected:
         return None
-    if "\0" in value or (name not in FREE_TEXT and re.search(r"[\x00-\x1f\x7f]", value)):
+    if "\0" in value or (name not in FREE_TEXT and CONTROL_CHARACTERS.search(value)):
         return f"must not contain control characters (like a newline, a tab or NUL), not {printable(value, 60)}"
     if len(value) > TEXT_LIMIT:
         return f"must be at most {TEXT_LIMIT} characters long, not {len(value)}"
