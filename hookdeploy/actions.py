@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from hookdeploy.core.config import AppConfig, Config
 from hookdeploy.core.errors import BadInput, UnknownJob
 from hookdeploy.core.models import Event, Job, JobKind, Release, Trigger
-from hookdeploy.core.names import (ZERO_SHA, check_app_name, check_digest, check_sha_prefix, check_tag, printable,
-                                   ref_problem)
+from hookdeploy.core.names import (ZERO_SHA, check_app_name, check_digest, check_ref, check_sha_prefix, check_tag,
+                                   printable, ref_problem)
 from hookdeploy.core.store import Store
 
 
@@ -48,6 +48,7 @@ def deploy_ref(config: Config, store: Store, app: AppConfig, ref: str | None = N
         ref = app.branch
     elif not ref.strip():
         raise BadInput(f"the ref is empty; leave it out to deploy {app.name}'s branch ({app.branch})")
+    check_ref(ref, "ref")  # before any fetch: a malformed ref is the first thing to say
     repo = gitops.open_repo(app, config.server.state_dir, fetch=True)
     sha = gitops.resolve_ref(repo, ref, app.name)
     return store.enqueue(app.name, sha, trigger=Trigger.MANUAL, ref=ref, coalesce=app.coalesce)
@@ -88,7 +89,7 @@ def replay_sha(config: Config, store: Store, app: AppConfig, sha_text: str) -> J
     an image app, of the one image deployed before whose digest starts so."""
     from hookdeploy.engine import gitops
 
-    check_sha_prefix(sha_text)
+    sha_text = check_sha_prefix(sha_text)
     if not app.builds:
         digests = store.digests(app.name, sha_text)
         if len(digests) != 1:
@@ -198,6 +199,8 @@ def recent_jobs(store: Store, limit: int) -> list[Job]:
 
 def job(store: Store, job_id: int) -> Job:
     """The job with this id; UnknownJob when there is none."""
+    if not 1 <= job_id < 2**63:  # beyond SQLite's INTEGER: no job, and a number SQLite refuses to compare
+        raise UnknownJob(f"no job {job_id}")
     found = store.job(job_id)
     if found is None:
         raise UnknownJob(f"no job {job_id}")

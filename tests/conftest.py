@@ -17,6 +17,7 @@ Fixtures are shared by several test modules: add new ones, never rename or remov
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -58,7 +59,8 @@ def toml_value(value: Any) -> str:
     if isinstance(value, (int, float)):
         return repr(value)
     if isinstance(value, str):
-        escaped = "".join(c if c.isprintable() and c not in '"\\' else f"\\u{ord(c):04x}" for c in value)
+        escaped = "".join(c if c.isprintable() and c not in '"\\' else f"\\u{ord(c):04x}" if ord(c) < 0x10000
+                          else f"\\U{ord(c):08x}" for c in value)
         return f'"{escaped}"'
     if isinstance(value, (list, tuple)):
         return "[" + ", ".join(toml_value(item) for item in value) + "]"
@@ -96,6 +98,17 @@ def toml_document(apps: Mapping[str, Mapping[str, Any]], server: Mapping[str, An
 # -- config --------------------------------------------------------------------------------------------
 
 
+def with_state_dir(text: str, state_dir: Path) -> str:
+    """deploy.toml text with `state_dir = <state_dir>` in its [server] table, unless it names one already
+    (or has a top-level `server` key that is no table: that is what such a test is about)."""
+    if "state_dir" in text or re.search(r"^\s*server\s*=", text, re.MULTILINE):
+        return text
+    line = f"state_dir = {toml_value(str(state_dir))}\n"
+    if re.search(r"^\[server\]\s*$", text, re.MULTILINE):
+        return re.sub(r"^\[server\]\s*$\n?", lambda match: f"[server]\n{line}", text, count=1, flags=re.MULTILINE)
+    return text + ("" if not text or text.endswith("\n") else "\n") + "\n[server]\n" + line
+
+
 @pytest.fixture
 def state_dir(tmp_path: Path) -> Path:
     """The state_dir every config written by `write_config` uses (unless told otherwise)."""
@@ -106,15 +119,17 @@ def state_dir(tmp_path: Path) -> Path:
 def write_config(tmp_path: Path, state_dir: Path):
     """A function writing tmp_path/deploy.toml (or `name`) and returning its absolute path.
 
-    `content` is either TOML text, written as is, or a dict of apps ({"site": {"repo": ...}});
-    for a dict, [server] gets state_dir=<tmp>/state, listen on 127.0.0.1:18080 and the offline
-    proxy image unless `server=`/`proxy=` override keys.
+    `content` is either TOML text or a dict of apps ({"site": {"repo": ...}}); for a dict, [server]
+    gets state_dir=<tmp>/state, listen on 127.0.0.1:18080 and the offline proxy image unless
+    `server=`/`proxy=` override keys. Text that names no state_dir (server.state_dir is required)
+    gets state_dir=<tmp>/state in its [server] table (added at the end if it has none), unless
+    `add_state_dir=False`: then it is written as is.
     """
 
     def write(content: str | Mapping[str, Mapping[str, Any]], *, server: Mapping[str, Any] | None = None,
-              proxy: Mapping[str, Any] | None = None, name: str = "deploy.toml") -> Path:
+              proxy: Mapping[str, Any] | None = None, name: str = "deploy.toml", add_state_dir: bool = True) -> Path:
         if isinstance(content, str):
-            text = content
+            text = with_state_dir(content, state_dir) if add_state_dir else content
         else:
             text = toml_document(
                 content,

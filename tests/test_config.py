@@ -30,13 +30,13 @@ def app_problems(write_config, **app_keys) -> list[str]:
 # -- defaults --------------------------------------------------------------------------------------------
 
 
-def test_minimal_config_gets_the_defaults_of_design(write_config):
+def test_minimal_config_gets_the_defaults_of_design(write_config, state_dir):
     path = write_config('[apps.site]\nrepo = "/srv/git/site.git"\n')
     loaded = config.load(path)
     assert loaded.path == path
     server, proxy, app = loaded.server, loaded.proxy, loaded.apps["site"]
     assert (server.name, server.state_dir, server.listen, server.max_body, server.secret_env) == (
-        "hookdeploy", "/var/lib/hookdeploy", "127.0.0.1:8080", 5242880, "HOOKDEPLOY_SECRET")
+        "hookdeploy", str(state_dir), "127.0.0.1:8080", 5242880, "HOOKDEPLOY_SECRET")
     assert (proxy.image, proxy.publish) == ("nginx:stable-alpine", "0.0.0.0:80")
     assert (app.repo, app.branch, app.dockerfile, app.context, app.port, app.hostnames, app.keep,
             app.drain_seconds, app.coalesce, dict(app.env), dict(app.build_args), app.webhook) == (
@@ -91,10 +91,13 @@ def test_valid_app_names(write_config, name):
     assert problems_of(write_config, {name: {"repo": "/srv/git/x.git"}}) == []
 
 
-@pytest.mark.parametrize("name", ["Site", "-site", "my_app", "a" * 64, "", "site.x", "sité", "a b"])
-def test_invalid_app_names_are_named(write_config, name):
+@pytest.mark.parametrize("name, shown", [("Site", "Site"), ("-site", "-site"), ("my_app", "my_app"), ("a" * 64, "a" * 64),
+                                         ("", "''"), ("site.x", "'site.x'"), ("sité", "'sité'"), ("a b", "'a b'"),
+                                         ("a\nb", "'a\\nb'"), ("\x1b[31mred", "'\\x1b[31mred'")])
+def test_invalid_app_names_are_named(write_config, name, shown):
+    """A name that is no bare TOML key is shown quoted, its control characters escaped."""
     problems = problems_of(write_config, {name: {"repo": "/srv/git/x.git"}})
-    assert problems == [f"apps.{name}: app name must match [a-z0-9][a-z0-9-]{{0,62}}"]
+    assert problems == [f"apps.{shown}: app name must match [a-z0-9][a-z0-9-]{{0,62}}"]
 
 
 BRANCHES = ["deploy", "release/v1", "feature-x", "v1.2", "a@b", "@", "$(touch${IFS}x)", "caf\u00e9",
@@ -112,7 +115,8 @@ def test_branch_names_follow_gits_own_rules(write_config, tmp_path, branch):
     if git_accepts:
         assert problems == []
     else:
-        assert len(problems) == 1 and problems[0].startswith("apps.site.branch: not a valid git branch name ("), problems
+        assert len(problems) == 1 and problems[0].startswith(("apps.site.branch: not a valid git branch name (",
+                                                              "apps.site.branch: must not contain control characters")), problems
 
 
 def test_empty_branch_is_refused(write_config):

@@ -138,11 +138,13 @@ def _ls_remote(url: str, timeout: float = LS_REMOTE_TIMEOUT) -> str | None:
     """None if `git ls-remote URL` answers within `timeout` seconds, else why not (one line)."""
     import git
 
+    from hookdeploy.engine.gitops import SAFE_ENVIRONMENT
+
     # Never wait for a password or a host-key question: doctor runs unattended too.
     environment = {"GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "/bin/false", "SSH_ASKPASS": "/bin/false",
-                   "GIT_SSH_COMMAND": os.environ.get("GIT_SSH_COMMAND", "ssh") + " -o BatchMode=yes"}
+                   "GIT_SSH_COMMAND": os.environ.get("GIT_SSH_COMMAND", "ssh") + " -o BatchMode=yes", **SAFE_ENVIRONMENT}
     try:
-        git.cmd.Git().ls_remote("--heads", url, kill_after_timeout=timeout, env=environment)
+        git.cmd.Git().ls_remote("--heads", "--", url, kill_after_timeout=timeout, env=environment)
     except git.GitCommandError as error:
         if error.status == -9 or "Timeout" in str(error.stderr or ""):
             return f"no answer within {timeout:.0f} s"

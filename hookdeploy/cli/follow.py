@@ -10,7 +10,7 @@ import time
 from typing import Iterator
 
 from hookdeploy.core.models import Event, Job, JobState
-from hookdeploy.core.names import split_address
+from hookdeploy.core.names import one_line, split_address
 from hookdeploy.core.store import Store
 
 WORKER_ALIVE_SECONDS = 10.0
@@ -41,7 +41,7 @@ def follow(store: Store, job_id: int, prefix: str | None, show_all: bool = False
     warned = False
     for job, events in watch(store, job_id):
         for event in events if prefix is not None else ():
-            print(_log_line(event, prefix, show_all), flush=True)
+            print(one_line(_log_line(event, prefix, show_all)), flush=True)
         if job.state.finished:
             return job
         if not warned and job.state is JobState.QUEUED and not store.worker_alive(WORKER_ALIVE_SECONDS):

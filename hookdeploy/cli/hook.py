@@ -19,7 +19,7 @@ from hookdeploy.core import config as configuration
 from hookdeploy.core.config import AppConfig
 from hookdeploy.core.errors import ConfigError, HookdeployError
 from hookdeploy.core.models import Job
-from hookdeploy.core.names import is_full_sha, printable
+from hookdeploy.core.names import is_full_sha, one_line, printable
 from hookdeploy.core.store import Store
 
 TEMPLATE_NAME = "post-receive"
@@ -76,7 +76,7 @@ def run(config_option: str | None, app_name: str, follow_job: bool = True) -> in
         if not isinstance(error, HookdeployError):
             lines = [f"{error} ({type(error).__name__})"]
         for line in lines:
-            print(f"hookdeploy: error: {line}")
+            print(f"hookdeploy: error: {one_line(line)}")
         print("hookdeploy: the push was received, but nothing was queued")
         return 0
     if jobs and follow_job and app.follow_push:

@@ -17,7 +17,7 @@ from hookdeploy.cli.follow import follow as follow_job
 from hookdeploy.core import config as configuration
 from hookdeploy.core.errors import BadInput, ConfigError, HookdeployError
 from hookdeploy.core.models import Job, JobState
-from hookdeploy.core.names import check_app_name
+from hookdeploy.core.names import check_app_name, one_line
 from hookdeploy.core.store import Store
 
 
@@ -50,21 +50,43 @@ pass_context = click.make_pass_decorator(Context)
 
 
 class Group(click.Group):
-    """A click group that turns HookdeployErrors into one clear line and their exit status."""
+    """A click group that turns HookdeployErrors, and click's own usage errors, into one clear line each
+    (control characters escaped: the text may come from the command line or deploy.toml) and their exit status."""
 
     def invoke(self, click_context: click.Context):
         try:
             return super().invoke(click_context)
         except ConfigError as error:
             for problem in error.problems:
-                click.echo(f"hookdeploy: config: {problem}", err=True)
+                click.echo(f"hookdeploy: config: {one_line(problem)}", err=True)
             click_context.exit(error.exit_code)
         except HookdeployError as error:
-            click.echo(f"hookdeploy: error: {error}", err=True)
+            click.echo(f"hookdeploy: error: {one_line(str(error))}", err=True)
             click_context.exit(error.exit_code)
 
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        """click's main, but a usage error is one line, `hookdeploy: error: ... Try '... --help' for help.`
+        (click prints the usage, a blank line and the error: four lines), exit status 2."""
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode, **extra)
+        try:
+            status = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.exceptions.NoArgsIsHelpError as error:
+            error.show()  # a bare `hookdeploy` or `hookdeploy token`: the help is the answer
+            sys.exit(error.exit_code)
+        except click.ClickException as error:
+            hint = ""
+            if isinstance(error, click.UsageError) and error.ctx is not None:
+                hint = f" Try '{error.ctx.command_path} --help' for help."
+            click.echo(f"hookdeploy: error: {one_line(error.format_message())}{hint}", err=True)
+            sys.exit(error.exit_code)
+        except click.Abort:
+            click.echo("hookdeploy: aborted", err=True)
+            sys.exit(1)
+        sys.exit(status if isinstance(status, int) else 0)
 
-@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
+
+@click.group("hookdeploy", cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--config", "config_option", metavar="PATH", envvar="HOOKDEPLOY_CONFIG",
               help="deploy.toml to use (default: $HOOKDEPLOY_CONFIG, else ./deploy.toml).")
 @click.version_option(package_name="hookdeploy")
@@ -213,7 +235,7 @@ def history(context: Context, app_name: str, limit: int, as_json: bool) -> None:
         click.echo(json.dumps([job.to_json() for job in jobs]))
         return
     for job in jobs:
-        error = f"  {job.error}" if job.error else ""
+        error = f"  {one_line(job.error)}" if job.error else ""  # git's or a build's words: escaped
         image = f"  {job.ref or ''}@{job.digest[:19]}" if job.digest else ""
         click.echo(f"{job.id:>6}  {job.state.value:<11} {job.kind.value:<8} {job.trigger.value:<8} "
                    f"{job.sha[:12]}  {job.created_at}{image}{error}")
@@ -230,7 +252,7 @@ def logs(context: Context, job_id: int, follow: bool) -> None:
         follow_job(context.store, job_id, prefix="", show_all=True)
         return
     for event in events:
-        click.echo(event.render())
+        click.echo(one_line(event.render()))  # build output and commit subjects may carry escape sequences
 
 
 @cli.command()
@@ -239,7 +261,7 @@ def doctor(context: Context) -> None:
     """Check config, git, the Docker engine and the proxy; say what to fix."""
     from hookdeploy.cli import doctor as checks
 
-    problems = checks.run(context.config, click.echo)
+    problems = checks.run(context.config, lambda line: click.echo(one_line(line)))  # paths, URLs: escaped
     if problems:
         click.echo(f"{problems} problem{'s' if problems != 1 else ''} found")
         sys.exit(1)

@@ -27,6 +27,8 @@ __all__ = ["NOTIFY_EVENTS", "NOTIFY_FORMATS", "PROVIDERS", "PROXY_HEADERS", "App
 
 def config_path(explicit: str | os.PathLike | None = None) -> Path:
     """`--config PATH`, else $HOOKDEPLOY_CONFIG, else ./deploy.toml."""
+    if explicit is not None and not os.fspath(explicit):
+        raise ConfigError("--config: the path is empty (leave the option out to use $HOOKDEPLOY_CONFIG or ./deploy.toml)")
     chosen = explicit or os.environ.get("HOOKDEPLOY_CONFIG") or "deploy.toml"
     return Path(chosen).absolute()
 
@@ -42,6 +44,10 @@ def load(path: str | os.PathLike | None = None) -> Config:
         raise ConfigError(f"{resolved}: cannot read: {error}") from None
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(f"{resolved}: not valid TOML: {error}") from None
+    except RecursionError:
+        raise ConfigError(f"{resolved}: not valid TOML: arrays or inline tables nested too deeply") from None
+    except ValueError as error:  # Python refuses to read an integer of more than 4300 digits
+        raise ConfigError(f"{resolved}: not valid TOML: {str(error).split(':')[0]}") from None
     return parse(raw, resolved)
 
 

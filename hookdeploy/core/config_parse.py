@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import json
+import math
 import re
 import urllib.parse
 from pathlib import Path, PurePosixPath
@@ -23,8 +24,8 @@ from hookdeploy.core.config_schema import (MAX_REPLICAS, NOTIFY_EVENTS, NOTIFY_F
                                            HealthConfig, NotifyConfig, ProxyConfig, RegistryConfig, ServerConfig,
                                            TlsConfig, TlsFiles, WebhookConfig, is_local_path)
 from hookdeploy.core.errors import ConfigError
-from hookdeploy.core.names import (APP_NAME, INSTANCE_NAME, REGISTRY_HOST, TAG, branch_problem, host_and_port,
-                                   image_problem, printable, split_address)
+from hookdeploy.core.names import (APP_NAME, INSTANCE_NAME, TAG, branch_problem, host_and_port, image_problem,
+                                   printable, reference_problem, registry_host_problem, split_address)
 
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 # A Swarm placement constraint: node.role==worker, node.labels.zone != b, engine.labels.x==y
@@ -33,6 +34,20 @@ CONSTRAINT = re.compile(r"(node|engine)\.[A-Za-z0-9_.-]+\s*(==|!=)\s*[A-Za-z0-9_
 MAX_CONNECTIONS = 100_000
 MAX_CHANNEL_TIMEOUT = 3600
 HOSTNAME = re.compile(r"(\*\.)?[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\Z")
+# Bounds every value of its type must keep, whatever its key means (each key's own range is checked after):
+# an integer fits SQLite's INTEGER and a C long; a float key is seconds, a ratio or a share, where more than
+# 1e9 (about 31 years) is a typo, and nan or inf would make every comparison and sleep with it meaningless.
+INTEGER_LIMIT = 2**63
+NUMBER_LIMIT = 1e9
+TEXT_LIMIT = 4096  # characters of any string value
+STATE_DIR_LIMIT = 1024  # characters: hookdeploy makes files several levels deep inside, all under PATH_MAX (4096)
+FREE_TEXT = ("contains",)  # string keys that may hold control characters (a newline in the body looked for)
+# What a terminal acts on or a reader is fooled by: C0 and C1 controls (C1's \x9b is ESC [ to some terminals),
+# DEL, line and paragraph separators, bidirectional overrides and isolates ("Trojan Source").
+CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+# Where git may fetch from: a path, user@host:path, or these URL schemes. Never a `transport::address` (ext::
+# runs a command) or anything starting with '-' (git would read it as an option, like --upload-pack=COMMAND).
+CLONE_SCHEMES = ("file", "ssh", "git", "http", "https")
 
 
 def parse(raw: Mapping[str, Any], path: Path) -> Config:
@@ -40,9 +55,12 @@ def parse(raw: Mapping[str, Any], path: Path) -> Config:
     problems: list[str] = []
     _unknown(raw, ("server", "proxy", "apps", "notify", "registry", "tls"), "", problems)
     server = _section(ServerConfig, raw.get("server", {}), "server", problems)
+    _require_state_dir(raw.get("server", {}), server, problems)
     proxy = _section(ProxyConfig, raw.get("proxy", {}), "proxy", problems)
     server = _check_server(server, path.parent, problems)
     _check_address(proxy.get("publish"), "proxy.publish", problems)
+    if isinstance(proxy.get("image"), str) and (problem := reference_problem(proxy["image"])):
+        problems.append(f"proxy.image: {printable(proxy['image'], 60)} is not an image reference: {problem}")
     if proxy.get("publish_tls"):
         _check_address(proxy["publish_tls"], "proxy.publish_tls", problems)
         if proxy["publish_tls"] == proxy.get("publish", ProxyConfig.publish):
@@ -55,7 +73,7 @@ def parse(raw: Mapping[str, Any], path: Path) -> Config:
         problems.append("apps: must be a table of [apps.NAME] tables")
         raw_apps = {}
     for name, table in raw_apps.items():
-        key = f"apps.{name}"
+        key = _child("apps", name)
         if not APP_NAME.match(name):
             problems.append(f"{key}: app name must match [a-z0-9][a-z0-9-]{{0,62}}")
         if not isinstance(table, Mapping):
@@ -64,18 +82,21 @@ def parse(raw: Mapping[str, Any], path: Path) -> Config:
         app = _app(name, table, key, path.parent, problems)
         if app is not None:
             apps[name] = app
+    _check_unique_hostnames(apps, problems)
     default_servers = [name for name, app in apps.items() if not app.hostnames]
     if len(default_servers) > 1:
-        problems.append(f"apps: at most one app may have no hostnames (the default server); found {', '.join(default_servers)}")
+        shown = ", ".join(_child("", name) for name in default_servers)
+        problems.append(f"apps: at most one app may have no hostnames (the default server); found {shown}")
     notify = _notify(raw.get("notify", []), problems)
     registry = _registry(raw.get("registry"), problems)
     for name, app in apps.items():
+        key = _child("apps", name)
         if app.push and registry is None:
-            problems.append(f"apps.{name}.push: needs a [registry] table to push to")
+            problems.append(f"{key}.push: needs a [registry] table to push to")
         if app.on_swarm and app.builds and registry is None:
-            problems.append(f"apps.{name}.target: \"swarm\" needs a [registry] table (the nodes pull each release from it)")
+            problems.append(f"{key}.target: \"swarm\" needs a [registry] table (the nodes pull each release from it)")
         if app.tls_mode != "off" and not proxy.get("publish_tls"):
-            problems.append(f"apps.{name}.tls: needs proxy.publish_tls (the address HTTPS is served on, like \"0.0.0.0:443\")")
+            problems.append(f"{key}.tls: needs proxy.publish_tls (the address HTTPS is served on, like \"0.0.0.0:443\")")
     if problems:
         raise ConfigError(problems)
     return Config(
@@ -124,6 +145,29 @@ def _check_dashboard_hosts(server: dict, problems: list[str]) -> None:
             shown = f"[{host}]" if ":" in host else host  # as a Host header carries an IPv6 address
             normal.append(shown if port is None else f"{shown}:{port}")
     server["hostnames"] = tuple(normal)
+
+
+def _require_state_dir(raw: Any, server: dict, problems: list[str]) -> None:
+    """`server.state_dir` is named (no silent default under /var/lib) and is a path this system can hold."""
+    if not isinstance(raw, Mapping):
+        return  # "server: must be a table" is reported already
+    if "state_dir" not in raw:
+        problems.append("server.state_dir: required (the folder for the job store, mirrors and proxy config, "
+                        "e.g. /var/lib/hookdeploy)")
+    elif "state_dir" in server and (problem := _path_problem(server["state_dir"], STATE_DIR_LIMIT)):
+        problems.append(f"server.state_dir: {problem}")
+        del server["state_dir"]
+
+
+def _path_problem(path: str, limit: int = TEXT_LIMIT - 1) -> str | None:
+    """Why `path` cannot name a file here (empty, too long, a name over NAME_MAX), or None."""
+    if not path:
+        return "must not be empty"
+    if len(path) > limit:
+        return f"must be at most {limit} characters long, not {len(path)}"
+    if any(len(part.encode()) > 255 for part in path.split("/")):
+        return f"{printable(path, 60)} has a name longer than 255 bytes (the most a file system takes)"
+    return None
 
 
 def _check_trusted_proxy(server: dict, problems: list[str]) -> None:
@@ -217,8 +261,35 @@ def _check_repo(table: Mapping, values: dict, key: str, base: Path, problems: li
     elif isinstance(values.get("repo"), str):
         if not values["repo"]:
             problems.append(f"{key}.repo: must not be empty")
+        elif problem := _repo_problem(values["repo"]):
+            problems.append(f"{key}.repo: {problem}, not {printable(values['repo'], 60)}")
         elif is_local_path(values["repo"]):
             values["repo"] = str((base / values["repo"]).resolve())
+
+
+def _repo_problem(repo: str) -> str | None:
+    """Why git must not be handed `repo` (see CLONE_SCHEMES), or None for a path or a clone URL it may fetch."""
+    if repo.startswith("-"):
+        return "must not start with '-' (git would take it for an option)"
+    if re.match(r"[A-Za-z][A-Za-z0-9+.-]*::", repo):
+        return "must not be a transport::address (git would run a command for ext:: or fd::)"
+    if "://" in repo:
+        try:
+            url = urllib.parse.urlsplit(repo)
+            url.port  # noqa: B018 - raises ValueError on a port out of range
+        except ValueError:
+            return "is not a valid URL"
+        if url.scheme.lower() not in CLONE_SCHEMES:
+            return f"must be a path, user@host:path or a {', '.join(scheme + '://' for scheme in CLONE_SCHEMES)} URL"
+        if url.scheme.lower() != "file" and not (url.hostname and url.hostname[0].isalnum()):
+            return "must name a host (starting with a letter or digit)"
+        if (url.username or "").startswith("-"):
+            return "must not name a user starting with '-' (ssh would take it for an option)"
+    elif not is_local_path(repo) and repo.partition("@")[2][:1] in ("-", ":", ""):
+        return "must name a host after '@' (starting with a letter or digit)"
+    elif is_local_path(repo) and (problem := _path_problem(repo)):
+        return problem
+    return None
 
 
 def _check_paths(values: dict, key: str, problems: list[str]) -> None:
@@ -246,11 +317,23 @@ def _check_hostnames(values: dict, key: str, problems: list[str]) -> None:
     hostnames = values["hostnames"]
     if not isinstance(hostnames, list) or not all(isinstance(h, str) for h in hostnames):
         problems.append(f"{key}.hostnames: must be a list of strings")
+        del values["hostnames"]  # the checks after this one take hostnames to be strings
         return
     for hostname in hostnames:
         if not HOSTNAME.match(hostname) or len(hostname) > 253:
             problems.append(f"{key}.hostnames: {printable(hostname)} is not a valid hostname")
     values["hostnames"] = tuple(hostnames)
+
+
+def _check_unique_hostnames(apps: Mapping[str, AppConfig], problems: list[str]) -> None:
+    """A hostname (compared as DNS does, ignoring case) routes to one app only."""
+    owners: dict[str, str] = {}
+    for name, app in apps.items():
+        for hostname in app.hostnames:
+            owner = owners.setdefault(hostname.lower(), name)
+            if owner != name:
+                problems.append(f"{_child('apps', name)}.hostnames: {hostname} is also a hostname of {_child('apps', owner)} "
+                                "(a hostname routes to one app)")
 
 
 def _check_target(values: dict, key: str, problems: list[str]) -> None:
@@ -283,6 +366,12 @@ def _check_app_tls(raw: Any, values: dict, key: str, base: Path, problems: list[
         if extra or not all(isinstance(value, str) and value for value in paths.values()):
             problems.append(f"{key}.tls: a table must be {{cert_file = \"PATH\", key_file = \"PATH\"}}"
                             + (f" (unknown key {printable(extra[0], 40)})" if extra else ""))
+            return
+        bad_paths = {name: problem for name, value in paths.items()
+                     if (problem := _value_problem(name, value, (str,)))}
+        for name, problem in bad_paths.items():
+            problems.append(f"{key}.tls.{name}: {problem}")
+        if bad_paths:
             return
         values["tls"] = TlsFiles(**{name: str((base / value).resolve()) for name, value in paths.items()})
         return
@@ -326,8 +415,20 @@ def _check_build_args(values: dict, key: str, problems: list[str]) -> None:
     bad = [k for k, v in args.items() if not isinstance(v, (str, int, float, bool))] if isinstance(args, Mapping) else None
     if bad is None or bad:
         problems.append(f"{key}.build_args: must be a table of strings")
+    elif problem := _build_args_problem(args):
+        problems.append(f"{key}.build_args: {problem}")
     else:
         values["build_args"] = MappingProxyType({k: str(v) for k, v in args.items()})
+
+
+def _build_args_problem(args: Mapping) -> str | None:
+    """Why a table of scalar build arguments cannot be given to a build (`docker build --build-arg NAME=VALUE`)."""
+    for name, value in args.items():
+        if not ENV_NAME.match(name):
+            return f"{printable(name, 40)} is not a build argument name (letters, digits and _)"
+        if "\0" in str(value):
+            return f"{name}: must not contain a NUL character"
+    return None
 
 
 def _registry(raw: Any, problems: list[str]) -> RegistryConfig | None:
@@ -338,14 +439,14 @@ def _registry(raw: Any, problems: list[str]) -> RegistryConfig | None:
     values = _section(RegistryConfig, raw, "registry", problems)
     if "url" not in raw:
         problems.append("registry.url: required (HOST[:PORT] of the registry)")
-    elif isinstance(values.get("url"), str) and not REGISTRY_HOST.match(values["url"]):
-        problems.append(f"registry.url: must be HOST[:PORT] (no scheme, no path), not {printable(values['url'], 60)}")
+    elif isinstance(values.get("url"), str) and (problem := registry_host_problem(values["url"])):
+        problems.append(f"registry.url: {problem}, not {printable(values['url'], 60)}")
     for source in ("password_env", "password_file"):
         if source in values and not values[source]:
             problems.append(f"registry.{source}: must not be empty")
     if values.get("password_env") and not ENV_NAME.match(values["password_env"]):
         problems.append("registry.password_env: must name an environment variable (the password never goes in the file)")
-    if values.get("username") and not (values.get("password_env") or values.get("password_file")):
+    if values.get("username") and not (raw.get("password_env") or raw.get("password_file")):
         problems.append("registry: a username needs password_env or password_file")
     return RegistryConfig(**values) if len(problems) == before else None
 
@@ -384,10 +485,13 @@ def _notify(raw: Any, problems: list[str]) -> tuple[NotifyConfig, ...]:
 def _is_http_url(text: str) -> bool:
     try:
         url = urllib.parse.urlsplit(text)
-        url.port  # noqa: B018 - raises ValueError on a port out of range
+        port = url.port  # raises ValueError on a port out of range
     except ValueError:
         return False
-    return url.scheme in ("http", "https") and bool(url.hostname) and not re.search(r"[\s\x00-\x1f]", text)
+    # the host as the idna codec will take it: labels of 1-63 characters, 253 in all
+    labels = (url.hostname or "").rstrip(".").split(".")
+    host_ok = bool(url.hostname) and len(url.hostname) <= 253 and all(0 < len(label) <= 63 for label in labels)
+    return url.scheme in ("http", "https") and host_ok and port != 0 and not re.search(r"[\s\x00-\x1f]", text)
 
 
 def _check_health(health: dict, key: str, problems: list[str]) -> None:
@@ -423,7 +527,9 @@ def _check_env(env: Any, key: str, problems: list[str]) -> dict:
     checked = {}
     for name, value in env.items():
         if not ENV_NAME.match(name):
-            problems.append(f"{key}.{name}: not a valid environment variable name")
+            problems.append(f"{_child(key, name)}: not a valid environment variable name")
+        elif isinstance(value, str) and "\0" in value:
+            problems.append(f"{key}.{name}: must not contain a NUL character")
         elif isinstance(value, Mapping):
             if set(value) != {"from_env"} or not isinstance(value["from_env"], str) or not ENV_NAME.match(value["from_env"]):
                 problems.append(f"{key}.{name}: a table value must be {{from_env = \"NAME\"}}")
@@ -453,7 +559,7 @@ def _check_address(address: Any, key: str, problems: list[str]) -> None:
         valid_host = True
     except ValueError:
         valid_host = host == "localhost"
-    if not valid_host or not port.isdigit() or not 0 < int(port) < 65536:
+    if not valid_host or not re.fullmatch(r"[0-9]{1,5}", port) or not 0 < int(port) < 65536:
         problems.append(f"{key}: must be HOST:PORT with an IP address (or localhost) and a port 1-65535, not {printable(address)}")
 
 
@@ -481,7 +587,7 @@ def _is_table(value: Any, key: str, problems: list[str]) -> bool:
 def _unknown(table: Mapping, known: tuple[str, ...], prefix: str, problems: list[str]) -> None:
     for name in table:
         if name not in known:
-            problems.append(f"{prefix}{name}: unknown key")
+            problems.append(f"{_child(prefix.removesuffix('.'), name)}: unknown key")
 
 
 _TYPE_NAMES = {bool: "true or false", int: "an integer", float: "a number", str: "a string",
@@ -500,6 +606,9 @@ def _section(cls: type, table: Mapping, key: str, problems: list[str], skip: tup
         if name not in fields:
             continue
         expected = _expected_types(fields[name].type)
+        if (problem := _value_problem(name, value, expected)) is not None:
+            problems.append(f"{key}.{name}: {problem}")
+            continue
         if isinstance(value, bool) and bool not in expected:
             ok = False
         elif float in expected and isinstance(value, int) and not isinstance(value, bool):
@@ -513,6 +622,43 @@ def _section(cls: type, table: Mapping, key: str, problems: list[str], skip: tup
             shown = printable(value, 40) if isinstance(value, str) else json.dumps(value, default=str)[:40]
             problems.append(f"{key}.{name}: must be {wanted}, not {shown}")
     return values
+
+
+def _value_problem(name: str, value: Any, expected: tuple[type, ...]) -> str | None:
+    """Why a value of the type its key takes is still unusable whatever the key means, or None: a number out
+    of bounds (NUMBER_LIMIT, INTEGER_LIMIT), a string with a NUL or (but in FREE_TEXT) another control
+    character, or one longer than TEXT_LIMIT; a `*_file` or `*_dir` path no file system takes."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)) and float in expected:
+        if isinstance(value, float) and math.isnan(value) or abs(value) > NUMBER_LIMIT:
+            return f"must be a finite number between -1e9 and 1e9, not {_shown_number(value)}"
+    elif isinstance(value, int) and not -INTEGER_LIMIT <= value < INTEGER_LIMIT:
+        return f"must be an integer between -2**63 and 2**63 - 1, not {_shown_number(value)}"
+    if isinstance(value, list) and any(isinstance(item, str) and "\0" in item for item in value):
+        return "must not contain a NUL character"
+    if not isinstance(value, str) or str not in expected:
+        return None
+    if "\0" in value or (name not in FREE_TEXT and CONTROL_CHARACTERS.search(value)):
+        return f"must not contain control characters (like a newline, a tab or NUL), not {printable(value, 60)}"
+    if len(value) > TEXT_LIMIT:
+        return f"must be at most {TEXT_LIMIT} characters long, not {len(value)}"
+    if value and name.endswith(("_file", "_dir")):
+        return _path_problem(value)
+    return None
+
+
+def _shown_number(value: int | float) -> str:
+    """A number as the file wrote it, bounded: a 400-digit integer is shown by its first digits and length."""
+    text = repr(value) if isinstance(value, float) else str(value)
+    return text if len(text) <= 24 else f"{text[:20]}... ({len(text)} digits)"
+
+
+def _child(key: str, name: str) -> str:
+    """The key path of table `key`'s child `name`: as is when a bare TOML key, else quoted and escaped (a
+    quoted key may hold a newline or an escape sequence, which must not reach a terminal)."""
+    shown = name if re.fullmatch(r"[A-Za-z0-9_-]{1,80}", name) else printable(name, 60)
+    return f"{key}.{shown}" if key else shown
 
 
 def _expected_types(annotation: str) -> tuple[type, ...]:

@@ -156,7 +156,7 @@ class ServerConfig:
     """The instance: its name, state and listening address."""
 
     name: str = "hookdeploy"
-    state_dir: str = "/var/lib/hookdeploy"
+    state_dir: str = "/var/lib/hookdeploy"  # deploy.toml must name it (config_parse); this is the example's
     listen: str = "127.0.0.1:8080"
     max_body: int = 5242880
     secret_env: str | None = "HOOKDEPLOY_SECRET"
@@ -251,7 +251,7 @@ def read_secret(env_name: str | None, file_name: str | None) -> bytes | None:
     if file_name:
         try:
             return Path(file_name).read_bytes().rstrip(b"\r\n") or None
-        except OSError:
+        except (OSError, ValueError):  # ValueError: a NUL in the name (config_parse refuses it; others may not)
             return None
     if env_name:
         value = os.environ.get(env_name)

@@ -73,14 +73,21 @@ def printable(text: str, limit: int = 80) -> str:
     return shown + ("…" if len(str(text)) > limit else "")
 
 
+def one_line(text: str) -> str:
+    """`text` with every character a terminal could act on (newline, ESC, other controls) escaped as
+    Python would write it: the last guard before untrusted text reaches a terminal or a log line."""
+    return "".join(char if char.isprintable() else repr(char)[1:-1] for char in str(text))
+
+
 def split_address(address: str) -> tuple[str, str]:
     """`HOST:PORT` (or `[V6]:PORT`) as (host without brackets, port text); not checked."""
     host, _, port = address.rpartition(":")
     return host.strip("[]"), port
 
 
-# Docker's reference grammar (distribution/reference), the parts hookdeploy takes from outside.
-REGISTRY_HOST = re.compile(r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*"
+# Docker's reference grammar (distribution/reference), the parts hookdeploy takes from outside; a host's
+# labels are DNS labels (1-63 characters), which is all the idna codec and a resolver take.
+REGISTRY_HOST = re.compile(r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*"
                            r"(?::[0-9]{1,5})?\Z")
 _PATH_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
 REPOSITORY = re.compile(rf"{_PATH_COMPONENT}(?:/{_PATH_COMPONENT})*\Z")
@@ -104,12 +111,46 @@ def split_image(image: str) -> tuple[str, str]:
         raise BadInput(f"image {printable(image)} has an empty repository path")
     if not REGISTRY_HOST.match(first):
         raise BadInput(f"image {printable(image)}: {printable(first)} is not a registry HOST[:PORT]")
+    if host_problem := registry_host_problem(first):
+        raise BadInput(f"image {printable(image)}: {host_problem}")
     if not REPOSITORY.match(path):
         raise BadInput(f"image {printable(image)}: the repository path must be lowercase components "
                        "(a-z, 0-9 and . _ -) joined by /")
     if len(image) > 255:
         raise BadInput(f"image {printable(image, 40)} is {len(image)} characters long, more than 255")
     return first, path
+
+
+def registry_host_problem(text: str) -> str | None:
+    """Why `text` is not a registry's HOST[:PORT] (DNS labels, at most 253 characters, a port 1-65535), or None."""
+    if not REGISTRY_HOST.match(text):
+        return "must be HOST[:PORT] (no scheme, no path)"
+    host, _, port = text.partition(":")
+    if len(host) > 253:
+        return f"the registry's host name is {len(host)} characters long, more than 253"
+    if port and not 1 <= int(port) <= 65535:
+        return "the registry's port must be between 1 and 65535"
+    return None
+
+
+def reference_problem(reference: str) -> str | None:
+    """Why `reference` is not an image reference Docker pulls (`[HOST[:PORT]/]PATH[:TAG][@sha256:DIGEST]`), or None."""
+    name, at, digest = reference.partition("@")
+    if at and not DIGEST.match(digest):
+        return "its digest is not sha256: and 64 hexadecimal digits"
+    tag_colon = name.rfind(":")
+    if tag_colon > name.rfind("/"):
+        name, tag = name[:tag_colon], name[tag_colon + 1:]
+        if not TAG.match(tag):
+            return f"{printable(tag, 40)} is not a valid tag"
+    first, slash, rest = name.partition("/")
+    if slash and ("." in first or ":" in first or first == "localhost"):
+        if host_problem := registry_host_problem(first):
+            return host_problem if REGISTRY_HOST.match(first) else f"{printable(first, 40)} is not a registry HOST[:PORT]"
+        name = rest
+    if not REPOSITORY.match(name) or len(reference) > 255:
+        return "the repository must be lowercase components (a-z, 0-9 and . _ -) joined by /, 255 characters at most"
+    return None
 
 
 def image_problem(image: str) -> str | None:

@@ -20,6 +20,10 @@ from hookdeploy.core.names import check_ref, check_sha_prefix, printable
 
 log = logging.getLogger(__name__)
 
+# The transports git may use to fetch a repo (config_parse refuses the others already); never ext::, whose
+# "URL" is a command git runs.
+SAFE_ENVIRONMENT = {"GIT_ALLOW_PROTOCOL": "file:git:http:https:ssh"}
+
 
 def init_bare(path: Path, branch: str) -> bool:
     """Create a bare repo at `path` whose initial branch is `branch`; False if one is there already."""
@@ -54,8 +58,9 @@ def open_repo(app: AppConfig, state_dir: str | Path, fetch: bool = False) -> git
     try:
         if not (mirror / "HEAD").exists():
             mirror.parent.mkdir(parents=True, exist_ok=True)
-            return git.Repo.clone_from(app.repo, mirror, mirror=True)
+            return git.Repo.clone_from(app.repo, mirror, mirror=True, env=SAFE_ENVIRONMENT)
         repo = git.Repo(mirror)
+        repo.git.update_environment(**SAFE_ENVIRONMENT)
         if fetch:
             repo.git.fetch("--prune", "origin")
         return repo
