@@ -16,6 +16,7 @@ import json
 import os
 import re
 import secrets
+import shutil
 import signal
 import subprocess
 import tempfile
@@ -346,6 +347,22 @@ def test_a_worker_stopped_or_killed_during_a_buildkit_build_leaves_nothing_build
         assert f"{site.name}/site:{job.sha[:12]}" not in site.images()
 
 
+def test_without_a_buildkit_client_a_job_fails_in_one_line_before_the_checkout(instance, tmp_path, monkeypatch):
+    instance.configure({"site": {}})
+    sha = instance.commit("site", site_files("never built"))
+    new = fake_cli(tmp_path / "local", "28.2.2")
+    (new.parent / "git").symlink_to(shutil.which("git"))
+    monkeypatch.setattr(buildkit, "_found", None)  # as in a worker started on this PATH
+    monkeypatch.setenv("PATH", str(new.parent))
+    job = instance.enqueue("site", sha)
+    instance.work()
+    failed = instance.store.job(job.id)
+    assert failed.state is JobState.FAILED
+    assert failed.error == buildkit.discover().problem() and failed.error.startswith(
+        f"no BuildKit client ({new} 28.2.2 has no buildx plugin): apt-get install docker.io")
+    assert not any(line.startswith("checked out") for line in instance.events(job.id))
+
+
 def test_the_classic_builder_keeps_building_through_the_engine_api(instance):
     instance.configure({"site": {}}, extra='[build]\nbuilder = "classic"\n')
     job = instance.deploy("site", site_files("classic"))
@@ -354,3 +371,25 @@ def test_the_classic_builder_keeps_building_through_the_engine_api(instance):
     events = instance.events(job.id)
     assert f"building {instance.name}/site:{job.sha[:12]} with the classic builder" in events
     assert any(line.startswith("Step 1/") for line in events), events
+
+
+def test_doctor_names_the_buildkit_client_or_says_how_to_get_one(tmp_path):
+    (tmp_path / "deploy.toml").write_text(f'[server]\nstate_dir = "{tmp_path}"\n[apps.site]\nrepo = "{tmp_path}/r.git"\n')
+    new = fake_cli(tmp_path / "local", "28.2.2")
+    (new.parent / "git").symlink_to(shutil.which("git"))
+    old = fake_cli(tmp_path / "usr", "20.10.24+dfsg1")
+
+    def doctor(search_path: str) -> list[str]:
+        environment = {key: value for key, value in os.environ.items() if key != "HOOKDEPLOY_CONFIG"}
+        environment.update(PATH=search_path, DOCKER_HOST=f"unix://{tmp_path}/no-engine.sock")
+        completed = subprocess.run([str(HOOKDEPLOY), "--config", str(tmp_path / "deploy.toml"), "doctor"],
+                                   capture_output=True, text=True, env=environment, timeout=60)
+        return [line for line in completed.stdout.splitlines() if "BuildKit" in line]
+
+    assert doctor(f"{new.parent}:{old.parent}") == [
+        f"ok    BuildKit builds go through {old} 20.10.24+dfsg1, DOCKER_BUILDKIT=1 "
+        f"(passed over {new} 28.2.2 has no buildx plugin)"]
+    assert doctor(str(new.parent)) == [
+        f"FIX   no BuildKit client ({new} 28.2.2 has no buildx plugin): apt-get install docker.io (Debian's docker "
+        "CLI builds with BuildKit), or install the docker buildx plugin (docker-buildx-plugin); or set [build] "
+        "builder = \"classic\""]
