@@ -235,7 +235,9 @@ def test_a_secret_mount_build_deploys_and_the_secret_is_nowhere_kept(instance, t
     # A new version each run: BuildKit's cache key leaves secrets out, so an old run's layer would do.
     sha = instance.commit("site", site_files(f"secret mount {secrets.token_hex(6)}", dockerfile_tail=(
         "RUN --mount=type=secret,id=token --mount=type=secret,id=npmrc,required=true "
-        "cat /run/secrets/token /run/secrets/npmrc | sha256sum | cut -c1-64 > /usr/share/nginx/html/sum\n")))
+        "cat /run/secrets/token /run/secrets/npmrc | sha256sum | cut -c1-64 > /usr/share/nginx/html/sum\n"
+        # A step that prints a secret: its value is hidden in the job log.
+        "RUN --mount=type=secret,id=token echo \"printed: $(cat /run/secrets/token)\"\n")))
     job = instance.enqueue("site", sha)
     with Server(instance.config_path, port, tmp_path / "serve.log", worker=True, env=env):
         wait_until(lambda: instance.store.job(job.id).state.finished, "the job to end", 120)
@@ -254,6 +256,7 @@ def test_a_secret_mount_build_deploys_and_the_secret_is_nowhere_kept(instance, t
     saved = b"".join(image.save())
     log = "\n".join(instance.events(job.id))
     assert "cat /run/secrets/token" in history and "cat /run/secrets/token" in log  # what is looked in is there
+    assert re.search(r"^#\d+ [\d.]+ printed: \*\*\*\*$", log, re.MULTILINE), log
     for value in (token, npmrc):
         assert value not in history, "in docker history"
         assert value.encode() not in saved, "in docker save"

@@ -214,7 +214,8 @@ def build(cli: Client, context: Path, dockerfile: str, tag: str, labels: Mapping
         raise StepFailed(f"cannot run {cli.path}: {error.strerror or error}") from None
     chunks: queue.Queue = queue.Queue()
     last_lines: collections.deque = collections.deque(maxlen=20)
-    reader = threading.Thread(target=_read, args=(process, chunks, last_lines), name="buildkit-output", daemon=True)
+    reader = threading.Thread(target=_read, args=(process, chunks, last_lines, _masker(secrets)),
+                              name="buildkit-output", daemon=True)
     reader.start()
     try:
         containers.relay_output(chunks, on_lines, timeout, stop, lambda: _end(process, reader))
@@ -232,11 +233,12 @@ def build(cli: Client, context: Path, dockerfile: str, tag: str, labels: Mapping
     return image_id
 
 
-def _read(process: subprocess.Popen, chunks: queue.Queue, last_lines: collections.deque) -> None:
+def _read(process: subprocess.Popen, chunks: queue.Queue, last_lines: collections.deque,
+          mask: Callable[[str], str]) -> None:
     """Put the CLI's output on `chunks` a line at a time (None at its end), keeping the last lines for an error."""
     try:
         for raw in process.stdout:
-            line = raw.decode(errors="replace")
+            line = mask(raw.decode(errors="replace"))
             if VERTEX_DIGEST.match(line):
                 continue
             if line.strip():
@@ -244,6 +246,28 @@ def _read(process: subprocess.Popen, chunks: queue.Queue, last_lines: collection
             chunks.put(line)
     finally:
         chunks.put(None)
+
+
+def _masker(secrets: Mapping[str, Any]) -> Callable[[str], str]:
+    """A function that hides the build secrets' values in a line of output: a RUN step that prints
+    one (`cat /run/secrets/token`) must not put it in the job log. Values (and a file's lines) of
+    fewer than 4 characters are left alone, as hiding them would blank out ordinary text."""
+    values: set[str] = set()
+    for secret in secrets.values():
+        try:
+            value = os.environ.get(secret.from_env, "") if secret.from_env else Path(secret.from_file).read_text(
+                errors="replace")
+        except OSError:
+            continue
+        values.update(part.strip() for part in [value, *value.splitlines()])
+    values = sorted((value for value in values if len(value) >= 4), key=len, reverse=True)  # longest first
+
+    def mask(line: str) -> str:
+        for value in values:
+            line = line.replace(value, "****")
+        return line
+
+    return mask
 
 
 def _failure(status: int, last_lines: list[str], stop: threading.Event | None) -> Exception:
