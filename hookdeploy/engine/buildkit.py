@@ -96,6 +96,13 @@ def client() -> Client:
         return _found
 
 
+def forget() -> None:
+    """Look for the client again at the next build."""
+    global _found
+    with _found_lock:
+        _found = None
+
+
 def discover(search_path: str | None = None) -> Found:
     """The first docker CLI on `search_path` ($PATH) that builds with BuildKit, each one found only once."""
     passed_over: list[str] = []
@@ -210,7 +217,8 @@ def build(cli: Client, context: Path, dockerfile: str, tag: str, labels: Mapping
                                    stderr=subprocess.STDOUT, env=environment(), start_new_session=True,
                                    preexec_fn=_die_with(os.getpid()))
     except OSError as error:
-        Path(iidfile).unlink(missing_ok=True)  # the CLI removes it first thing
+        Path(iidfile).unlink(missing_ok=True)
+        forget()  # removed or replaced since it was found: the next build looks again
         raise StepFailed(f"cannot run {cli.path}: {error.strerror or error}") from None
     chunks: queue.Queue = queue.Queue()
     last_lines: collections.deque = collections.deque(maxlen=20)
@@ -223,10 +231,11 @@ def build(cli: Client, context: Path, dockerfile: str, tag: str, labels: Mapping
         reader.join()
         if status != 0:
             raise _failure(status, list(last_lines), stop)
-        image_id = Path(iidfile).read_text().strip()
+        image_id = Path(iidfile).read_text().strip() if Path(iidfile).exists() else ""
     finally:
         if process.poll() is None:  # on_lines failed (the store): the build must not go on alone
             _end(process, reader)
+        process.stdout.close()
         Path(iidfile).unlink(missing_ok=True)  # the CLI removes it first thing
     if not image_id:
         raise StepFailed(f"build finished but {cli.path} wrote no image id")
