@@ -3,8 +3,9 @@ the job ends `interrupted`, exactly one retry is queued, the next worker puts it
 site answers every request throughout (issue 14).
 
 Both ways hookdeploy runs as a service are stopped: `hookdeploy worker` and `hookdeploy serve`
-(worker in a thread). The moments: while the image builds (a `RUN sleep` step), right after the
-candidate started, and while the health check waits for a candidate that starts slowly.
+(worker in a thread). The moments: while the image builds (a `RUN sleep` step; with BuildKit and
+with the classic builder), right after the candidate started, and while the health check waits for
+a candidate that starts slowly.
 """
 
 from __future__ import annotations
@@ -18,17 +19,19 @@ import time
 import pytest
 
 from docker_helpers import HOOKDEPLOY, Load, live_instance, site_files
+from test_buildkit import running_with
 from hookdeploy.core.models import JobState, Trigger
 
 pytestmark = pytest.mark.docker
 
+RESTART_APP = {"health": {"deadline": 8.0}}
 SLOW_START = 'CMD ["sh", "-c", "sleep 2; exec nginx -g \'daemon off;\'"]\n'
 
 
 @pytest.fixture(scope="module")
 def restart_site(docker_engine, tmp_path_factory):
     """An instance with a release live, shared by the restart cases (each leaves its release live)."""
-    with live_instance(tmp_path_factory.mktemp("restart-site"), docker_engine, {"health": {"deadline": 8.0}},
+    with live_instance(tmp_path_factory.mktemp("restart-site"), docker_engine, RESTART_APP,
                        "before any restart") as made:
         yield made
 
@@ -42,12 +45,15 @@ def wait_for(condition, what: str, service: subprocess.Popen, timeout: float = 6
 
 
 @pytest.mark.parametrize("process", ["worker", "serve"])
-@pytest.mark.parametrize("moment", ["build", "candidate", "health"])
+@pytest.mark.parametrize("moment", ["build", "classic build", "candidate", "health"])
 def test_sigterm_before_the_switch_interrupts_and_the_retry_goes_live(restart_site, process, moment):
     site = restart_site
+    # "build" builds with BuildKit (the default), "classic build" with the Engine API's builder.
+    site.configure({"site": RESTART_APP}, extra='[build]\nbuilder = "classic"\n' if moment == "classic build" else "")
     old = site.store.live_release("site")
     marker = secrets.token_hex(6)
-    tail = {"build": f"RUN sleep 4 && echo {marker}\n", "candidate": SLOW_START, "health": SLOW_START}[moment]
+    building = moment.endswith("build")
+    tail = f"RUN sleep 4 && echo {marker}\n" if building else SLOW_START
     sha = site.commit("site", site_files(f"restarted during {moment} ({process})", dockerfile_tail=tail),
                       message=f"{process} {moment}")
     job = site.enqueue("site", sha)
@@ -59,7 +65,7 @@ def test_sigterm_before_the_switch_interrupts_and_the_retry_goes_live(restart_si
         service = subprocess.Popen([str(HOOKDEPLOY), "--config", str(site.config_path), process],
                                    env=_environment(env), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         try:
-            if moment == "build":
+            if building:
                 wait_for(lambda: any(f"RUN sleep 4 && echo {marker}" in line for line in site.events(job.id)),
                          "the build to reach its RUN step", service)
                 service.send_signal(signal.SIGTERM)
@@ -98,11 +104,12 @@ def test_sigterm_before_the_switch_interrupts_and_the_retry_goes_live(restart_si
     assert (answer.status, answer.release) == (200, sha[:12])
     assert site.container_names() == site.expected_containers(), "only the live release and the proxy run"
     assert [other for other in site.store.jobs("site") if other.retry_of == job.id] == [retry], "exactly one retry"
-    if moment == "build":
-        # The cancelled build left no container of its RUN step behind.
+    if building:
+        # The cancelled build left no container (classic builder) nor process (BuildKit) of its RUN step behind.
         leftovers = [container.name for container in site.client.containers.list(all=True)
                      if marker in " ".join(container.attrs["Config"].get("Cmd") or [])]
         assert leftovers == []
+        assert running_with(marker) == []
     builds = site.state_dir / "builds"
     assert not builds.exists() or not any(builds.iterdir()), "no build folder is left behind"
     assert load.errors == [], f"{len(load.errors)} of {load.requests} requests failed: {load.errors[:5]}"

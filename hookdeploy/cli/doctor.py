@@ -43,6 +43,7 @@ def run(config: Config, report: Report) -> int:
         check(False, "", f"{problem}: {_secret_fix(problem)}")
     for app in config.apps.values():
         _check_app(config, app, check)
+    _check_builds(config, check)
     if config.registry is not None:
         _check_registry(config, check)
     if any(app.tls_mode != "off" for app in config.apps.values()):
@@ -89,6 +90,29 @@ def _check_app(config: Config, app, check) -> None:
         check(command in text and str(config.path) in text and os.access(hook_file, os.X_OK),
               f"{app.name}: post-receive hook runs {command} with {config.path}",
               f"{app.name}: post-receive hook is missing or points elsewhere: hookdeploy init-repo {app.name}")
+
+
+def _check_builds(config: Config, check) -> None:
+    """The BuildKit client builds go through (when an app builds with BuildKit), and each build secret's source."""
+    building = [app for app in config.apps.values() if app.builds]
+    if building and config.build.builder == "buildkit":
+        from hookdeploy.engine import buildkit
+
+        found = buildkit.discover()
+        passed = f" (passed over {'; '.join(found.passed_over)})" if found.passed_over else ""
+        check(found.client is not None, f"BuildKit builds go through {found.client.describe() if found.client else ''}"
+              f"{passed}", found.problem())
+    for app in building:
+        for name, secret in app.build_secrets.items():
+            key = f"apps.{app.name}.build_secrets.{name}"
+            if secret.from_env:
+                check(secret.from_env in os.environ, f"{key}: environment variable {secret.from_env} is set",
+                      f"{key}: environment variable {secret.from_env} is not set: set it in the environment "
+                      "hookdeploy runs with (for the systemd units: /etc/hookdeploy/env)")
+            else:
+                check(os.access(secret.from_file, os.R_OK), f"{key}: {secret.from_file} is readable",
+                      f"{key}: {secret.from_file} is missing or unreadable: write the secret there, readable "
+                      "by the hookdeploy user only")
 
 
 def _secret_fix(problem: str) -> str:

@@ -19,8 +19,8 @@ from pathlib import Path, PurePosixPath
 from types import MappingProxyType
 from typing import Any, Mapping
 
-from hookdeploy.core.config_schema import (MAX_REPLICAS, NOTIFY_EVENTS, NOTIFY_FORMATS, PROVIDERS, PROXY_HEADERS, TARGETS, TLS_MODES,
-                                           AppConfig, Config, GuardConfig,
+from hookdeploy.core.config_schema import (BUILDERS, MAX_REPLICAS, NOTIFY_EVENTS, NOTIFY_FORMATS, PROVIDERS, PROXY_HEADERS, TARGETS, TLS_MODES,
+                                           AppConfig, BuildConfig, BuildSecret, Config, GuardConfig,
                                            HealthConfig, NotifyConfig, ProxyConfig, RegistryConfig, ServerConfig,
                                            TlsConfig, TlsFiles, WebhookConfig, is_local_path)
 from hookdeploy.core.errors import ConfigError
@@ -53,7 +53,7 @@ CLONE_SCHEMES = ("file", "ssh", "git", "http", "https")
 def parse(raw: Mapping[str, Any], path: Path) -> Config:
     """Validate a parsed TOML document; relative paths are resolved against its folder."""
     problems: list[str] = []
-    _unknown(raw, ("server", "proxy", "apps", "notify", "registry", "tls"), "", problems)
+    _unknown(raw, ("server", "proxy", "apps", "notify", "registry", "tls", "build"), "", problems)
     server = _section(ServerConfig, raw.get("server", {}), "server", problems)
     _require_state_dir(raw.get("server", {}), server, problems)
     proxy = _section(ProxyConfig, raw.get("proxy", {}), "proxy", problems)
@@ -89,6 +89,7 @@ def parse(raw: Mapping[str, Any], path: Path) -> Config:
         problems.append(f"apps: at most one app may have no hostnames (the default server); found {shown}")
     notify = _notify(raw.get("notify", []), problems)
     registry = _registry(raw.get("registry"), problems)
+    build = _build(raw.get("build"), apps, problems)
     for name, app in apps.items():
         key = _child("apps", name)
         if app.push and registry is None:
@@ -107,6 +108,7 @@ def parse(raw: Mapping[str, Any], path: Path) -> Config:
         notify=notify,
         registry=registry,
         tls=tls,
+        build=build,
     )
 
 
@@ -219,6 +221,7 @@ def _app(name: str, table: Mapping, key: str, base: Path, problems: list[str]) -
     if "env" in values:
         values["env"] = MappingProxyType(_check_env(values["env"], f"{key}.env", problems))
     _check_build_args(values, key, problems)
+    _check_build_options(table, values, key, base, problems)
     _check_health(health, f"{key}.health", problems)
 
     if len(problems) > before:
@@ -429,6 +432,58 @@ def _build_args_problem(args: Mapping) -> str | None:
         if "\0" in str(value):
             return f"{name}: must not contain a NUL character"
     return None
+
+
+SECRET_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z")  # what RUN --mount=type=secret,id= names
+STAGE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{0,127}\Z")  # a Dockerfile's FROM ... AS NAME
+
+
+def _check_build_options(table: Mapping, values: dict, key: str, base: Path, problems: list[str]) -> None:
+    """`build_target` names a stage; `build_secrets` is NAME = {from_file = PATH} or {from_env = VAR},
+    files resolved against the config's folder. Both only for apps built here."""
+    for option in ("build_target", "build_secrets"):
+        if option in table and "image" in table:
+            problems.append(f"{key}.{option}: only for apps built here from a repo (an image app is built elsewhere)")
+    target = values.get("build_target")
+    if target and not STAGE_NAME.match(target):
+        problems.append(f"{key}.build_target: must name a stage of the Dockerfile (FROM ... AS NAME), "
+                        f"not {printable(target, 40)}")
+    if "build_secrets" not in values:
+        return
+    secrets = {}
+    for name, source in values["build_secrets"].items():
+        where = f"{key}.build_secrets.{name if SECRET_ID.match(name) else printable(name, 40)}"
+        if not SECRET_ID.match(name):
+            problems.append(f"{where}: a secret's name must match [A-Za-z0-9][A-Za-z0-9_.-]{{0,63}}")
+        elif (not isinstance(source, Mapping) or len(source) != 1
+              or not isinstance(next(iter(source.values())), str) or next(iter(source)) not in ("from_file", "from_env")):
+            problems.append(f"{where}: must be {{ from_file = \"PATH\" }} or {{ from_env = \"VARIABLE\" }} "
+                            "(the value itself never goes in the file)")
+        elif "from_env" in source and not ENV_NAME.match(source["from_env"]):
+            problems.append(f"{where}.from_env: must name an environment variable, not {printable(source['from_env'], 40)}")
+        elif "from_file" in source and not source["from_file"]:
+            problems.append(f"{where}.from_file: must not be empty")
+        elif "from_file" in source:
+            secrets[name] = BuildSecret(from_file=str((base / source["from_file"]).resolve()))
+        else:
+            secrets[name] = BuildSecret(from_env=source["from_env"])
+    values["build_secrets"] = MappingProxyType(secrets)
+
+
+def _build(raw: Any, apps: Mapping[str, AppConfig], problems: list[str]) -> BuildConfig:
+    """The optional `[build]` table; the classic builder has no secret mounts to give an app's build_secrets."""
+    if raw is None or not _is_table(raw, "build", problems):
+        return BuildConfig()
+    values = _section(BuildConfig, raw, "build", problems)
+    builder = values.get("builder", BuildConfig.builder)
+    if builder not in BUILDERS:
+        problems.append(f"build.builder: must be one of {', '.join(BUILDERS)}, not {printable(builder, 40)}")
+    elif builder == "classic":
+        for name, app in apps.items():
+            if app.build_secrets:
+                problems.append(f"apps.{name}.build_secrets: need [build] builder = \"buildkit\" "
+                                "(the classic builder has no secret mounts)")
+    return BuildConfig(**values)
 
 
 def _registry(raw: Any, problems: list[str]) -> RegistryConfig | None:

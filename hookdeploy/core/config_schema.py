@@ -25,6 +25,7 @@ TLS_MODES = ("off", "acme")  # or a table {cert_file, key_file}: the user's own 
 LETS_ENCRYPT = "https://acme-v02.api.letsencrypt.org/directory"
 NOTIFY_EVENTS = ("succeeded", "failed", "rolled_back", "interrupted")
 NOTIFY_FORMATS = ("json", "slack")
+BUILDERS = ("buildkit", "classic")
 # The forwarding headers waitress can be told to believe from server.trusted_proxy.
 PROXY_HEADERS = ("x-forwarded-for", "x-forwarded-host", "x-forwarded-proto", "x-forwarded-port",
                  "x-forwarded-by", "forwarded")
@@ -88,6 +89,14 @@ class TlsFiles:
 
 
 @dataclass(frozen=True)
+class BuildSecret:
+    """One of an app's `build_secrets`: where its value is read when a build needs it (never before)."""
+
+    from_file: str = ""
+    from_env: str = ""
+
+
+@dataclass(frozen=True)
 class AppConfig:
     """One deployed app."""
 
@@ -114,6 +123,8 @@ class AppConfig:
     hsts: bool = False  # HTTPS answers carry Strict-Transport-Security
     env: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
     build_args: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    build_target: str = ""  # the stage of a multi-stage Dockerfile to build (--target); "": the last
+    build_secrets: Mapping[str, BuildSecret] = field(default_factory=lambda: MappingProxyType({}))
     health: HealthConfig = HealthConfig()
     guard: GuardConfig = GuardConfig()
     webhook: WebhookConfig | None = None
@@ -216,6 +227,13 @@ class RegistryConfig:
 
 
 @dataclass(frozen=True)
+class BuildConfig:
+    """How images are built (DESIGN "Builds: BuildKit, and a build host")."""
+
+    builder: str = "buildkit"  # "buildkit" | "classic": the Engine API's legacy builder
+
+
+@dataclass(frozen=True)
 class NotifyConfig:
     """One `[[notify]]` entry: where to POST when a job ends in one of `events`."""
 
@@ -235,6 +253,7 @@ class Config:
     notify: tuple[NotifyConfig, ...] = ()
     registry: RegistryConfig | None = None
     tls: TlsConfig = TlsConfig()
+    build: BuildConfig = BuildConfig()
 
     def app(self, name: str) -> AppConfig:
         """The app called `name`, or UnknownApp naming the apps there are."""

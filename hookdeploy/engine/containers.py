@@ -185,8 +185,9 @@ def _ports_text(ports: dict[str, tuple[str, str]]) -> str:
 
 def build(client: docker.DockerClient, context: Path, dockerfile: str, tag: str, labels: dict[str, str],
           build_args: dict[str, str], timeout: float, on_lines: Callable[[list[str]], None],
-          stop: threading.Event | None = None) -> str:
-    """Build an image, handing its output lines to `on_lines` as they come; return the image id.
+          stop: threading.Event | None = None, target: str = "") -> str:
+    """Build an image with the Engine API's legacy builder, handing its output lines to `on_lines` as
+    they come; return the image id.
 
     The build streams through its own API client, so a timeout, or `stop` being set (Aborted),
     can close that connection (which cancels the build in the engine) without touching other work.
@@ -203,7 +204,7 @@ def build(client: docker.DockerClient, context: Path, dockerfile: str, tag: str,
 
     def stream() -> None:
         try:
-            for chunk in api.build(path=str(context), dockerfile=dockerfile, tag=tag,
+            for chunk in api.build(path=str(context), dockerfile=dockerfile, tag=tag, target=target or None,
                                    buildargs=build_args, rm=True, forcerm=True, decode=True):
                 if "error" in chunk:
                     outcome["error"] = chunk.get("errorDetail", {}).get("message") or chunk["error"]
@@ -219,25 +220,40 @@ def build(client: docker.DockerClient, context: Path, dockerfile: str, tag: str,
 
     thread = threading.Thread(target=stream, name="docker-build", daemon=True)
     thread.start()
+    relay_output(lines, on_lines, timeout, stop, lambda: _cancel(api, thread))
+    api.close()
+    if "error" in outcome:
+        raise StepFailed(f"build failed: {outcome['error'].strip()}")
+    try:
+        return client.images.get(tag).id
+    except docker.errors.ImageNotFound:
+        raise StepFailed(f"build finished but image {tag} is missing") from None
+
+
+def relay_output(chunks: queue.Queue, on_lines: Callable[[list[str]], None], timeout: float,
+                 stop: threading.Event | None, cancel: Callable[[], None]) -> None:
+    """Hand a build's output (text chunks put on `chunks`, None at its end) to `on_lines` a batch of
+    whole lines at a time, until the end; on a timeout (StepFailed) or `stop` (Aborted) call
+    `cancel`, which must end the build, first."""
     deadline = time.monotonic() + timeout
     pending = ""
     while True:
         # Seen within half a second, whether the build is quiet (a RUN sleep) or chatty.
         if stop is not None and stop.is_set():
-            _cancel(api, thread)
+            cancel()
             raise Aborted()
         try:
-            item = lines.get(timeout=max(0.0, min(0.5, deadline - time.monotonic())))
+            item = chunks.get(timeout=max(0.0, min(0.5, deadline - time.monotonic())))
         except queue.Empty:
             if time.monotonic() >= deadline:
-                _cancel(api, thread)
+                cancel()
                 raise StepFailed(f"build timed out after {timeout:.0f} s")
             continue
         # Take whatever else arrived too: one job-log commit per batch, not per line.
         batch = [item]
         while batch[-1] is not None:
             try:
-                batch.append(lines.get_nowait())
+                batch.append(chunks.get_nowait())
             except queue.Empty:
                 break
         done = batch[-1] is None
@@ -250,13 +266,6 @@ def build(client: docker.DockerClient, context: Path, dockerfile: str, tag: str,
             break
     if pending.strip():
         on_lines([pending.rstrip()])
-    api.close()
-    if "error" in outcome:
-        raise StepFailed(f"build failed: {outcome['error'].strip()}")
-    try:
-        return client.images.get(tag).id
-    except docker.errors.ImageNotFound:
-        raise StepFailed(f"build finished but image {tag} is missing") from None
 
 
 def _cancel(api, thread: threading.Thread) -> None:

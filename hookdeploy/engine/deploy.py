@@ -30,7 +30,7 @@ from hookdeploy.core.config import Config
 from hookdeploy.core.errors import Aborted, HookdeployError, StepFailed
 from hookdeploy.core.models import Job, JobKind, JobState
 from hookdeploy.core.store import Store
-from hookdeploy.engine import certs, containers, ordering, pipeline, proxy, registry, swarm, traffic
+from hookdeploy.engine import builders, certs, containers, ordering, pipeline, proxy, registry, swarm, traffic
 
 # The worker's lines, whichever of its modules writes them.
 log = logging.getLogger("hookdeploy.engine.worker")
@@ -354,17 +354,18 @@ class Deploy:
         job, app = self.job, self.app
         if job.kind is JobKind.ROLLBACK:
             self.store.log(job.id, f"image {name} was pruned; rebuilding it from git", kind="step")
+        builder = builders.chosen(self.config, client)  # none that can build here: fail before the checkout
         with self.step(job, "checked out") as note:
             context = pipeline.checkout(self.config, app, job, fetch=not self.fetched)
             note(f"checked out {job.sha[:12]}")
         fault("checkout")
         check_stop(self.stop)
         with self.step(job, "built image") as note:
-            self.store.log(job.id, f"building {name}", kind="step")
-            name = pipeline.build(client, self.config, app, job, context,
-                                  lambda lines: self.store.log_many(job.id, lines), self.stop)
+            self.store.log(job.id, f"building {name} with {builder.describe()}", kind="step")
+            name, image_id = pipeline.build(builder, self.config, app, job, context,
+                                            lambda lines: self.store.log_many(job.id, lines), self.stop)
             self.store.set_image(job.id, name)
-            note(f"built {name}")
+            note(f"built {name} (image {image_id})")
         fault("build")
         return name
 

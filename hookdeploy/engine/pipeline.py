@@ -20,7 +20,7 @@ from hookdeploy.core.errors import Aborted, GitError, StepFailed
 from hookdeploy.core.models import Job, ReleaseState
 from hookdeploy.core.names import split_address
 from hookdeploy.core.store import Store
-from hookdeploy.engine import certs, containers, gitops, health, proxy, registry, swarm, traffic
+from hookdeploy.engine import builders, certs, containers, gitops, health, proxy, registry, swarm, traffic
 
 log = logging.getLogger(__name__)
 
@@ -57,14 +57,14 @@ def checkout(config: Config, app: AppConfig, job: Job, fetch: bool = True) -> Pa
     return context
 
 
-def build(client: docker.DockerClient, config: Config, app: AppConfig, job: Job, context: Path,
-          on_lines: Callable[[list[str]], None], stop: threading.Event | None = None) -> str:
-    """Build `N/APP:SHA12` from the checked-out context; return the image name (Aborted once `stop` is set)."""
+def build(builder: builders.Builder, config: Config, app: AppConfig, job: Job, context: Path,
+          on_lines: Callable[[list[str]], None], stop: threading.Event | None = None) -> tuple[str, str]:
+    """Build `N/APP:SHA12` from the checked-out context; return the image name and id (Aborted once `stop` is set)."""
     name = containers.image_name(config.server.name, app.name, job.sha)
-    labels = containers.release_labels(config.server.name, app.name, job.sha, job.id)
-    containers.build(client, context, app.dockerfile, name, labels, dict(app.build_args), app.build_timeout,
-                     on_lines, stop)
-    return name
+    request = builders.BuildRequest(
+        context, app.dockerfile, name, containers.release_labels(config.server.name, app.name, job.sha, job.id),
+        app.build_args, app.build_target, app.build_secrets, app.build_timeout)
+    return name, builder.build(request, on_lines, stop)
 
 
 def clean_build_dir(config: Config, job: Job) -> None:

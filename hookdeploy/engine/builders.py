@@ -1,0 +1,87 @@
+"""How a release's image is built: one Builder per `[build] builder`, picked once per job.
+
+"buildkit" (the default) builds through a docker CLI that drives the engine's BuildKit (buildkit.py):
+cache and secret mounts, `--target`, stages not needed skipped. "classic" is the Engine API's legacy
+builder through the docker SDK (containers.build), as before BuildKit. The deploy only ever calls
+the interface.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Callable, Mapping, Protocol
+
+import docker
+
+from hookdeploy.core.config import Config
+from hookdeploy.core.errors import StepFailed
+from hookdeploy.engine import buildkit, containers
+
+Lines = Callable[[list[str]], None]
+
+
+@dataclass(frozen=True)
+class BuildRequest:
+    """One image to build: what `docker build` is given."""
+
+    context: Path
+    dockerfile: str  # relative to context
+    tag: str
+    labels: Mapping[str, str]
+    build_args: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    target: str = ""  # a stage of a multi-stage Dockerfile; "": the last
+    secrets: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))  # NAME: BuildSecret
+    timeout: float = 900.0
+
+
+class Builder(Protocol):
+    """What the deploy needs of a builder."""
+
+    def describe(self) -> str:
+        """How the job log names it: `BuildKit (/usr/bin/docker 20.10.24, DOCKER_BUILDKIT=1)`."""
+
+    def build(self, request: BuildRequest, on_lines: Lines, stop: threading.Event | None) -> str:
+        """Build `request.tag`, its output handed to `on_lines` as it comes; return the image id.
+
+        StepFailed with the build's error line, or on its timeout; Aborted once `stop` is set. Either
+        way the build is cancelled in the builder first."""
+
+
+class BuildKitBuilder:
+    """BuildKit on the engine releases run on, through a docker CLI (buildkit.py)."""
+
+    def __init__(self, cli: buildkit.Client):
+        self.cli = cli
+
+    def describe(self) -> str:
+        return f"BuildKit ({self.cli.describe()})"
+
+    def build(self, request: BuildRequest, on_lines: Lines, stop: threading.Event | None) -> str:
+        return buildkit.build(self.cli, request.context, request.dockerfile, request.tag, request.labels,
+                              request.build_args, request.target, request.secrets, request.timeout, on_lines, stop)
+
+
+class ClassicBuilder:
+    """The Engine API's legacy builder, through the docker SDK."""
+
+    def __init__(self, client: docker.DockerClient):
+        self.client = client
+
+    def describe(self) -> str:
+        return "the classic builder"
+
+    def build(self, request: BuildRequest, on_lines: Lines, stop: threading.Event | None) -> str:
+        if request.secrets:  # the config refuses this; a secret must never go in as a build arg instead
+            raise StepFailed("build secrets need [build] builder = \"buildkit\"")
+        return containers.build(self.client, request.context, request.dockerfile, request.tag, dict(request.labels),
+                                dict(request.build_args), request.timeout, on_lines, stop, request.target)
+
+
+def chosen(config: Config, client: docker.DockerClient) -> Builder:
+    """The builder `[build] builder` names; StepFailed in one line (with the fix) when it cannot build here."""
+    if config.build.builder == "classic":
+        return ClassicBuilder(client)
+    return BuildKitBuilder(buildkit.client())
