@@ -16,7 +16,9 @@ The registry (tests/registry_helpers.py) listens on 127.0.0.1:PORT of this machi
 makes 127.0.0.1:PORT inside the build host lead there (an `ssh -R` over the same sshd), so the one
 [registry] url names the registry for both engines, and both treat 127.0.0.0/8 as insecure (plain HTTP).
 
-Fixture `build_host` (module scope; depends on docker_engine, so tests using it are marked docker).
+Fixtures (module scope; they depend on docker_engine, so tests using them are marked docker): `build_host`,
+and `tls_build_host`, whose dockerd serves tcp with --tlsverify and certificates made by openssl for the
+test (`.tls`: ca.pem, cert.pem, key.pem for the client; the server's own beside them).
 """
 
 from __future__ import annotations
@@ -47,7 +49,12 @@ chmod 700 /root/.ssh
 printf '%s\n' "$AUTHORIZED_KEY" > /root/.ssh/authorized_keys
 chmod 600 /root/.ssh/authorized_keys
 /usr/sbin/sshd -o PasswordAuthentication=no -o PermitRootLogin=prohibit-password -o AllowTcpForwarding=yes
-exec dockerd --host unix:///var/run/docker.sock --host tcp://0.0.0.0:2375 --tls=false \
+if [ -f /tls/ca.pem ]; then
+    set -- --tlsverify --tlscacert /tls/ca.pem --tlscert /tls/server.pem --tlskey /tls/server-key.pem
+else
+    set -- --tls=false
+fi
+exec dockerd --host unix:///var/run/docker.sock --host tcp://0.0.0.0:2375 "$@" \
     --storage-driver overlay2 --cgroup-parent "/$HOSTNAME" --log-level warn
 """
 
@@ -63,8 +70,9 @@ def run(*arguments: str, timeout: float = 120, input: bytes | None = None, check
 class BuildHost:
     """One running build host container and the ssh files that reach it."""
 
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, tls: bool = False):
         self.root = root
+        self.tls = root / "tls" if tls else None  # with TLS: dockerd --tlsverify, the files made by make_tls
         self.name = f"hdbuild-{secrets.token_hex(4)}"
         self.key = root / "id_ed25519"
         self.known_hosts = root / "known_hosts"
@@ -92,6 +100,8 @@ class BuildHost:
 
     def start(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
+        if self.tls:
+            make_tls(self.tls)
         subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "hookdeploy-test", "-f", str(self.key)],
                        check=True, capture_output=True, timeout=30)
         run("docker", "run", "-d", "--name", self.name, "--hostname", self.name, "--label", LABEL,
@@ -100,6 +110,7 @@ class BuildHost:
             "--device-cgroup-rule", "a *:* rwm", "--cgroupns=host", "-v", "/sys/fs/cgroup:/sys/fs/cgroup:rw",
             "-v", "/var/lib/docker", "--init",
             "-p", "127.0.0.1::22", "-p", "127.0.0.1::2375",
+            *(["-v", f"{self.tls}:/tls:ro"] if self.tls else []),
             "-e", f"AUTHORIZED_KEY={self.key.with_suffix('.pub').read_text().strip()}",
             NODE_IMAGE, "bash", "-c", START)
         self.ssh_port = self._published(22)
@@ -207,6 +218,30 @@ class BuildHost:
                     os.rmdir(folder)
 
 
+def make_tls(folder: Path) -> None:
+    """A CA, a server certificate for 127.0.0.1 and a client certificate (openssl), as Docker's
+    "Protect the Docker daemon socket" guide makes them: ca.pem, server.pem, server-key.pem, cert.pem, key.pem."""
+    folder.mkdir(parents=True, exist_ok=True)
+
+    def openssl(*arguments: str) -> None:
+        subprocess.run(["openssl", *arguments], cwd=folder, check=True, capture_output=True, timeout=60)
+
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=hookdeploy test CA",
+            "-keyout", "ca-key.pem", "-out", "ca.pem")
+    for name, subject, extensions in (
+            ("server", "/CN=127.0.0.1", "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n"),
+            ("client", "/CN=hookdeploy", "extendedKeyUsage=clientAuth\n")):
+        (folder / f"{name}.ext").write_text(extensions)
+        openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", subject, "-keyout", f"{name}-key.pem",
+                "-out", f"{name}.csr")
+        openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca-key.pem", "-CAcreateserial",
+                "-days", "2", "-extfile", f"{name}.ext", "-out", f"{name}.pem")
+    (folder / "client.pem").rename(folder / "cert.pem")
+    (folder / "client-key.pem").rename(folder / "key.pem")
+    for path in folder.iterdir():
+        path.chmod(0o644)  # dockerd in the container reads them as root; a test rig
+
+
 def ensure_node_image() -> None:
     """hookdeploy-node:local as scripts/cluster.sh makes it (debootstrap, once)."""
     completed = subprocess.run(["bash", str(CLUSTER_SH), "image"], capture_output=True, text=True, timeout=900,
@@ -216,17 +251,37 @@ def ensure_node_image() -> None:
         raise RuntimeError(f"scripts/cluster.sh image failed: {completed.stderr[-2000:]}")
 
 
-@pytest.fixture(scope="module")
-def build_host(docker_engine, tmp_path_factory) -> Iterator[BuildHost]:
-    """A running build host (ssh and tcp), removed at the end of the module."""
+def _started(root: Path, tls: bool) -> BuildHost:
     if os.geteuid() != 0:
         unavailable("the build host rig needs root (a privileged container, debootstrap)")
-    if shutil.which("ssh") is None or shutil.which("ssh-keygen") is None:
-        unavailable("ssh is not installed; run scripts/ensure-tools.sh")
+    for program in ("ssh", "ssh-keygen", "openssl"):
+        if shutil.which(program) is None:
+            unavailable(f"{program} is not installed; run scripts/ensure-tools.sh")
     ensure_node_image()
-    host = BuildHost(tmp_path_factory.mktemp("buildhost"))
+    host = BuildHost(root, tls=tls)
     try:
         host.start()
+    except BaseException:
+        host.remove()
+        raise
+    return host
+
+
+@pytest.fixture(scope="module")
+def build_host(docker_engine, tmp_path_factory) -> Iterator[BuildHost]:
+    """A running build host (ssh, and plain tcp), removed at the end of the module."""
+    host = _started(tmp_path_factory.mktemp("buildhost"), tls=False)
+    try:
+        yield host
+    finally:
+        host.remove()
+
+
+@pytest.fixture(scope="module")
+def tls_build_host(docker_engine, tmp_path_factory) -> Iterator[BuildHost]:
+    """A running build host whose tcp port is TLS with client certificates (`.tls`: ca.pem, cert.pem, key.pem)."""
+    host = _started(tmp_path_factory.mktemp("tlsbuildhost"), tls=True)
+    try:
         yield host
     finally:
         host.remove()

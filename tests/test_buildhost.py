@@ -249,3 +249,27 @@ def test_doctor_checks_each_build_host(remote, registry, build_host, monkeypatch
         assert any(line.startswith(f"FIX   build host {url} does not answer") for line in down.stdout.splitlines()), \
             down.stdout
     assert down.returncode != 0
+
+
+def test_a_tcp_build_host_with_tls_builds_with_the_certificates_and_refuses_without(
+        instance, registry, tls_build_host, monkeypatch):
+    monkeypatch.setenv("REGISTRY_PASSWORD", registry.password)
+    tls_build_host.forward(registry.port)
+    try:
+        files = tls_build_host.tls
+        instance.configure({"site": {}}, extra=(
+            f'[build]\nhost = "{tls_build_host.tcp_url}"\ntls_ca = "{files / "ca.pem"}"\n'
+            f'tls_cert = "{files / "cert.pem"}"\ntls_key = "{files / "key.pem"}"\n' + registry_table(registry)))
+        cache = tls_build_host.build_cache_records()
+        job = instance.deploy("site", site_files("tls-v1"))
+        assert_live_from_registry(instance, registry, tls_build_host, job, tls_build_host.tcp_url, "tls-v1")
+        assert tls_build_host.build_cache_records() > cache
+
+        instance.configure({"site": {}}, extra=f'[build]\nhost = "{tls_build_host.tcp_url}"\n' + registry_table(registry))
+        plain = instance.deploy("site", site_files("tls-v2"))
+        assert plain.state is JobState.FAILED
+        assert plain.error.startswith(f"build host {tls_build_host.tcp_url} does not answer"), plain.error
+        assert "tls-v1" in instance.get().body
+    finally:
+        tls_build_host.end_forwards()
+        registry.remove_local_tags(instance.client)
