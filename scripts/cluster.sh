@@ -6,6 +6,7 @@
 #   scripts/cluster.sh up       build the node image once, start the nodes, make the swarm (idempotent)
 #   scripts/cluster.sh status   the nodes, the registry, how to reach the manager; exit 0 only if all is well
 #   scripts/cluster.sh down     remove every container, volume, network and file `up` made (idempotent)
+#   scripts/cluster.sh image    only build the node image (tests/buildhost_helpers.py's build host uses it too)
 #   scripts/cluster.sh kill-node NODE     NODE stops answering, as a node that lost power looks to the
 #                                         others: its network goes down and every process in it is frozen
 #   scripts/cluster.sh revive-node NODE   undo kill-node: it thaws, its network comes back, it rejoins
@@ -16,7 +17,8 @@
 # What `up` makes, all named hdcluster* (containers, volumes and the network also carry the label
 # hdcluster.rig=1), so `down` removes exactly that:
 #   - the image hookdeploy-node:local: Debian 12 (debootstrap, offline but for Debian's apt mirror) with
-#     docker.io, docker-registry, apache2-utils, curl and iproute2; built only when missing;
+#     docker.io, docker-registry, apache2-utils, curl, iproute2 and openssh-server (for the build host
+#     rig: tests/buildhost_helpers.py); built only when missing;
 #   - the bridge network hdcluster on the host engine; the nodes hdcluster-manager, hdcluster-worker1 and
 #     hdcluster-worker2 on it, each with its own volume for /var/lib/docker (hdcluster-NODE-docker);
 #   - a swarm: the manager advertises its bridge address, the workers join with the worker token;
@@ -45,7 +47,7 @@ readonly WORKERS=("$PREFIX-worker1" "$PREFIX-worker2")
 readonly NODES=("$MANAGER" "${WORKERS[@]}")
 readonly NODE_IMAGE=hookdeploy-node:local
 # Bump when the node image's recipe changes: an image made by another recipe is rebuilt.
-readonly NODE_RECIPE=1
+readonly NODE_RECIPE=2
 readonly BASE_IMAGE=hookdeploy-nginx:local
 readonly REGISTRY_PORT=5000
 readonly REGISTRY_USER=hookdeploy
@@ -61,7 +63,7 @@ say() { echo "cluster: $*" >&2; }
 fail() { echo "cluster: $*" >&2; exit 1; }
 quiet() { "$@" >/dev/null 2>&1; }
 
-usage() { sed -n '2,10p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,12p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
 
 need_root() { [[ $EUID -eq 0 ]] || fail "run as root (it starts privileged containers and builds an image with debootstrap)"; }
 
@@ -102,7 +104,7 @@ build_node_image() {
     # debootstrap resolves the dependencies of --include (docker.io brings containerd, runc, tini and
     # iptables); Recommends are left out. No service starts: there is no init in the chroot.
     if ! debootstrap --variant=minbase \
-        --include=docker.io,docker-registry,apache2-utils,curl,iproute2,iptables,procps,ca-certificates \
+        --include=docker.io,docker-registry,apache2-utils,curl,iproute2,iptables,procps,ca-certificates,openssh-server \
         bookworm "$root" "$mirror" >"$log" 2>&1; then
         rm -rf "$root"
         fail "debootstrap failed; the end of $log: $(tail -n 5 "$log")"
@@ -399,6 +401,12 @@ cmd_up() {
     print_access "$manager_ip"
 }
 
+cmd_image() {
+    need_root
+    need_engine
+    build_node_image
+}
+
 cmd_status() {
     local node manager_ip ok=1 code ready
     for node in "${NODES[@]}"; do
@@ -507,7 +515,7 @@ cmd_down() {
 main() {
     local command=${1:-}
     case "$command" in
-        up|down|status) ;;
+        up|down|status|image) ;;
         kill-node|revive-node)
             [[ " ${NODES[*]} " == *" ${2:-} "* ]] || fail "$command needs a node: one of ${NODES[*]}" ;;
         -h|--help|help) usage; exit 0 ;;

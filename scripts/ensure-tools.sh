@@ -7,6 +7,8 @@
 # htpasswd auth, its password file made by htpasswd (apache2-utils). The package's own service (:5000,
 # /etc/docker/registry) is not used by the tests: Docker's policy-rc.d (as on these machines) keeps it
 # from starting, and where it does start, the tests' registries listen on free ports of their own.
+# tests/buildhost_helpers.py reaches its build host over ssh (openssh-client), with a key made by ssh-keygen,
+# and over tcp with TLS, its certificates made by openssl.
 set -euo pipefail
 
 export PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
@@ -23,6 +25,9 @@ declare -A package_of=(
     [docker-registry]=docker-registry
     [htpasswd]=apache2-utils
     [pebble]=pebble
+    [ssh]=openssh-client
+    [ssh-keygen]=openssh-client
+    [openssl]=openssl
 )
 
 missing=()

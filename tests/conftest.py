@@ -29,7 +29,7 @@ import pytest
 if TYPE_CHECKING:
     from webhook_helpers import Served, WebApp
 
-pytest_plugins = ["docker_helpers", "registry_helpers", "cluster_helpers", "pebble_helpers"]
+pytest_plugins = ["docker_helpers", "registry_helpers", "cluster_helpers", "pebble_helpers", "buildhost_helpers"]
 
 HOOKDEPLOY = Path(sys.executable).parent / "hookdeploy"
 GIT_IDENTITY = ("-c", "user.name=t", "-c", "user.email=t@t")

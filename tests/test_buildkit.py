@@ -161,7 +161,8 @@ def test_build_keys_are_read_with_their_defaults(tmp_path):
 
 @pytest.mark.parametrize("text, problem", [
     ('[build]\nbuilder = "kaniko"\n', "build.builder: must be one of buildkit, classic, not 'kaniko'"),
-    ('[build]\nhost = "ssh://builder"\n', "build.host: unknown key"),
+    ('[build]\nhost = "ssh://builder"\n',
+     "build.host: must be ssh://user@host[:port] or tcp://host:port, not 'ssh://builder'"),
     ('[apps.site]\nrepo = "/r"\nbuild_target = "no stage"\n',
      "apps.site.build_target: must name a stage of the Dockerfile (FROM ... AS NAME), not 'no stage'"),
     ('[apps.site]\nimage = "reg.example:5000/site"\nbuild_target = "web"\n',

@@ -102,6 +102,9 @@ def _check_builds(config: Config, check) -> None:
         passed = f" (passed over {'; '.join(found.passed_over)})" if found.passed_over else ""
         check(found.client is not None, f"BuildKit builds go through {found.client.describe() if found.client else ''}"
               f"{passed}", found.problem())
+        if found.client is not None:
+            for host in sorted({config.build_host(app) for app in building} - {""}):
+                _check_build_host(config, host, found.client, check)
     for app in building:
         for name, secret in app.build_secrets.items():
             key = f"apps.{app.name}.build_secrets.{name}"
@@ -113,6 +116,28 @@ def _check_builds(config: Config, check) -> None:
                 check(os.access(secret.from_file, os.R_OK), f"{key}: {secret.from_file} is readable",
                       f"{key}: {secret.from_file} is missing or unreadable: write the secret there, readable "
                       "by the hookdeploy user only")
+
+
+def _check_build_host(config: Config, url: str, cli, check) -> None:
+    """A build host answers, its engine has BuildKit, and it can log in to [registry] (which it pushes to)."""
+    from hookdeploy.engine import buildhost
+
+    host = buildhost.BuildHost.of(config, url)
+    try:
+        version = host.check(cli)
+    except HookdeployError as error:
+        check(False, "", f"{error}: start Docker there, and check that this user reaches it "
+                         "(ssh: its key and known_hosts in ~/.ssh; tcp: the address and the TLS files in [build])")
+        return
+    check(True, f"build host {url} answers: Docker {version}, BuildKit built in", "")
+    try:
+        buildhost.check_login(config, host, cli)
+    except HookdeployError as error:
+        check(False, "", f"build host {url} cannot log in to the registry {config.registry.url}: {error}")
+        return
+    username = config.registry.username
+    check(True, f"build host {url} logs in to the registry {config.registry.url}"
+          + (f" as {username}" if username else " (no login needed)"), "")
 
 
 def _secret_fix(problem: str) -> str:

@@ -13,6 +13,7 @@ import dataclasses
 import ipaddress
 import json
 import math
+import os
 import re
 import urllib.parse
 from pathlib import Path, PurePosixPath
@@ -48,6 +49,9 @@ CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u
 # Where git may fetch from: a path, user@host:path, or these URL schemes. Never a `transport::address` (ext::
 # runs a command) or anything starting with '-' (git would read it as an option, like --upload-pack=COMMAND).
 CLONE_SCHEMES = ("file", "ssh", "git", "http", "https")
+# A build host: ssh://user@host[:port] (the docker CLI and the system's ssh reach it) or tcp://host:port.
+BUILD_HOST = re.compile(r"(ssh://[A-Za-z0-9._-]+@|tcp://)([A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?|\[[0-9A-Fa-f:.]+\])"
+                        r"(:(?P<port>[0-9]{1,5}))?\Z")
 
 
 def parse(raw: Mapping[str, Any], path: Path) -> Config:
@@ -89,7 +93,7 @@ def parse(raw: Mapping[str, Any], path: Path) -> Config:
         problems.append(f"apps: at most one app may have no hostnames (the default server); found {shown}")
     notify = _notify(raw.get("notify", []), problems)
     registry = _registry(raw.get("registry"), problems)
-    build = _build(raw.get("build"), apps, problems)
+    build = _build(raw.get("build"), apps, registry, path.parent, problems)
     for name, app in apps.items():
         key = _child("apps", name)
         if app.push and registry is None:
@@ -222,6 +226,11 @@ def _app(name: str, table: Mapping, key: str, base: Path, problems: list[str]) -
         values["env"] = MappingProxyType(_check_env(values["env"], f"{key}.env", problems))
     _check_build_args(values, key, problems)
     _check_build_options(table, values, key, base, problems)
+    if values.get("build_host"):
+        if "image" in table:
+            problems.append(f"{key}.build_host: an image app is built elsewhere already")
+        elif problem := _build_host_problem(values["build_host"]):
+            problems.append(f"{key}.build_host: {problem}")
     _check_health(health, f"{key}.health", problems)
 
     if len(problems) > before:
@@ -470,11 +479,11 @@ def _check_build_options(table: Mapping, values: dict, key: str, base: Path, pro
     values["build_secrets"] = MappingProxyType(secrets)
 
 
-def _build(raw: Any, apps: Mapping[str, AppConfig], problems: list[str]) -> BuildConfig:
-    """The optional `[build]` table; the classic builder has no secret mounts to give an app's build_secrets."""
-    if raw is None or not _is_table(raw, "build", problems):
-        return BuildConfig()
-    values = _section(BuildConfig, raw, "build", problems)
+def _build(raw: Any, apps: Mapping[str, AppConfig], registry: RegistryConfig | None, base: Path,
+           problems: list[str]) -> BuildConfig:
+    """The optional `[build]` table; the classic builder has no secret mounts to give an app's build_secrets
+    and builds on no build host; a build host pushes to [registry], so it needs one."""
+    values = {} if raw is None or not _is_table(raw, "build", problems) else _section(BuildConfig, raw, "build", problems)
     builder = values.get("builder", BuildConfig.builder)
     if builder not in BUILDERS:
         problems.append(f"build.builder: must be one of {', '.join(BUILDERS)}, not {printable(builder, 40)}")
@@ -483,7 +492,47 @@ def _build(raw: Any, apps: Mapping[str, AppConfig], problems: list[str]) -> Buil
             if app.build_secrets:
                 problems.append(f"apps.{name}.build_secrets: need [build] builder = \"buildkit\" "
                                 "(the classic builder has no secret mounts)")
+    if values.get("host") and (problem := _build_host_problem(values["host"])):
+        problems.append(f"build.host: {problem}")
+    hosts = {"build.host": values.get("host", "")} if any(app.builds for app in apps.values()) else {}
+    hosts.update({f"apps.{name}.build_host": app.build_host for name, app in apps.items() if app.build_host})
+    for key, host in hosts.items():
+        if not host:
+            continue
+        if builder == "classic":
+            problems.append(f"{key}: a build host builds with BuildKit; remove it or set [build] builder = \"buildkit\"")
+        if registry is None:
+            problems.append(f"{key}: needs a [registry] table (the build host pushes each release there, "
+                            "and this engine pulls it by digest)")
+    _check_build_tls(values, any(host.startswith("tcp://") for host in [values.get("host", ""), *hosts.values()]),
+                     base, problems)
     return BuildConfig(**values)
+
+
+def _build_host_problem(host: str) -> str | None:
+    """Why `host` is not ssh://user@host[:port] or tcp://host:port."""
+    match = BUILD_HOST.match(host)
+    if match is None or (host.startswith("tcp://") and not match.group("port")):
+        return f"must be ssh://user@host[:port] or tcp://host:port, not {printable(host, 60)}"
+    if match.group("port") and not 1 <= int(match.group("port")) <= 65535:
+        return f"port {match.group('port')} is not between 1 and 65535"
+    return None
+
+
+def _check_build_tls(values: dict, tcp: bool, base: Path, problems: list[str]) -> None:
+    """tls_ca, tls_cert and tls_key: for a tcp:// build host only; readable files, resolved against the
+    config's folder; a client certificate goes with its key."""
+    given = [key for key in ("tls_ca", "tls_cert", "tls_key") if values.get(key)]
+    if given and not tcp:
+        problems.append(f"build.{given[0]}: TLS files are for a tcp:// build host, and none is set")
+        return
+    if bool(values.get("tls_cert")) != bool(values.get("tls_key")):
+        problems.append("build.tls_cert: a client certificate and its key (tls_key) go together")
+    for key in given:
+        path = (base / values[key]).resolve()
+        if not path.is_file() or not os.access(path, os.R_OK):
+            problems.append(f"build.{key}: {path} is not a readable file")
+        values[key] = str(path)
 
 
 def _registry(raw: Any, problems: list[str]) -> RegistryConfig | None:

@@ -125,6 +125,7 @@ class AppConfig:
     build_args: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     build_target: str = ""  # the stage of a multi-stage Dockerfile to build (--target); "": the last
     build_secrets: Mapping[str, BuildSecret] = field(default_factory=lambda: MappingProxyType({}))
+    build_host: str = ""  # this app's build host, instead of [build] host
     health: HealthConfig = HealthConfig()
     guard: GuardConfig = GuardConfig()
     webhook: WebhookConfig | None = None
@@ -231,6 +232,10 @@ class BuildConfig:
     """How images are built (DESIGN "Builds: BuildKit, and a build host")."""
 
     builder: str = "buildkit"  # "buildkit" | "classic": the Engine API's legacy builder
+    host: str = ""  # where images are built: "" = the engine releases run on; ssh://user@host[:port] | tcp://host:port
+    tls_ca: str = ""  # tcp:// with TLS: the CA, client certificate and key files (absolute once parsed)
+    tls_cert: str = ""
+    tls_key: str = ""
 
 
 @dataclass(frozen=True)
@@ -254,6 +259,10 @@ class Config:
     registry: RegistryConfig | None = None
     tls: TlsConfig = TlsConfig()
     build: BuildConfig = BuildConfig()
+
+    def build_host(self, app: AppConfig) -> str:
+        """Where `app` is built: its own build_host, else [build] host; "" for the engine releases run on."""
+        return app.build_host or self.build.host if app.builds else ""
 
     def app(self, name: str) -> AppConfig:
         """The app called `name`, or UnknownApp naming the apps there are."""

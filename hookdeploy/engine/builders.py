@@ -2,8 +2,9 @@
 
 "buildkit" (the default) builds through a docker CLI that drives the engine's BuildKit (buildkit.py):
 cache and secret mounts, `--target`, stages not needed skipped. "classic" is the Engine API's legacy
-builder through the docker SDK (containers.build), as before BuildKit. The deploy only ever calls
-the interface.
+builder through the docker SDK (containers.build), as before BuildKit. With a build host ([build]
+host, an app's build_host), BuildKit there (buildhost.py): the image is pushed from there and this
+engine pulls it by digest. The deploy only ever calls the interface.
 """
 
 from __future__ import annotations
@@ -16,9 +17,9 @@ from typing import Any, Callable, Mapping, Protocol
 
 import docker
 
-from hookdeploy.core.config import Config
+from hookdeploy.core.config import AppConfig, Config
 from hookdeploy.core.errors import StepFailed
-from hookdeploy.engine import buildkit, containers
+from hookdeploy.engine import buildhost, buildkit, containers
 
 Lines = Callable[[list[str]], None]
 
@@ -40,11 +41,17 @@ class BuildRequest:
 class Builder(Protocol):
     """What the deploy needs of a builder."""
 
+    elsewhere: bool  # True: the image is built on another engine and reaches ours through [registry], by digest
+
     def describe(self) -> str:
         """How the job log names it: `BuildKit (/usr/bin/docker 20.10.24, DOCKER_BUILDKIT=1)`."""
 
+    def announce(self, name: str) -> str:
+        """The job log's line as the build of the release `name` (N/APP:SHA12) starts."""
+
     def build(self, request: BuildRequest, on_lines: Lines, stop: threading.Event | None) -> str:
-        """Build `request.tag`, its output handed to `on_lines` as it comes; return the image id.
+        """Build `request.tag`, its output handed to `on_lines` as it comes; return the image id (for a
+        builder `elsewhere`: the digest [registry] gave the image pushed from there).
 
         StepFailed with the build's error line, or on its timeout; Aborted once `stop` is set. Either
         way the build is cancelled in the builder first."""
@@ -53,11 +60,16 @@ class Builder(Protocol):
 class BuildKitBuilder:
     """BuildKit on the engine releases run on, through a docker CLI (buildkit.py)."""
 
+    elsewhere = False
+
     def __init__(self, cli: buildkit.Client):
         self.cli = cli
 
     def describe(self) -> str:
         return f"BuildKit ({self.cli.describe()})"
+
+    def announce(self, name: str) -> str:
+        return f"building {name} with {self.describe()}"
 
     def build(self, request: BuildRequest, on_lines: Lines, stop: threading.Event | None) -> str:
         return buildkit.build(self.cli, request.context, request.dockerfile, request.tag, request.labels,
@@ -67,11 +79,16 @@ class BuildKitBuilder:
 class ClassicBuilder:
     """The Engine API's legacy builder, through the docker SDK."""
 
+    elsewhere = False
+
     def __init__(self, client: docker.DockerClient):
         self.client = client
 
     def describe(self) -> str:
         return "the classic builder"
+
+    def announce(self, name: str) -> str:
+        return f"building {name} with {self.describe()}"
 
     def build(self, request: BuildRequest, on_lines: Lines, stop: threading.Event | None) -> str:
         if request.secrets:  # the config refuses this; a secret must never go in as a build arg instead
@@ -80,8 +97,15 @@ class ClassicBuilder:
                                 dict(request.build_args), request.timeout, on_lines, stop, request.target)
 
 
-def chosen(config: Config, client: docker.DockerClient) -> Builder:
-    """The builder `[build] builder` names; StepFailed in one line (with the fix) when it cannot build here."""
+def chosen(config: Config, client: docker.DockerClient, app: AppConfig) -> Builder:
+    """The builder `[build] builder` and the app's build host name; StepFailed in one line (with the
+    fix, or naming the build host) when it cannot build: a build host is asked first that it answers."""
     if config.build.builder == "classic":
         return ClassicBuilder(client)
+    host = config.build_host(app)
+    if host:
+        build_host = buildhost.BuildHost.of(config, host)
+        cli = buildkit.client()
+        build_host.check(cli)
+        return buildhost.RemoteBuilder(cli, build_host, config, app)
     return BuildKitBuilder(buildkit.client())

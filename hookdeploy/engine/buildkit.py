@@ -27,7 +27,7 @@ import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 from hookdeploy.core.errors import Aborted, StepFailed
 from hookdeploy.engine import containers
@@ -156,12 +156,16 @@ def _probe(arguments: list[str]) -> str | None:
     return completed.stdout
 
 
-def environment() -> dict[str, str]:
+def environment(elsewhere: bool = False) -> dict[str, str]:
     """The CLI's environment: ours (DOCKER_HOST and its TLS settings, the secrets' variables), the
-    engine pinned to the one the SDK uses (a CLI context must not send the build elsewhere), BuildKit on."""
+    engine pinned to the one the SDK uses (a CLI context must not send the build elsewhere), BuildKit on.
+    `elsewhere`: the engine is named by --host options instead, so ours is left out."""
     env = dict(os.environ)
     env.pop("DOCKER_CONTEXT", None)
-    if not env.get("DOCKER_HOST"):
+    if elsewhere:
+        for name in ("DOCKER_HOST", "DOCKER_TLS_VERIFY", "DOCKER_CERT_PATH"):
+            env.pop(name, None)
+    if not env.get("DOCKER_HOST") and not elsewhere:
         env["DOCKER_HOST"] = DEFAULT_HOST
     env.update(DOCKER_BUILDKIT="1", BUILDKIT_PROGRESS="plain", BUILDX_NO_DEFAULT_ATTESTATIONS="1",
                DOCKER_CLI_HINTS="false")
@@ -195,15 +199,18 @@ def secret_options(secrets: Mapping[str, Any]) -> list[str]:
 
 def build(cli: Client, context: Path, dockerfile: str, tag: str, labels: Mapping[str, str],
           build_args: Mapping[str, str], target: str, secrets: Mapping[str, Any], timeout: float,
-          on_lines: Callable[[list[str]], None], stop: threading.Event | None = None) -> str:
+          on_lines: Callable[[list[str]], None], stop: threading.Event | None = None,
+          engine_options: Sequence[str] = ()) -> str:
     """Build `tag` with BuildKit, handing its plain progress output to `on_lines` as it comes; return the image id.
+    `engine_options` (--host, TLS files) send the build to another engine than ours: a build host.
 
     A timeout (StepFailed) or `stop` (Aborted) ends the CLI, and with it the build: the engine
     cancels a build whose client is gone. The CLI dies with this thread too (a worker killed outright)."""
     options = secret_options(secrets)
     handle, iidfile = tempfile.mkstemp(prefix="hookdeploy-iid-")
     os.close(handle)
-    arguments = [*cli.command(), "--progress=plain", "--file", str(context / dockerfile), "--tag", tag,
+    command = cli.command()
+    arguments = [command[0], *engine_options, *command[1:], "--progress=plain", "--file", str(context / dockerfile), "--tag", tag,
                  "--iidfile", iidfile]
     for key, value in labels.items():
         arguments += ["--label", f"{key}={value}"]
@@ -214,7 +221,8 @@ def build(cli: Client, context: Path, dockerfile: str, tag: str, labels: Mapping
     arguments += [*options, str(context)]
     try:
         process = subprocess.Popen(arguments, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                   stderr=subprocess.STDOUT, env=environment(), start_new_session=True,
+                                   stderr=subprocess.STDOUT, env=environment(bool(engine_options)),
+                                   start_new_session=True,
                                    preexec_fn=_die_with(os.getpid()))
     except OSError as error:
         Path(iidfile).unlink(missing_ok=True)
@@ -240,6 +248,35 @@ def build(cli: Client, context: Path, dockerfile: str, tag: str, labels: Mapping
     if not image_id:
         raise StepFailed(f"build finished but {cli.path} wrote no image id")
     return image_id
+
+
+def stream(arguments: list[str], env: Mapping[str, str], on_lines: Callable[[list[str]], None], timeout: float,
+           stop: threading.Event | None = None) -> tuple[int, list[str]]:
+    """Run another docker CLI command (a push from a build host) as a build runs: its output to `on_lines`
+    as it comes, ended on a timeout (StepFailed) or `stop` (Aborted); return its status and last lines."""
+    try:
+        process = subprocess.Popen(arguments, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                   stderr=subprocess.STDOUT, env=dict(env), start_new_session=True,
+                                   preexec_fn=_die_with(os.getpid()))
+    except OSError as error:
+        raise StepFailed(f"cannot run {arguments[0]}: {error.strerror or error}") from None
+    chunks: queue.Queue = queue.Queue()
+    last_lines: collections.deque = collections.deque(maxlen=20)
+    reader = threading.Thread(target=_read, args=(process, chunks, last_lines, lambda line: line),
+                              name="docker-cli-output", daemon=True)
+    reader.start()
+    try:
+        try:
+            containers.relay_output(chunks, on_lines, timeout, stop, lambda: _end(process, reader))
+        except StepFailed:
+            raise StepFailed(f"no end after {timeout:.0f} s") from None
+        status = process.wait()
+        reader.join()
+    finally:
+        if process.poll() is None:
+            _end(process, reader)
+        process.stdout.close()
+    return status, list(last_lines)
 
 
 def _read(process: subprocess.Popen, chunks: queue.Queue, last_lines: collections.deque,

@@ -66,6 +66,7 @@ class Deploy:
         self.previous_routes: str | None = None  # the app's proxy config before the canary or the switch
         self.switched_at = 0.0
         self.fetched = False  # the app's mirror was fetched for this job already (the order check)
+        self.pushed = False  # the release is in [registry] already: a build host pushed it
 
     @property
     def client(self) -> docker.DockerClient:
@@ -303,7 +304,7 @@ class Deploy:
             name = self._pull(client, name)
         else:
             name = self._build(client, name)
-        if app.pushes:
+        if app.pushes and not self.pushed:
             self.image = name  # removed by _discard if the push fails
             self._push(client, name)
         return name
@@ -354,20 +355,42 @@ class Deploy:
         job, app = self.job, self.app
         if job.kind is JobKind.ROLLBACK:
             self.store.log(job.id, f"image {name} was pruned; rebuilding it from git", kind="step")
-        builder = builders.chosen(self.config, client)  # none that can build here: fail before the checkout
+        # None that can build (no BuildKit client, a build host that does not answer): fail before the checkout.
+        builder = builders.chosen(self.config, client, app)
         with self.step(job, "checked out") as note:
             context = pipeline.checkout(self.config, app, job, fetch=not self.fetched)
             note(f"checked out {job.sha[:12]}")
         fault("checkout")
         check_stop(self.stop)
         with self.step(job, "built image") as note:
-            self.store.log(job.id, f"building {name} with {builder.describe()}", kind="step")
-            name, image_id = pipeline.build(builder, self.config, app, job, context,
-                                            lambda lines: self.store.log_many(job.id, lines), self.stop)
-            self.store.set_image(job.id, name)
-            note(f"built {name} (image {image_id})")
+            self.store.log(job.id, builder.announce(name), kind="step")
+            name, built = pipeline.build(builder, self.config, app, job, context,
+                                         lambda lines: self.store.log_many(job.id, lines), self.stop)
+            if not builder.elsewhere:
+                self.store.set_image(job.id, name)
+            note(f"built {name} (image {built})" if not builder.elsewhere else
+                 f"built with {builder.describe()}, pushed {registry.remote_repository(self.config, app)}:"
+                 f"{job.sha[:12]} ({built})")
         fault("build")
+        if builder.elsewhere:
+            self._fetch_built(client, name, built)
         return name
+
+    def _fetch_built(self, client, name: str, digest: str) -> None:
+        """A release a build host pushed: its digest recorded and pulled onto this engine as `name`."""
+        job, app = self.job, self.app
+        self.store.set_digest(job.id, digest)
+        self.digest, self.pushed = digest, True
+        check_stop(self.stop)
+        source = registry.remote_repository(self.config, app)
+        with self.step(job, "pulled image") as note:
+            self.store.log(job.id, f"pulling {source}@{digest}", kind="step")
+            self.image = name  # removed by _discard if the job fails from here on
+            registry.pull(client, self.config, app, digest, name, lambda lines: self.store.log_many(job.id, lines),
+                          self.stop, source=source)
+            self.store.set_image(job.id, name)
+            note(f"pulled {source}@{digest[:19]} as {name}")
+        fault("pull")
 
     def _certificates(self) -> None:
         """HTTPS before the switch: the user's certificate copied for the proxy (one it cannot use fails

@@ -83,21 +83,23 @@ def resolve_tag(client: docker.DockerClient, config: Config, app: AppConfig, tag
 
 
 def pull(client: docker.DockerClient, config: Config, app: AppConfig, digest: str, local_image: str,
-         on_lines: Callable[[list[str]], None], stop: threading.Event | None = None) -> str:
-    """Pull `app.image@digest` and name it `local_image` (N/APP:SHA12, as built releases are); return it."""
+         on_lines: Callable[[list[str]], None], stop: threading.Event | None = None, source: str = "") -> str:
+    """Pull `app.image@digest` (`source@digest`: a release a build host pushed) and name it `local_image`
+    (N/APP:SHA12, as built releases are); return it."""
     if not DIGEST.match(digest):
         raise StepFailed(f"{digest!r} is not an image digest")
-    host, _ = split_image(app.image)
+    image = source or app.image
+    host, _ = split_image(image)
     try:
         api = _transfer_api(client)
-        chunks = api.pull(app.image, tag=digest, stream=True, decode=True, auth_config=auth_config(config))
+        chunks = api.pull(image, tag=digest, stream=True, decode=True, auth_config=auth_config(config))
         outcome = _follow(chunks, on_lines, stop)
         if "error" in outcome:
-            raise StepFailed(f"pull of {app.image}@{digest[:19]} from {host} failed: {outcome['error']}")
+            raise StepFailed(f"pull of {image}@{digest[:19]} from {host} failed: {outcome['error']}")
         repository, _, tag = local_image.rpartition(":")
-        client.images.get(f"{app.image}@{digest}").tag(repository, tag=tag)
+        client.images.get(f"{image}@{digest}").tag(repository, tag=tag)
     except docker.errors.APIError as error:
-        raise StepFailed(f"pull of {app.image}@{digest[:19]} from {host} failed: {error.explanation or error}") from None
+        raise StepFailed(f"pull of {image}@{digest[:19]} from {host} failed: {error.explanation or error}") from None
     except (docker.errors.DockerException, OSError, *STREAM_ERRORS) as error:
         raise _silent_engine("pull", error) from None
     return local_image
