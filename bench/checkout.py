@@ -5,15 +5,21 @@ deep, a few executables and symlinks) to a temp repo once, then times, in the sa
 alternating, hookdeploy's checkout (every safety check on) and the floor: `git archive SHA | tar -x`
 into an empty folder. Each round writes into a fresh folder, removed untimed afterwards.
 
-Run from the repository root with the project's venv (no Docker needed):
-    .venv/bin/python bench/checkout.py [FILES [ROUNDS]]        (defaults 6000 and 7)
+With --buildkit (needs Docker), then what BuildKit's file sync sends of that commit's build context:
+built once from a per-app folder, a second commit (one file changed) refreshed into the same folder
+and built again, and that second commit built from a new folder (as a folder per job would be).
 
-Goal (issue 21): the checkout within 1.5x the floor.
+Run from the repository root with the project's venv (TMPDIR=/dev/shm leaves a busy disk's stalls,
+which hit both sides alike, out of the comparison):
+    .venv/bin/python bench/checkout.py [FILES [ROUNDS]] [--buildkit]     (defaults 6000 and 7)
+
+Goal (issue 21): the checkout within 1.5x the floor; the second build sends little.
 """
 
 from __future__ import annotations
 
 import random
+import re
 import shutil
 import statistics
 import subprocess
@@ -24,9 +30,9 @@ from pathlib import Path
 
 import git
 
-from hookdeploy.engine import gitops
+from hookdeploy.engine import buildkit, gitops
 
-GIT = ["git", "-c", "user.name=bench", "-c", "user.email=bench@localhost"]
+GIT = ["git", "-c", "user.name=bench", "-c", "user.email=bench@localhost", "-c", "gc.auto=0"]
 TOTAL_BYTES = 48_000_000
 
 
@@ -48,6 +54,7 @@ def make_commit(work: Path, files: int) -> tuple[git.Repo, str]:
     (work / "Dockerfile").write_text("FROM scratch\nCOPY . /srv/\n")
     subprocess.run([*GIT, "add", "--all"], cwd=work, check=True)
     subprocess.run([*GIT, "commit", "-q", "-m", "big"], cwd=work, check=True)
+    subprocess.run([*GIT, "repack", "-a", "-d", "-q"], cwd=work, check=True)  # packed, as a pushed or fetched repo is
     repo = git.Repo(work)
     return repo, repo.head.commit.hexsha
 
@@ -63,6 +70,43 @@ def floor(repo: git.Repo, sha: str, destination: Path) -> None:
         raise SystemExit("git archive failed")
 
 
+def transferred(context: Path, tag: str) -> tuple[str, float]:
+    """What `docker build` (BuildKit, plain progress) says it sent of `context`, and the build's seconds."""
+    cli = buildkit.client()
+    started = time.perf_counter()
+    completed = subprocess.run([*cli.command(), "--progress=plain", "--tag", tag, str(context)],
+                               capture_output=True, text=True, env=buildkit.environment())
+    seconds = time.perf_counter() - started
+    if completed.returncode != 0:
+        raise SystemExit(completed.stdout + completed.stderr)
+    sizes = re.findall(r"transferring context: ([\d.]+\s*[kMG]?B)", completed.stdout + completed.stderr)
+    return (sizes[-1] if sizes else "?"), seconds
+
+
+def buildkit_transfers(repo: git.Repo, sha: str, root: Path) -> None:
+    """Build the commit, then one with a file changed, from one refreshed folder; then from a new one."""
+    work = Path(repo.working_tree_dir)
+    changed = next((work / "part00" / "group000").iterdir())
+    changed.write_bytes(changed.read_bytes()[::-1])
+    subprocess.run([*GIT, "commit", "-q", "-a", "-m", "one file changed"], cwd=work, check=True)
+    second = repo.head.commit.hexsha
+    tag = f"hookdeploy-bench-checkout:{sha[:12]}"
+    try:
+        stable = root / "builds" / "site"
+        for label, commit, folder, refresh in (
+                ("first build, per-app folder", sha, stable, True),
+                ("one file changed, same folder refreshed", second, stable, True),
+                ("one file changed, a new folder", second, root / "builds" / "2", False)):
+            started = time.perf_counter()
+            gitops.export(repo, commit, folder, refresh=refresh)
+            checkout = time.perf_counter() - started
+            size, seconds = transferred(folder, tag)
+            print(f"{label:<42} checkout {checkout:6.3f} s   transferring context: {size:>9}   "
+                  f"build {seconds:6.2f} s")
+    finally:
+        subprocess.run(["docker", "image", "rm", "-f", tag], capture_output=True)
+
+
 def timed(function) -> float:
     started = time.perf_counter()
     function()
@@ -70,8 +114,9 @@ def timed(function) -> float:
 
 
 def main() -> None:
-    files = int(sys.argv[1]) if len(sys.argv) > 1 else 6000
-    rounds = int(sys.argv[2]) if len(sys.argv) > 2 else 7
+    arguments = [argument for argument in sys.argv[1:] if argument != "--buildkit"]
+    files = int(arguments[0]) if arguments else 6000
+    rounds = int(arguments[1]) if len(arguments) > 1 else 7
     with tempfile.TemporaryDirectory(prefix="hookdeploy-bench-") as folder:
         root = Path(folder)
         started = time.perf_counter()
@@ -93,6 +138,8 @@ def main() -> None:
         print(f"{'hookdeploy checkout (export)':<34} median {mine:6.3f} s   "
               f"min {min(ours):6.3f} s   max {max(ours):6.3f} s   ({rounds} rounds)")
         print(f"ratio {mine / base:.2f}x the floor (goal: <= 1.5x)")
+        if "--buildkit" in sys.argv:
+            buildkit_transfers(repo, sha, root)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """Checking out a commit (gitops.export) keeps everything inside the build folder, on every
 supported Python (Debian 12's 3.11.2 has no tarfile filters): real git commits, and crafted
 archives for what git itself cannot commit (devices, setuid bits, absolute or `..` names).
+A refresh in place (the app's build folder, kept between its jobs) ends exactly at the new tree.
 """
 
 from __future__ import annotations
@@ -17,8 +18,9 @@ from pathlib import Path
 import git as gitpython
 import pytest
 
-from hookdeploy.engine import gitops
+from hookdeploy.core import config as configuration
 from hookdeploy.core.errors import GitError
+from hookdeploy.engine import extraction, gitops, pipeline
 
 GIT = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
 
@@ -105,7 +107,7 @@ def archive(*members: tuple[tarfile.TarInfo, bytes]) -> tarfile.TarFile:
             info.size = len(data) if info.isfile() else 0
             tar.addfile(info, io.BytesIO(data) if info.isfile() else None)
     buffer.seek(0)
-    return tarfile.open(fileobj=buffer)
+    return extraction.open_archive(buffer)  # read as export reads git's output
 
 
 def member(name: str, kind: bytes = tarfile.REGTYPE, mode: int = 0o644, link: str = "") -> tarfile.TarInfo:
@@ -181,6 +183,22 @@ def test_a_member_under_a_file_or_symlink_or_twice_is_refused(tmp_path, members,
     destination.mkdir()
     with pytest.raises(GitError, match=reason):
         gitops._extract_tree(archive(*members), destination, "a" * 40)
+
+
+def test_long_and_non_ascii_names_and_long_symlink_targets_are_written_as_committed(tmp_path):
+    deep = "/".join(["a-rather-long-folder-name-" + str(number) for number in range(6)])  # > 155 characters
+
+    def make(work: Path) -> None:
+        (work / deep).mkdir(parents=True)
+        (work / deep / ("long-file-name-" * 8 + ".txt")).write_text("long\n")
+        (work / "café ünïcode.html").write_text("accents\n")
+        (work / "to-deep").symlink_to(deep + "/" + "long-file-name-" * 8 + ".txt")
+
+    repo, sha = commit(tmp_path, make)
+    out = gitops.export(repo, sha, tmp_path / "checkout")
+    assert (out / deep / ("long-file-name-" * 8 + ".txt")).read_text() == "long\n"
+    assert (out / "café ünïcode.html").read_text() == "accents\n"
+    assert (out / "to-deep").read_text() == "long\n"
 
 
 def test_a_big_file_and_an_empty_one_are_written_whole(tmp_path):
@@ -323,3 +341,31 @@ def test_a_refused_refresh_leaves_nothing_to_build_from(tmp_path, outside):
     with pytest.raises(GitError, match="symlink 'leak' points outside the checkout"):
         gitops.export(repo, repo.head.commit.hexsha, stable, refresh=True)
     assert not stable.exists()
+
+
+def test_each_job_of_an_app_refreshes_the_apps_one_build_folder_and_cleaning_up_keeps_it(
+        tmp_path, write_config, store):
+    def with_dockerfile(work: Path) -> None:
+        first_tree(work)
+        (work / "Dockerfile").write_text("FROM scratch\nCOPY . /srv/\n")
+
+    repo, first = commit(tmp_path, with_dockerfile)
+    work = Path(repo.working_tree_dir)
+    second_tree(work)
+    subprocess.run([*GIT, "add", "--all"], cwd=work, check=True)
+    subprocess.run([*GIT, "commit", "-q", "-m", "second"], cwd=work, check=True)
+    second = repo.head.commit.hexsha
+    config = configuration.load(write_config({"site": {"repo": str(work)}}))
+    app = config.apps["site"]
+
+    one = store.enqueue("site", first)
+    context = pipeline.checkout(config, app, one, fetch=False)
+    assert context == Path(config.server.state_dir) / "builds" / "site"
+    kept = (context / "site" / "same.css").lstat()
+    pipeline.clean_build_dir(config, one)
+    assert context.is_dir(), "kept for the app's next build"
+
+    two = store.enqueue("site", second)
+    assert pipeline.checkout(config, app, two, fetch=False) == context
+    assert tree(context) == tree(gitops.export(repo, second, tmp_path / "fresh"))
+    assert (context / "site" / "same.css").lstat().st_mtime_ns == kept.st_mtime_ns

@@ -20,12 +20,18 @@ import os
 import shutil
 import stat
 import tarfile
+from typing import BinaryIO
 
 from hookdeploy.core.errors import GitError
 from hookdeploy.core.names import printable
 
 COPY_CHUNK = 1 << 20  # bytes of a file read from the archive (or compared) at a time
 FILE_MODES = (0o644, 0o755)
+
+
+def open_archive(stream: BinaryIO) -> tarfile.TarFile:
+    """The tar archive coming on `stream` (a pipe), read in one pass."""
+    return tarfile.open(fileobj=_OnePass(stream), mode="r:", tarinfo=_Header)
 
 
 def extract(tar: tarfile.TarFile, destination: str | os.PathLike, sha: str, refresh: bool = False) -> None:
@@ -130,7 +136,14 @@ class Extraction:
             _remove(target, found)
         descriptor = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
         try:
-            _copy(stream, member.size, descriptor, member.name)
+            padded = member.size + (-member.size) % tarfile.BLOCKSIZE
+            if padded <= COPY_CHUNK:  # most files: one read, the padding too (tarfile then need not seek)
+                data = stream.read(padded)
+                if len(data) < padded:
+                    raise self.refuse(f": the archive ends inside {printable(member.name)}")
+                _write(descriptor, memoryview(data)[:member.size])
+            else:
+                _copy(stream, member.size, descriptor, member.name)
             os.fchmod(descriptor, mode)  # the umask may have taken bits away
         finally:
             os.close(descriptor)
@@ -208,10 +221,11 @@ def _copy(stream, size: int, descriptor: int, name: str) -> None:
         _write(descriptor, chunk)
 
 
-def _write(descriptor: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(descriptor, view):]
+def _write(descriptor: int, data: bytes | memoryview) -> None:
+    written = os.write(descriptor, data)
+    while written < len(data):
+        data = memoryview(data)[written:]
+        written = os.write(descriptor, data)
 
 
 def _short(member: tarfile.TarInfo) -> int:
@@ -223,3 +237,65 @@ def _remove(path: str, found: os.stat_result) -> None:
         shutil.rmtree(path)
     else:
         os.unlink(path)
+
+
+class _OnePass:
+    """A pipe as the file tarfile reads: it only ever seeks forward over an archive being extracted, so
+    no temp file is needed, and tarfile's own stream mode (r|), whose buffer is copied on every read, is not."""
+
+    def __init__(self, stream: BinaryIO):
+        self.stream = stream
+        self.position = 0
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.stream.read(size)
+        self.position += len(data)
+        return data
+
+    def tell(self) -> int:
+        return self.position
+
+    def seek(self, position: int, whence: int = os.SEEK_SET) -> int:
+        if whence != os.SEEK_SET or position < self.position:
+            raise tarfile.ReadError("the archive is read in one pass")
+        while self.position < position and self.read(min(position - self.position, COPY_CHUNK)):
+            pass
+        return self.position
+
+
+class _Header(tarfile.TarInfo):
+    """A tar header parsed for extraction only: for a plain ustar file, folder or symlink just the
+    fields extraction uses (tarfile's own parser reads owners, times and device numbers too, and is
+    most of a checkout's time); anything else (pax headers, other formats) is left to tarfile's."""
+
+    @classmethod
+    def frombuf(cls, buf: bytes, encoding: str, errors: str) -> tarfile.TarInfo:
+        kind = buf[156:157]
+        if len(buf) != tarfile.BLOCKSIZE or kind not in (tarfile.REGTYPE, tarfile.DIRTYPE, tarfile.SYMTYPE) \
+                or buf[257:263] != tarfile.POSIX_MAGIC[:6]:
+            return super().frombuf(buf, encoding, errors)
+        try:
+            checksum = _octal(buf[148:156])
+            mode, size = _octal(buf[100:108]), _octal(buf[124:136])
+        except ValueError:
+            return super().frombuf(buf, encoding, errors)
+        if sum(buf) - sum(buf[148:156]) + 256 != checksum:
+            return super().frombuf(buf, encoding, errors)  # which says what is wrong
+        header = cls()
+        name = _text(buf[0:100], encoding, errors)
+        prefix = _text(buf[345:500], encoding, errors)
+        header.name = f"{prefix}/{name}" if prefix else name
+        header.mode, header.size, header.type, header.chksum = mode, size, kind, checksum
+        header.linkname = _text(buf[157:257], encoding, errors)
+        if kind == tarfile.DIRTYPE:
+            header.name = header.name.rstrip("/")
+        return header
+
+
+def _octal(field: bytes) -> int:
+    digits = field.split(b"\0", 1)[0].strip()
+    return int(digits, 8) if digits else 0
+
+
+def _text(field: bytes, encoding: str, errors: str) -> str:
+    return field.split(b"\0", 1)[0].decode(encoding, errors)

@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 # The transports git may use to fetch a repo (config_parse refuses the others already); never ext::, whose
 # "URL" is a command git runs.
 SAFE_ENVIRONMENT = {"GIT_ALLOW_PROTOCOL": "file:git:http:https:ssh"}
-STREAM_BUFFER = 1 << 16  # bytes tarfile reads from git's pipe at a time
+PIPE_BUFFER = 1 << 20  # bytes read from git's pipe at a time
 
 
 def init_bare(path: Path, branch: str) -> bool:
@@ -131,9 +131,10 @@ def export(repo: git.Repo, sha: str, destination: Path, refresh: bool = False) -
     with tempfile.TemporaryFile() as errors:
         archive = subprocess.Popen([git.Git.GIT_PYTHON_GIT_EXECUTABLE or "git", "--git-dir", repo.git_dir,
                                     "archive", "--format=tar", sha],
-                                   stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=errors)
+                                   stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=errors,
+                                   bufsize=PIPE_BUFFER)
         try:
-            with archive.stdout, tarfile.open(fileobj=archive.stdout, mode="r|", bufsize=STREAM_BUFFER) as tar:
+            with archive.stdout, extraction.open_archive(archive.stdout) as tar:
                 _extract_tree(tar, destination, sha, refresh=keep)
         except BaseException as error:
             archive.kill()  # it may be blocked writing what nobody reads any more
