@@ -56,6 +56,7 @@ class Extraction:
         self.folders = {""}  # relative paths of folders known to be real folders of this tree
         self.written: set[str] = set()  # relative paths of this tree's files and symlinks
         self.symlinks: list[tuple[str, str]] = []
+        self.umask_strips = _umask() & 0o755 != 0  # if not, a new file has its mode already
 
     def run(self, tar: tarfile.TarFile) -> None:
         for member in tar:
@@ -81,7 +82,8 @@ class Extraction:
             return
         if not parts or not (member.isfile() or member.issym()) or member.issparse():
             raise self.refuse(f": {printable(name)} is not a file, folder or symlink")
-        self.enter(parts[:-1])
+        if name.rpartition("/")[0] not in self.folders:
+            self.enter(parts[:-1])
         target = f"{self.root}/{name}"
         if member.issym():
             self.symlink(name, target, member.linkname)
@@ -144,7 +146,8 @@ class Extraction:
                 _write(descriptor, memoryview(data)[:member.size])
             else:
                 _copy(stream, member.size, descriptor, member.name)
-            os.fchmod(descriptor, mode)  # the umask may have taken bits away
+            if self.umask_strips:
+                os.fchmod(descriptor, mode)
         finally:
             os.close(descriptor)
 
@@ -209,6 +212,18 @@ class Extraction:
         if linkname.startswith("/") or os.path.commonpath([self.root, points_to]) != self.root:
             raise self.refuse(f": symlink {printable(name)} points outside the checkout "
                               f"(to {printable(linkname)}); hookdeploy does not follow it")
+
+
+def _umask() -> int:
+    """The process's umask, read without setting it (os.umask would change it for every thread a moment)."""
+    try:
+        with open("/proc/self/status", encoding="ascii", errors="replace") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0o777  # unknown: assume it strips everything, and set every mode
 
 
 def _copy(stream, size: int, descriptor: int, name: str) -> None:

@@ -136,6 +136,9 @@ def export(repo: git.Repo, sha: str, destination: Path, refresh: bool = False) -
         try:
             with archive.stdout, extraction.open_archive(archive.stdout) as tar:
                 _extract_tree(tar, destination, sha, refresh=keep)
+                # Read the end blocks tarfile stops before, or git may die of SIGPIPE writing them.
+                while archive.stdout.read(PIPE_BUFFER):
+                    pass
         except BaseException as error:
             archive.kill()  # it may be blocked writing what nobody reads any more
             archive.wait()
