@@ -211,7 +211,7 @@ def test_a_full_disk_during_the_checkout_fails_the_job_with_the_reason_and_the_s
         assert "Traceback" not in worker.stderr
         failed = site.store.job(job.id)
         assert failed.state is JobState.FAILED
-        assert failed.error.startswith(f"checkout of {job.sha[:12]} into {builds / str(job.id)} failed: "
+        assert failed.error.startswith(f"checkout of {job.sha[:12]} into {builds / 'site'} failed: "
                                        "No space left on device"), failed.error
         assert site.store.live_release("site") == old
         answer = site.get()

@@ -8,21 +8,24 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import subprocess
 import tarfile
 import tempfile
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 import git
 
 from hookdeploy.core.config import AppConfig
 from hookdeploy.core.errors import BadInput, GitError
 from hookdeploy.core.names import check_ref, check_sha_prefix, printable
+from hookdeploy.engine import extraction
 
 log = logging.getLogger(__name__)
 
 # The transports git may use to fetch a repo (config_parse refuses the others already); never ext::, whose
 # "URL" is a command git runs.
 SAFE_ENVIRONMENT = {"GIT_ALLOW_PROTOCOL": "file:git:http:https:ssh"}
+PIPE_BUFFER = 1 << 20  # bytes read from git's pipe at a time
 
 
 def init_bare(path: Path, branch: str) -> bool:
@@ -114,64 +117,54 @@ def commit_subject(repo: git.Repo, sha: str) -> str:
         return ""
 
 
-def export(repo: git.Repo, sha: str, destination: Path) -> Path:
-    """Write exactly the tree of commit `sha` into a fresh `destination` (no .git, nothing left over)."""
+def export(repo: git.Repo, sha: str, destination: Path, refresh: bool = False) -> Path:
+    """Write exactly the tree of commit `sha` into `destination` (no .git, nothing left over): a fresh
+    folder, or with `refresh` the folder as it is, only what differs rewritten and what is gone removed."""
     if not has_commit(repo, sha):
         raise GitError(f"commit {sha[:12]} is not in {repo.git_dir} (force-pushed away and pruned?)")
-    if destination.exists():
-        shutil.rmtree(destination)
+    keep = refresh and destination.is_dir() and not destination.is_symlink()
+    if not keep:
+        _remove(destination)
     destination.parent.mkdir(parents=True, exist_ok=True)
     _folder(destination)
-    with tempfile.TemporaryFile() as archive:
+    # Streamed through a pipe: git packs while Python writes, and no copy of the archive lands on disk.
+    with tempfile.TemporaryFile() as errors:
+        archive = subprocess.Popen([git.Git.GIT_PYTHON_GIT_EXECUTABLE or "git", "--git-dir", repo.git_dir,
+                                    "archive", "--format=tar", sha],
+                                   stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=errors,
+                                   bufsize=PIPE_BUFFER)
         try:
-            repo.archive(archive, treeish=sha, format="tar")
-        except git.GitCommandError as error:
-            raise GitError(f"git archive {sha[:12]} failed: {_last_line(error)}") from None
-        archive.seek(0)
-        with tarfile.open(fileobj=archive) as tar:
-            _extract_tree(tar, destination, sha)
+            with archive.stdout, extraction.open_archive(archive.stdout) as tar:
+                _extract_tree(tar, destination, sha, refresh=keep)
+                # Read the end blocks tarfile stops before, or git may die of SIGPIPE writing them.
+                while archive.stdout.read(PIPE_BUFFER):
+                    pass
+        except BaseException as error:
+            archive.kill()  # it may be blocked writing what nobody reads any more
+            archive.wait()
+            shutil.rmtree(destination, ignore_errors=True)  # no half tree, nor a symlink refused at the end
+            if archive.returncode > 0:  # git failed first: its reason is the one that matters
+                raise GitError(f"git archive {sha[:12]} failed: {_stderr_line(errors, archive)}") from None
+            if isinstance(error, tarfile.TarError):
+                raise GitError(f"git archive {sha[:12]} gave an unreadable archive: {error}") from None
+            raise
+        if archive.wait() != 0:
+            shutil.rmtree(destination, ignore_errors=True)
+            raise GitError(f"git archive {sha[:12]} failed: {_stderr_line(errors, archive)}")
     return destination
 
 
-def _extract_tree(tar: tarfile.TarFile, destination: Path, sha: str) -> None:
-    """Write a commit's archive into `destination`, refusing anything that could reach outside it.
+def _extract_tree(tar: tarfile.TarFile, destination: Path, sha: str, refresh: bool = False) -> None:
+    """Write a commit's archive into `destination`, refusing anything that could reach outside it (extraction.py)."""
+    extraction.extract(tar, destination, sha, refresh)
 
-    What tarfile's `filter="data"` guarantees, written out here because that filter came only
-    in Python 3.11.4 and Debian 12 has 3.11.2: no absolute or `..` names, nothing written through
-    a symlink, no symlink that points outside the checkout (so neither the build context, the
-    Dockerfile nor .dockerignore can lead the build to a file of the host), only files, folders
-    and symlinks (no devices, fifos or hard links), no setuid, setgid or sticky bits, no owner
-    taken from the archive.
-    """
-    root = Path(os.path.realpath(destination))
-    for member in tar:
-        name = member.name.rstrip("/")
-        relative = PurePosixPath(name)
-        if relative.is_absolute() or ".." in relative.parts or "\0" in name:
-            raise GitError(f"commit {sha[:12]} has a path that leaves the checkout: {printable(member.name)}")
-        target = root / relative
-        if not _inside(root, os.path.realpath(target.parent)):
-            raise GitError(f"commit {sha[:12]}: {printable(name)} would be written through a symlink "
-                           f"that leaves the checkout")
-        if member.isdir():
-            _folder(target)
-        elif member.isfile():
-            _folder(target.parent)
-            mode = 0o755 if member.mode & 0o111 else 0o644
-            source = tar.extractfile(member)
-            descriptor = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
-            with os.fdopen(descriptor, "wb") as written, source:
-                shutil.copyfileobj(source, written)
-            os.chmod(target, mode)  # the umask may have taken bits away
-        elif member.issym():
-            points_to = os.path.realpath(target.parent / member.linkname)
-            if PurePosixPath(member.linkname).is_absolute() or not _inside(root, points_to):
-                raise GitError(f"commit {sha[:12]}: symlink {printable(name)} points outside the checkout "
-                               f"(to {printable(member.linkname)}); hookdeploy does not follow it")
-            _folder(target.parent)
-            os.symlink(member.linkname, target)
-        else:
-            raise GitError(f"commit {sha[:12]}: {printable(name)} is not a file, folder or symlink")
+
+def _remove(path: Path) -> None:
+    """Whatever is at `path`: a folder with all in it, or a file or symlink (never what it points to)."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink(missing_ok=True)
 
 
 def _folder(path: Path) -> None:
@@ -186,8 +179,10 @@ def _folder(path: Path) -> None:
         os.chmod(folder, 0o755)
 
 
-def _inside(root: Path, path: str) -> bool:
-    return os.path.commonpath([str(root), path]) == str(root)
+def _stderr_line(errors, process: subprocess.Popen) -> str:
+    errors.seek(0)
+    text = errors.read().decode("utf-8", "replace").strip()
+    return text.splitlines()[-1] if text else f"exit status {process.returncode}"
 
 
 def _object_type(repo: git.Repo, sha: str) -> str | None:

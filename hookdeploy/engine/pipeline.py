@@ -28,8 +28,10 @@ VERIFY_DEADLINE = 15.0
 
 
 def build_dir(config: Config, job: Job) -> Path:
-    """A fresh folder for the job's source tree."""
-    return Path(config.server.state_dir) / "builds" / str(job.id)
+    """The folder of the app's source tree: one per app, kept between its jobs (the store runs one job of an
+    app at a time) and refreshed to each job's commit, as BuildKit's file sync remembers a build context
+    by its path and then sends only what changed (a new folder per job sent all of it every time)."""
+    return Path(config.server.state_dir) / "builds" / job.app
 
 
 def source(config: Config, app: AppConfig, fetch: bool = True) -> git.Repo:
@@ -41,11 +43,11 @@ def source(config: Config, app: AppConfig, fetch: bool = True) -> git.Repo:
 
 
 def checkout(config: Config, app: AppConfig, job: Job, fetch: bool = True) -> Path:
-    """Export exactly the job's commit into a fresh build folder (the mirror fetched first unless
+    """Export exactly the job's commit into the app's build folder (the mirror fetched first unless
     `fetch` is False: the job fetched it already); return the build context."""
     repo = source(config, app, fetch)
     try:
-        source_tree = gitops.export(repo, job.sha, build_dir(config, job))
+        source_tree = gitops.export(repo, job.sha, build_dir(config, job), refresh=True)
     except GitError as error:
         raise StepFailed(str(error)) from None
     except OSError as error:  # a full disk, most likely
@@ -68,8 +70,9 @@ def build(builder: builders.Builder, config: Config, app: AppConfig, job: Job, c
 
 
 def clean_build_dir(config: Config, job: Job) -> None:
-    """Remove the job's source tree."""
-    shutil.rmtree(build_dir(config, job), ignore_errors=True)
+    """Remove the job's own build folder, which versions before the per-app folder made (builds/JOB);
+    the app's folder stays for its next build."""
+    shutil.rmtree(Path(config.server.state_dir) / "builds" / str(job.id), ignore_errors=True)
 
 
 def ensure_proxy(client: docker.DockerClient, config: Config):
