@@ -274,17 +274,16 @@ def _cancel(api, thread: threading.Thread) -> None:
     thread.join(timeout=5)
 
 
-def start_candidate(client: docker.DockerClient, image: str, name: str, network: str, labels: dict[str, str],
-                    environment: dict[str, str]):
-    """Start an app container on the instance network; return it."""
+def start_candidate(client: docker.DockerClient, image: str, name: str, labels: dict[str, str], options: dict):
+    """Start an app container with its run options (runspec.run_options); return it."""
     try:
         existing = client.containers.get(name)
         existing.remove(force=True)  # a leftover of the same job, from a crash
     except docker.errors.NotFound:
         pass
     try:
-        return client.containers.run(image, name=name, detach=True, network=network, labels=labels,
-                                     environment=environment, restart_policy={"Name": "unless-stopped"})
+        return client.containers.run(image, name=name, detach=True, labels=labels,
+                                     restart_policy={"Name": "unless-stopped"}, **options)
     except docker.errors.APIError as error:
         raise StepFailed(f"cannot start {name}: {error.explanation or error}") from None
 

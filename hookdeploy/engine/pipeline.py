@@ -20,7 +20,7 @@ from hookdeploy.core.errors import Aborted, GitError, StepFailed
 from hookdeploy.core.models import Job, ReleaseState
 from hookdeploy.core.names import split_address
 from hookdeploy.core.store import Store
-from hookdeploy.engine import builders, certs, containers, gitops, health, proxy, registry, swarm, traffic
+from hookdeploy.engine import builders, certs, containers, gitops, health, proxy, registry, runspec, swarm, traffic
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +109,7 @@ def start_candidate(client: docker.DockerClient, config: Config, app: AppConfig,
     name = containers.container_name(config.server.name, app.name, job.sha, job.id) + (
         f"-{replica}" if replica > 1 else "")
     labels = containers.release_labels(config.server.name, app.name, job.sha, job.id)
-    candidate = containers.start_candidate(client, image, name, config.server.name, labels, app.container_env())
+    candidate = containers.start_candidate(client, image, name, labels, runspec.run_options(config, app))
     try:
         return candidate, containers.address(candidate, config.server.name)
     except StepFailed:
