@@ -75,3 +75,41 @@ def test_worker_killed_after_a_step_recovers_and_the_site_keeps_serving(crash_si
     assert old.image in site.images(), "the previous release is kept for rollback"
     assert load.errors == [], f"{len(load.errors)} of {load.requests} requests failed: {load.errors[:5]}"
     assert load.requests > 0
+
+
+def test_a_worker_starting_while_another_switches_leaves_the_new_release_routed(docker_engine, tmp_path, monkeypatch):
+    """Repair decides under the proxy lock on what it reads under it: a worker that starts (and
+    repairs every app) while another worker's job holds the lock to switch must not route back to
+    the release that was live before the switch, nor remove the new one's containers."""
+    import threading
+    import time
+
+    from hookdeploy.core.store import Store
+    from hookdeploy.engine import pipeline
+    from hookdeploy.engine.worker import Worker
+
+    with live_instance(tmp_path, docker_engine, {}, "before the race") as site:
+        sha = site.commit("site", site_files("switched while a worker starts"))
+        job = site.enqueue("site", sha)
+        verify, starting = pipeline.verify_through_proxy, []
+
+        def verify_while_a_worker_starts(config, app, checked_sha):
+            # Routed to the candidate, not yet recorded live, the proxy lock held: a second worker
+            # starts now and repairs the app; it gets the lock once this job has recorded its release.
+            other = Worker(site.config, Store(site.state_dir / "hookdeploy.db"))
+            repairing = threading.Thread(target=other.heal, kwargs={"repair_all": True})
+            repairing.start()
+            starting.append(repairing)
+            time.sleep(1.0)  # long enough for it to read whatever it reads before the lock
+            return verify(config, app, checked_sha)
+
+        monkeypatch.setattr(pipeline, "verify_through_proxy", verify_while_a_worker_starts)
+        site.work()
+        [repairing] = starting
+        repairing.join(timeout=60)
+
+        assert site.store.job(job.id).state is JobState.SUCCEEDED, site.store.job(job.id).error
+        assert site.store.live_release("site").sha == sha
+        answer = site.get()
+        assert (answer.status, answer.release) == (200, sha[:12]), "the new release stays routed"
+        assert site.container_names() == site.expected_containers(), "the new release's container kept"

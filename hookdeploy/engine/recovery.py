@@ -83,13 +83,16 @@ class Recovery:
         return recovered
 
     def repair(self, app_name: str) -> None:
-        """Point the proxy at the recorded live release and remove the app's other containers."""
+        """Point the proxy at the recorded live release and remove the app's other containers.
+
+        Its facts are read after what they decide on: the live release under the proxy lock (a job
+        switching holds it until its release is recorded live), the running jobs after the objects
+        are listed (an object's job was running when it was made)."""
         app = self.config.app(app_name)
         client = self.client
-        live = self.store.live_release(app.name)
         path = proxy.app_file(self.config, app.name)
-        busy = {str(job.id) for job in self.store.jobs(app.name, states=(JobState.RUNNING,))}
         with proxy.locked(self.config):
+            live = self.store.live_release(app.name)
             proxy_container = pipeline.ensure_proxy(client, self.config)
             live_container = containers.get_container(client, live.container) if live and live.container else None
             on_swarm = app.on_swarm and swarm.swarm_active(client)  # else there are no services to look at
@@ -111,19 +114,22 @@ class Recovery:
             elif live is None and path.exists():
                 path.unlink()
                 proxy.reload(proxy_container)
-        for container in containers.find_containers(client, self.config.server.name, app=app.name):
+        found = containers.find_containers(client, self.config.server.name, app=app.name)
+        services = swarm.find_services(client, self.config.server.name, app=app.name) if on_swarm else []
+        now_live = self.store.live_release(app.name)
+        busy = {str(job.id) for job in self.store.jobs(app.name, states=(JobState.RUNNING,))}
+        for container in found:
             if container.labels.get(containers.ROLE) == "proxy" or swarm.SERVICE_LABEL in container.labels:
                 continue  # the proxy, or a task of a service (Swarm's to remove, with its service)
-            if (live is None or container.labels.get(containers.JOB) != str(live.job)) and \
+            if (now_live is None or container.labels.get(containers.JOB) != str(now_live.job)) and \
                     container.labels.get(containers.JOB) not in busy:
                 log.info("%s: removing leftover container %s", app.name, container.name)
                 containers.remove(container)
-        if on_swarm:
-            for service in swarm.find_services(client, self.config.server.name, app=app.name):
-                if (live is None or service.name != live.container) and service.attrs["Spec"]["Labels"].get(
-                        containers.JOB) not in busy:
-                    log.info("%s: removing leftover service %s", app.name, service.name)
-                    swarm.remove_service(service)
+        for service in services:
+            if (now_live is None or service.name != now_live.container) and \
+                    service.attrs["Spec"]["Labels"].get(containers.JOB) not in busy:
+                log.info("%s: removing leftover service %s", app.name, service.name)
+                swarm.remove_service(service)
 
     def follow(self, app_name: str) -> bool:
         """Route a swarm app to its live service's serving tasks as they are now; True if the proxy changed.

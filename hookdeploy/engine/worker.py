@@ -232,10 +232,13 @@ class Worker:
             client.close()
 
     def _heartbeat(self, job_id: int, done: threading.Event) -> None:
-        while not done.wait(HEARTBEAT_SECONDS):
-            with contextlib.suppress(HookdeployError):
-                self.store.heartbeat(job_id)
-                self.store.worker_beat(self.id)
+        try:
+            while not done.wait(HEARTBEAT_SECONDS):
+                with contextlib.suppress(HookdeployError):
+                    self.store.heartbeat(job_id)
+                    self.store.worker_beat(self.id)
+        finally:
+            self.store.close()  # this thread's connection; left to the garbage collector, they piled up
 
     # -- recovery, as callers know it ---------------------------------------------------------
 
