@@ -128,12 +128,9 @@ def rollback_target(store: Store, app: str, to_sha: str | None) -> str:
 
 
 def earlier_release(store: Store, app: str) -> str | None:
-    """The SHA of the newest release other than the live one, or None when there is none."""
-    live = store.live_release(app)
-    for release in store.releases(app):
-        if live is None or release.sha != live.sha:
-            return release.sha
-    return None
+    """The SHA of the release a rollback goes back to (Store.rollback_target), or None when there is none."""
+    target = store.rollback_target(app)
+    return target.sha if target else None
 
 
 def ignored_push(app: AppConfig, ref: str, new_sha: str) -> str | None:

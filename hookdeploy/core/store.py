@@ -315,6 +315,13 @@ class Store:
         """Every release of the app, newest first."""
         return self._release(self._connection(), "WHERE app = ? ORDER BY id DESC", (app,))
 
+    def rollback_target(self, app: str) -> Release | None:
+        """The release `rollback APP` goes back to: the newest whose commit is not the live one's
+        (its image may have been pruned: the rollback then builds or pulls it again). Prune keeps
+        this release's image whatever `keep` says; nothing else decides it."""
+        live = self.live_release(app)
+        return next((release for release in self.releases(app) if live is None or release.sha != live.sha), None)
+
     def mark_pruned(self, release_ids: list[int]) -> None:
         """Record that these releases' images were removed."""
         with self.transaction() as db:

@@ -210,13 +210,11 @@ def prune(client: docker.DockerClient, store: Store, app: AppConfig) -> list[str
     """Remove release images beyond the newest `keep` (live included); never the live one or the rollback target."""
     releases = [release for release in store.releases(app.name) if release.state is not ReleaseState.PRUNED]
     kept: list[str] = []
-    live = next((release for release in releases if release.state is ReleaseState.LIVE), None)
-    rollback_target = next((release for release in releases
-                            if release.state is ReleaseState.RETIRED and (live is None or release.sha != live.sha)), None)
     for release in releases:
         if release.image not in kept and len(kept) < app.keep:
             kept.append(release.image)
-    protected = set(kept) | {release.image for release in (live, rollback_target) if release}
+    protected = set(kept) | {release.image for release in (store.live_release(app.name),
+                                                           store.rollback_target(app.name)) if release}
     pruned: list[str] = []
     for image in dict.fromkeys(release.image for release in releases if release.image not in protected):
         if containers.remove_image(client, image):
@@ -226,6 +224,8 @@ def prune(client: docker.DockerClient, store: Store, app: AppConfig) -> list[str
 
 
 def discard_image(client: docker.DockerClient, store: Store, app: AppConfig, image: str | None) -> None:
-    """Remove an image that never went live (no release uses it)."""
-    if image and all(release.image != image for release in store.releases(app.name)):
+    """Remove an image no release uses (one that never went live, or was taken back by the guard);
+    a pruned release's image is none of its own any more."""
+    if image and all(release.image != image for release in store.releases(app.name)
+                     if release.state is not ReleaseState.PRUNED):
         containers.remove_image(client, image)
