@@ -1,0 +1,100 @@
+"""The release phase: an app's `release_command` (a migration, say), run once per new release in a
+container of the new image, after the build and before the candidate starts.
+
+The container `N-APP-SHA12-JOB-release` (labels of the release, and `hookdeploy.role=release`) has
+the app's run options (runspec: env, volumes, network, limits) and no restart policy. Its output
+goes to the job log line by line as it comes, as a build's does. A non-zero exit or the
+`release_timeout` (the container is killed) is a StepFailed; a stop kills it too (Aborted). The
+container is removed however it ends; its volumes stay.
+"""
+
+from __future__ import annotations
+
+import codecs
+import queue
+import threading
+from typing import Callable
+
+import docker
+import docker.errors
+
+from hookdeploy.core.config import AppConfig, Config
+from hookdeploy.core.errors import StepFailed
+from hookdeploy.core.models import Job
+from hookdeploy.core.names import printable
+from hookdeploy.engine import containers, runspec
+
+ROLE = "release"
+
+
+def container_name(config: Config, app: AppConfig, job: Job) -> str:
+    """`N-APP-SHA12-JOB-release`."""
+    return containers.container_name(config.server.name, app.name, job.sha, job.id) + "-release"
+
+
+def run_command(client: docker.DockerClient, config: Config, app: AppConfig, job: Job, image: str,
+                on_lines: Callable[[list[str]], None], stop: threading.Event | None = None) -> None:
+    """Run the app's release command in a new container of `image` until it exits 0; StepFailed if it
+    exits otherwise, cannot start or outlives `release_timeout`, Aborted once `stop` is set."""
+    name = container_name(config, app, job)
+    leftover = containers.get_container(client, name)
+    if leftover is not None:  # of this job, from a crash
+        containers.remove(leftover)
+    labels = {**containers.release_labels(config.server.name, app.name, job.sha, job.id), containers.ROLE: ROLE}
+    try:
+        container = client.containers.create(image, command=list(app.release_command), name=name, labels=labels,
+                                             detach=True, **runspec.run_options(config, app))
+    except docker.errors.APIError as error:
+        raise StepFailed(f"cannot create the release container {name}: {error.explanation or error}") from None
+    try:
+        try:
+            container.start()
+        except docker.errors.APIError as error:  # e.g. the command is not in the image
+            raise StepFailed(f"release command cannot start: {error.explanation or error}") from None
+        _relay(client, container, app.release_timeout, on_lines, stop)
+        status = container.wait(timeout=60).get("StatusCode")
+        if status != 0:
+            raise StepFailed(f"release command {describe(app)} exited with status {status}; "
+                             f"{job.sha[:12]} did not go live")
+    finally:
+        containers.remove(container)
+
+
+def _relay(client: docker.DockerClient, container, timeout: float, on_lines: Callable[[list[str]], None],
+           stop: threading.Event | None) -> None:
+    """Hand the container's output to `on_lines` until it exits; kill it on a timeout or a stop."""
+    # A connection of its own, whose reads wait as long as the command may run quietly.
+    api = docker.from_env(version=client.api.api_version, timeout=int(timeout) + 60).api
+    chunks: queue.Queue = queue.Queue()
+
+    def stream() -> None:
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        try:
+            for chunk in api.logs(container.id, stream=True, follow=True, stdout=True, stderr=True):
+                chunks.put(decoder.decode(chunk))
+        except Exception as error:  # noqa: BLE001 - a broken stream ends the output, the exit status still counts
+            chunks.put(f"(output stream ended: {error})\n")
+        finally:
+            rest = decoder.decode(b"", final=True)
+            if rest:
+                chunks.put(rest)
+            chunks.put(None)
+
+    def kill() -> None:
+        try:
+            container.kill()
+        except docker.errors.APIError:
+            pass  # it exited already
+        reader.join(timeout=5)
+
+    reader = threading.Thread(target=stream, name=f"release-{container.name}", daemon=True)
+    reader.start()
+    try:
+        containers.relay_output(chunks, on_lines, timeout, stop, kill, what="release command")
+    finally:
+        api.close()
+
+
+def describe(app: AppConfig) -> str:
+    """The command as a person would type it, shortened."""
+    return printable(" ".join(app.release_command), 60)
