@@ -199,32 +199,49 @@ def test_release_command_runs_once_per_commit_before_the_candidate(instance):
     assert not instance.containers(job=str(slow.id)) and instance.get().body == "<p>v1</p>\n"
 
 
-def test_a_stop_during_the_release_command_interrupts_and_the_retry_runs_it(instance):
+def start_worker_until_waiting(instance: Instance, job_id: int) -> subprocess.Popen:
+    """`hookdeploy worker --drain` as a subprocess, returned once job `job_id`'s release command printed "waiting"."""
+    worker = subprocess.Popen([str(HOOKDEPLOY), "--config", str(instance.config_path), "worker", "--drain"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 90
+    while "waiting" not in instance.events(job_id):
+        if time.monotonic() > deadline or worker.poll() is not None:
+            worker.kill()
+            pytest.fail(f"the release command never started: {worker.communicate()}")
+        time.sleep(0.2)
+    assert [container.status for container in instance.containers(role="release")] == ["running"]
+    return worker
+
+
+@pytest.mark.parametrize("how", ["SIGTERM", "SIGKILL"])
+def test_a_worker_stopped_or_killed_during_the_release_command_leaves_nothing_and_the_retry_runs_it(instance, how):
     instance.configure({"site": {"volumes": ["data:" + DATA], "release_command": ["sh", "/migrate.sh"],
                                  "health": {"path": "/health", "contains": ""}}})
     # The first run waits (and is stopped); the retry finds its mark and finishes.
     migrate = (f"if [ ! -e {DATA}/started ]; then touch {DATA}/started; echo waiting; sleep 60; fi\n"
                f"echo v1 >> {DATA}/migrations && touch {DATA}/migrated-v1\n")
     job = instance.enqueue("site", instance.commit("site", app_files("v1", migrate)))
-    worker = subprocess.Popen([str(HOOKDEPLOY), "--config", str(instance.config_path), "worker", "--drain"],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    worker = start_worker_until_waiting(instance, job.id)
     try:
-        deadline = time.monotonic() + 90
-        while "waiting" not in instance.events(job.id):
-            assert time.monotonic() < deadline and worker.poll() is None, worker.stderr.read() if worker.poll() else ""
-            time.sleep(0.2)
-        assert [container.status for container in instance.containers(role="release")] == ["running"]
-        worker.send_signal(signal.SIGTERM)
-        worker.wait(timeout=30)
+        if how == "SIGTERM":  # as systemd stops it: the job is interrupted there and then, its container removed
+            worker.send_signal(signal.SIGTERM)
+            assert worker.wait(timeout=30) == 0
+            stopped = instance.store.job(job.id)
+            assert stopped.state is JobState.INTERRUPTED, stopped.error
+            assert not instance.containers(role="release")
+        else:  # the container outlives it; the next worker removes it
+            worker.kill()
+            worker.wait(timeout=30)
+            assert instance.store.job(job.id).state is JobState.RUNNING
     finally:
         if worker.poll() is None:
             worker.kill()
         worker.communicate()
-    stopped = instance.store.job(job.id)
-    assert stopped.state is JobState.INTERRUPTED, stopped.error
-    assert not instance.containers(role="release")
 
     assert instance.worker_process().returncode == 0
+    assert instance.store.job(job.id).state is JobState.INTERRUPTED
     retry = next(other for other in instance.store.jobs("site") if other.retry_of == job.id)
     assert instance.store.job(retry.id).state is JobState.SUCCEEDED, instance.store.job(retry.id).error
     assert stored(instance, "/data/migrations") == "v1\n"
+    assert not instance.containers(role="release")
+    assert instance.container_names() == instance.expected_containers("site")

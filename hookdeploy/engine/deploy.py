@@ -424,11 +424,21 @@ class Deploy:
             self.store.log(job.id, f"release command: ran for {job.sha[:12]} already (job {ran}); not run again",
                            kind="step")
             return
+
+        def on_lines(lines: list[str]) -> None:
+            self.store.log_many(job.id, lines)
+
         with self.step(job, "release command") as note:
             self.store.log(job.id, f"release command: running {release.describe(app)} in {self.image}", kind="step")
             started = time.monotonic()
-            release.run_command(client, self.config, app, job, self.image,
-                                lambda lines: self.store.log_many(job.id, lines), self.stop)
+            if app.on_swarm:  # on the node its volumes are on, as its tasks will be
+                if self.digest is None:
+                    self._record_digest()
+                release.run_as_job(client, self.config, app, job,
+                                   pipeline.service_image(self.config, app, job.sha, self.digest),
+                                   registry.auth_config(self.config), on_lines, self.stop)
+            else:
+                release.run_command(client, self.config, app, job, self.image, on_lines, self.stop)
             self.store.record_release_command(app.name, job.sha, job.id)
             note(f"release command exited 0 in {time.monotonic() - started:.1f} s")
         fault("release")
