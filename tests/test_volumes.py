@@ -245,3 +245,29 @@ def test_a_worker_stopped_or_killed_during_the_release_command_leaves_nothing_an
     assert stored(instance, "/data/migrations") == "v1\n"
     assert not instance.containers(role="release")
     assert instance.container_names() == instance.expected_containers("site")
+
+
+def test_the_pusher_sees_the_release_command_and_its_output(instance):
+    from test_push_output import push
+
+    instance.configure({"site": {"volumes": ["data:" + DATA], "release_command": ["sh", "/migrate.sh"],
+                                 "health": {"path": "/health", "contains": ""}}})
+    assert instance.cli("init-repo", "site").returncode == 0
+    worker = subprocess.Popen([str(HOOKDEPLOY), "--config", str(instance.config_path), "worker"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 20
+        while not instance.store.worker_alive(10) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        _, seen = push(instance, app_files("v1", f"echo applying 0001_initial\ntouch {DATA}/migrated-v1\n"))
+        _, failed = push(instance, app_files("v2", "echo 'applying 0002: boom' >&2\nexit 2\n"))
+    finally:
+        worker.terminate()
+        worker.wait(60)
+    assert "-----> Release command: running 'sh /migrate.sh' in " in seen
+    release = seen.index("       applying 0001_initial")
+    assert seen.index("-----> Release command exited 0 in ") > release
+    assert seen.index("-----> Starting candidate") > release
+    assert "       applying 0002: boom" in failed
+    assert "-----> failed: release command 'sh /migrate.sh' exited with status 2;" in failed
+    assert "-----> Starting candidate" not in failed and "-----> live release unchanged: " in failed

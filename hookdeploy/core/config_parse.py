@@ -25,9 +25,9 @@ from hookdeploy.core.config_schema import (BUILDERS, MAX_REPLICAS, NOTIFY_EVENTS
                                            HealthConfig, NotifyConfig, ProxyConfig, RegistryConfig, ServerConfig,
                                            TlsConfig, TlsFiles, WebhookConfig, is_local_path)
 from hookdeploy.core.errors import ConfigError
-from hookdeploy.core.volumes import MIN_MEMORY, bind_problem, memory_bytes, parse_mount
 from hookdeploy.core.names import (APP_NAME, INSTANCE_NAME, TAG, branch_problem, host_and_port, image_problem,
                                    printable, reference_problem, registry_host_problem, split_address)
+from hookdeploy.core.volumes import MIN_MEMORY, bind_problem, memory_bytes, parse_mount
 
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 # A Swarm placement constraint: node.role==worker, node.labels.zone != b, engine.labels.x==y
@@ -395,7 +395,8 @@ def _check_run_options(values: dict, key: str, problems: list[str]) -> None:
             mounts.append(mount)
     values["volumes"] = tuple(mounts)
     named = [mount.source for mount in mounts if mount.named]
-    if named and values.get("target") == "swarm" and not any(isinstance(c, str) and ONE_NODE.match(c) for c in values.get("placement", ())):
+    one_node = any(isinstance(constraint, str) and ONE_NODE.match(constraint) for constraint in values.get("placement", ()))
+    if named and values.get("target") == "swarm" and not one_node:
         problems.append(f"{key}.volumes: the named volume {named[0]} lives on one node, so a swarm app with named "
                         "volumes needs a placement on one node (like placement = [\"node.hostname==db1\"])")
     command = values.get("release_command", ())

@@ -1,8 +1,8 @@
 """One deploy of one job, in order: prepare → switch and verify → retire.
 
 prepare: the image (reused, or checkout → build, or pull; pushed when the app pushes), the proxy,
-the release command (once per commit, release.py), the candidate (a container, or for target "swarm" a service whose every task is health-checked),
-its health check. switch and verify: under the proxy lock, route to the candidate's addresses,
+the release command (once per commit, release.py), the candidate (a container, or for target
+"swarm" a service whose every task is health-checked), its health check. switch and verify: under the proxy lock, route to the candidate's addresses,
 verify through the proxy as a visitor would, record it live. retire: drain and retire the old
 release (container or service), prune images.
 
@@ -30,7 +30,8 @@ from hookdeploy.core.config import Config
 from hookdeploy.core.errors import Aborted, HookdeployError, StepFailed
 from hookdeploy.core.models import Job, JobKind, JobState
 from hookdeploy.core.store import Store
-from hookdeploy.engine import builders, certs, containers, ordering, pipeline, proxy, registry, release, runspec, swarm, traffic
+from hookdeploy.engine import (builders, certs, containers, ordering, pipeline, proxy, registry, release, runspec, swarm,
+                               traffic)
 
 # The worker's lines, whichever of its modules writes them.
 log = logging.getLogger("hookdeploy.engine.worker")

@@ -54,7 +54,10 @@ def run_command(client: docker.DockerClient, config: Config, app: AppConfig, job
         except docker.errors.APIError as error:  # e.g. the command is not in the image
             raise StepFailed(f"release command cannot start: {error.explanation or error}") from None
         _relay(client, container, app.release_timeout, on_lines, stop)
-        status = container.wait(timeout=60).get("StatusCode")
+        try:
+            status = container.wait(timeout=60).get("StatusCode")
+        except Exception as error:  # noqa: BLE001 - the engine went away or the output stream broke early
+            raise StepFailed(f"release command {describe(app)}: no exit status came ({error})") from None
         if status != 0:
             raise StepFailed(f"release command {describe(app)} exited with status {status}; "
                              f"{job.sha[:12]} did not go live")
