@@ -359,7 +359,7 @@ class Instance:
         return live | {f"{self.name}-proxy"}
 
     def cleanup(self) -> None:
-        """Remove every container, image and network labelled with this instance."""
+        """Remove every container, image, network and volume labelled with this instance."""
         if self._store is not None:
             self._store.close()
         label = {"label": f"hookdeploy.instance={self.name}"}
@@ -371,6 +371,8 @@ class Instance:
             _quietly(self.client.images.remove, image.id, force=True)
         for network in self.client.networks.list(filters=label):
             _quietly(network.remove)
+        for volume in self.client.volumes.list(filters=label):  # apps' named volumes
+            _quietly(volume.remove, force=True)
 
 
 @contextlib.contextmanager

@@ -27,6 +27,7 @@ from hookdeploy.core.config_schema import (BUILDERS, MAX_REPLICAS, NOTIFY_EVENTS
 from hookdeploy.core.errors import ConfigError
 from hookdeploy.core.names import (APP_NAME, INSTANCE_NAME, TAG, branch_problem, host_and_port, image_problem,
                                    printable, reference_problem, registry_host_problem, split_address)
+from hookdeploy.core.volumes import MIN_MEMORY, bind_problem, memory_bytes, parse_mount
 
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 # A Swarm placement constraint: node.role==worker, node.labels.zone != b, engine.labels.x==y
@@ -100,6 +101,10 @@ def parse(raw: Mapping[str, Any], path: Path) -> Config:
             problems.append(f"{key}.push: needs a [registry] table to push to")
         if app.on_swarm and app.builds and registry is None:
             problems.append(f"{key}.target: \"swarm\" needs a [registry] table (the nodes pull each release from it)")
+        for entry in raw_apps[name].get("volumes", ()):  # all valid entries, as the file has them
+            mount = parse_mount(entry)
+            if not mount.named and (problem := bind_problem(mount.source, server.get("state_dir"))):
+                problems.append(f"{key}.volumes: {printable(entry, 200)}: {problem}")
         if app.tls_mode != "off" and not proxy.get("publish_tls"):
             problems.append(f"{key}.tls: needs proxy.publish_tls (the address HTTPS is served on, like \"0.0.0.0:443\")")
     if problems:
@@ -221,6 +226,7 @@ def _app(name: str, table: Mapping, key: str, base: Path, problems: list[str]) -
     _check_numbers(values, key, problems)
     _check_hostnames(values, key, problems)
     _check_target(values, key, problems)
+    _check_run_options(values, key, problems)
     _check_app_tls(table.get("tls", "off"), values, key, base, problems)
     if "env" in values:
         values["env"] = MappingProxyType(_check_env(values["env"], f"{key}.env", problems))
@@ -368,6 +374,43 @@ def _check_target(values: dict, key: str, problems: list[str]) -> None:
             problems.append(f"{key}.placement: {printable(constraint, 60)} is not a Swarm constraint "
                             f"(like node.role==worker or node.labels.zone!=b)")
     values["placement"] = tuple(placement)
+
+
+# A constraint that can hold on one node only: its hostname or id.
+ONE_NODE = re.compile(r"node\.(hostname|id)\s*==")
+
+
+def _check_run_options(values: dict, key: str, problems: list[str]) -> None:
+    """`volumes` (Mounts, one per container path; a swarm app's named ones need a placement on one node),
+    `release_command` and `release_timeout`, `memory` and `cpus`."""
+    mounts = []
+    for entry in values.get("volumes", ()):
+        mount = parse_mount(entry) if isinstance(entry, str) else "must be a string"
+        if isinstance(mount, str):
+            shown = printable(entry, 200) if isinstance(entry, str) else json.dumps(entry, default=str)[:40]
+            problems.append(f"{key}.volumes: {shown}: {mount}")
+        elif any(other.target == mount.target for other in mounts):
+            problems.append(f"{key}.volumes: {printable(entry, 200)}: another entry mounts at {printable(mount.target)} already")
+        else:
+            mounts.append(mount)
+    values["volumes"] = tuple(mounts)
+    named = [mount.source for mount in mounts if mount.named]
+    one_node = any(isinstance(constraint, str) and ONE_NODE.match(constraint) for constraint in values.get("placement", ()))
+    if named and values.get("target") == "swarm" and not one_node:
+        problems.append(f"{key}.volumes: the named volume {named[0]} lives on one node, so a swarm app with named "
+                        "volumes needs a placement on one node (like placement = [\"node.hostname==db1\"])")
+    command = values.get("release_command", ())
+    if not all(isinstance(part, str) and part for part in command):
+        problems.append(f"{key}.release_command: must be a list of non-empty strings (the program and its arguments)")
+    values["release_command"] = tuple(command)
+    if not values.get("release_timeout", 1) > 0:
+        problems.append(f"{key}.release_timeout: must be greater than 0")
+    memory = values.get("memory", "")
+    if memory and ((size := memory_bytes(memory)) is None or size < MIN_MEMORY):
+        problems.append(f"{key}.memory: must be a size like \"512m\" or \"1g\" of at least 6m "
+                        f"(the least Docker takes), not {printable(memory, 40)}")
+    if not (values.get("cpus", 0) == 0 or 0.01 <= values["cpus"] <= 1024):
+        problems.append(f"{key}.cpus: must be 0 (no limit) or between 0.01 and 1024")
 
 
 def _check_app_tls(raw: Any, values: dict, key: str, base: Path, problems: list[str]) -> None:

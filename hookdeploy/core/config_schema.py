@@ -17,6 +17,7 @@ from typing import Any, Mapping
 
 from hookdeploy.core.errors import UnknownApp
 from hookdeploy.core.names import printable
+from hookdeploy.core.volumes import Mount
 
 PROVIDERS = ("github", "gitlab", "gitea", "registry")
 TARGETS = ("local", "swarm")
@@ -126,6 +127,12 @@ class AppConfig:
     build_target: str = ""  # the stage of a multi-stage Dockerfile to build (--target); "": the last
     build_secrets: Mapping[str, BuildSecret] = field(default_factory=lambda: MappingProxyType({}))
     build_host: str = ""  # this app's build host, instead of [build] host
+    # DESIGN "Data, schedules and one-off commands": what every container of the app runs with
+    volumes: tuple[Mount, ...] = ()  # from "NAME:PATH[:ro]" (the volume N-APP-NAME) and "/HOST/PATH:PATH[:ro]"
+    release_command: tuple[str, ...] = ()  # run once per new release, before its candidate starts
+    release_timeout: float = 600.0
+    memory: str = ""  # docker run --memory, e.g. "512m"; "": no limit
+    cpus: float = 0.0  # docker run --cpus; 0: no limit
     health: HealthConfig = HealthConfig()
     guard: GuardConfig = GuardConfig()
     webhook: WebhookConfig | None = None

@@ -165,6 +165,16 @@ MIGRATIONS = [
     );
     CREATE INDEX ended_sessions_by_expiry ON ended_sessions (expires_at);
     """,
+    # 5: release commands that succeeded, one per app and commit (not run again for a rollback or retry)
+    """
+    CREATE TABLE release_commands (
+        app TEXT NOT NULL,
+        sha TEXT NOT NULL,
+        job INTEGER NOT NULL REFERENCES jobs (id),
+        finished_at TEXT NOT NULL,
+        PRIMARY KEY (app, sha)
+    );
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

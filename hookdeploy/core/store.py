@@ -328,6 +328,18 @@ class Store:
             db.executemany("UPDATE releases SET state = 'pruned' WHERE id = ? AND state = 'retired'",
                            [(release_id,) for release_id in release_ids])
 
+    def release_command_ran(self, app: str, sha: str) -> int | None:
+        """The job whose release command succeeded for the app's commit (or image) `sha`, or None."""
+        row = self._connection().execute("SELECT job FROM release_commands WHERE app = ? AND sha = ?",
+                                         (app, sha)).fetchone()
+        return row["job"] if row else None
+
+    def record_release_command(self, app: str, sha: str, job_id: int) -> None:
+        """Record that the release command succeeded for `sha`, so later jobs of it do not run it again."""
+        with self.transaction() as db:
+            db.execute("INSERT OR IGNORE INTO release_commands (app, sha, job, finished_at) VALUES (?, ?, ?, ?)",
+                       (app, sha, job_id, utcnow()))
+
     @staticmethod
     def _release(db, tail: str, params: tuple) -> list[Release]:
         rows = db.execute("SELECT id, app, sha, image, container, job, state, live_since, retired_at, digest "

@@ -231,9 +231,9 @@ def build(client: docker.DockerClient, context: Path, dockerfile: str, tag: str,
 
 
 def relay_output(chunks: queue.Queue, on_lines: Callable[[list[str]], None], timeout: float,
-                 stop: threading.Event | None, cancel: Callable[[], None]) -> None:
-    """Hand a build's output (text chunks put on `chunks`, None at its end) to `on_lines` a batch of
-    whole lines at a time, until the end; on a timeout (StepFailed) or `stop` (Aborted) call
+                 stop: threading.Event | None, cancel: Callable[[], None], what: str = "build") -> None:
+    """Hand a build's (or `what`'s) output (text chunks put on `chunks`, None at its end) to `on_lines`
+    a batch of whole lines at a time, until the end; on a timeout (StepFailed) or `stop` (Aborted) call
     `cancel`, which must end the build, first."""
     deadline = time.monotonic() + timeout
     pending = ""
@@ -247,7 +247,7 @@ def relay_output(chunks: queue.Queue, on_lines: Callable[[list[str]], None], tim
         except queue.Empty:
             if time.monotonic() >= deadline:
                 cancel()
-                raise StepFailed(f"build timed out after {timeout:.0f} s")
+                raise StepFailed(f"{what} timed out after {timeout:g} s")
             continue
         # Take whatever else arrived too: one job-log commit per batch, not per line.
         batch = [item]

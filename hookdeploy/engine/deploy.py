@@ -1,8 +1,8 @@
 """One deploy of one job, in order: prepare → switch and verify → retire.
 
 prepare: the image (reused, or checkout → build, or pull; pushed when the app pushes), the proxy,
-the candidate (a container, or for target "swarm" a service whose every task is health-checked),
-its health check. switch and verify: under the proxy lock, route to the candidate's addresses,
+the release command (once per commit, release.py), the candidate (a container, or for target
+"swarm" a service whose every task is health-checked), its health check. switch and verify: under the proxy lock, route to the candidate's addresses,
 verify through the proxy as a visitor would, record it live. retire: drain and retire the old
 release (container or service), prune images.
 
@@ -30,7 +30,8 @@ from hookdeploy.core.config import Config
 from hookdeploy.core.errors import Aborted, HookdeployError, StepFailed
 from hookdeploy.core.models import Job, JobKind, JobState
 from hookdeploy.core.store import Store
-from hookdeploy.engine import builders, certs, containers, ordering, pipeline, proxy, registry, swarm, traffic
+from hookdeploy.engine import (builders, certs, containers, ordering, pipeline, proxy, registry, release, runspec, swarm,
+                               traffic)
 
 # The worker's lines, whichever of its modules writes them.
 log = logging.getLogger("hookdeploy.engine.worker")
@@ -111,6 +112,9 @@ class Deploy:
             check_stop(stop)
             if app.tls_mode != "off":
                 self._certificates()
+            if app.release_command:
+                self._release_phase(client)
+                check_stop(stop)
             if app.on_swarm:
                 self._start_service(client)
             else:
@@ -412,6 +416,34 @@ class Deploy:
             note(f"certificates: {len(have)} of {len(app.hostnames)} hostnames have one"
                  + (f" ({len(outcome.obtained)} new)" if outcome.obtained else ""))
 
+    def _release_phase(self, client) -> None:
+        """The app's release command in a container of the new image, unless it succeeded for this
+        commit already (a rollback to it, a retry, a replay); its output goes to the job log."""
+        job, app = self.job, self.app
+        ran = self.store.release_command_ran(app.name, job.sha)
+        if ran is not None:
+            self.store.log(job.id, f"release command: ran for {job.sha[:12]} already (job {ran}); not run again",
+                           kind="step")
+            return
+
+        def on_lines(lines: list[str]) -> None:
+            self.store.log_many(job.id, lines)
+
+        with self.step(job, "release command") as note:
+            self.store.log(job.id, f"release command: running {release.describe(app)} in {self.image}", kind="step")
+            started = time.monotonic()
+            if app.on_swarm:  # on the node its volumes are on, as its tasks will be
+                if self.digest is None:
+                    self._record_digest()
+                release.run_as_job(client, self.config, app, job,
+                                   pipeline.service_image(self.config, app, job.sha, self.digest),
+                                   registry.auth_config(self.config), on_lines, self.stop)
+            else:
+                release.run_command(client, self.config, app, job, self.image, on_lines, self.stop)
+            self.store.record_release_command(app.name, job.sha, job.id)
+            note(f"release command exited 0 in {time.monotonic() - started:.1f} s")
+        fault("release")
+
     def _start_service(self, client) -> None:
         """The swarm candidate: a service of `replicas` tasks pinned by digest, each task health-checked."""
         job, app, config = self.job, self.app, self.config
@@ -423,7 +455,7 @@ class Deploy:
             self.candidate = swarm.create_service(
                 client, app, name, pinned, config.server.name,
                 containers.release_labels(config.server.name, app.name, job.sha, job.id),
-                registry.auth_config(config))
+                registry.auth_config(config), runspec.service_options(config, app))
             note(f"started candidate service {name}: {app.replicas} task{'s' if app.replicas != 1 else ''} "
                  f"of {pinned}")
         fault("candidate")

@@ -101,8 +101,9 @@ def ensure_overlay(client: docker.DockerClient, instance: str):
 
 
 def create_service(client: docker.DockerClient, app: AppConfig, name: str, image: str, network: str,
-                   labels: dict[str, str], auth: dict[str, str]):
-    """Start a release as a replicated dnsrr service of `app.replicas` tasks; return the service.
+                   labels: dict[str, str], auth: dict[str, str], options: dict):
+    """Start a release as a replicated dnsrr service of `app.replicas` tasks, its tasks made with
+    `options` (runspec.service_options: environment, mounts, limits); return the service.
 
     A service of that name left by a crash of the same job is removed first. `auth` is the registry
     login the nodes pull with; the engine checks it against the registry before anything starts."""
@@ -117,13 +118,12 @@ def create_service(client: docker.DockerClient, app: AppConfig, name: str, image
     try:
         return client.services.create(
             image, name=name, labels=labels, container_labels=labels,
-            env=[f"{key}={value}" for key, value in app.container_env().items()],
             networks=[NetworkAttachmentConfig(target=network)],
             endpoint_spec=EndpointSpec(mode="dnsrr"),
             mode=ServiceMode("replicated", replicas=app.replicas),
             constraints=list(app.placement),
             restart_policy=RestartPolicy(condition="any", delay=1_000_000_000),
-            stop_grace_period=10_000_000_000)
+            stop_grace_period=10_000_000_000, **options)
     except docker.errors.APIError as error:
         raise StepFailed(f"cannot create the service {name}: {error.explanation or error}") from None
 

@@ -39,7 +39,7 @@ STEP_PREFIXES = (
     ("health check", "health"), ("switched proxy", "switch"), ("verified through", "verify"),
     ("verification through", "verify"), ("drained and retired", "drain"), ("retired", "drain"),
     ("pruned", "prune"), ("no images to prune", "prune"), ("pulled", "pull"), ("pushed", "push"),
-    ("certificate", "certificates"), ("canary", "canary"), ("guard", "watch"),
+    ("certificate", "certificates"), ("canary", "canary"), ("guard", "watch"), ("release command", "release"),
 )
 
 # Each deploy brings a new release label; only the releases an app served last are kept, so the
