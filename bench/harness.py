@@ -36,7 +36,8 @@ def run(*command: str, **options) -> subprocess.CompletedProcess:
 class Instance:
     """A hookdeploy instance in a temp folder: config, bare repo with hook, a work clone, a worker."""
 
-    def __init__(self, drain_seconds: float = 1.0, keep: int = 5):
+    def __init__(self, drain_seconds: float = 1.0, keep: int = 5, extra: str = "", env: dict | None = None):
+        """`extra`: more config text (a [build] table, a [registry]); `env`: more environment for the CLI and worker."""
         self.name = "bench" + secrets.token_hex(3)
         self.port = free_port()
         self.root = Path(tempfile.mkdtemp(prefix="hookdeploy-bench-"))
@@ -54,8 +55,8 @@ drain_seconds = {drain_seconds}
 keep = {keep}
 [apps.site.health]
 interval = 0.05
-""")
-        self.env = {**os.environ, "HOOKDEPLOY_CONFIG": str(self.config)}
+{extra}""")
+        self.env = {**os.environ, "HOOKDEPLOY_CONFIG": str(self.config), **(env or {})}
         self.cli("init-repo", "site")
         self.work = self.root / "work"
         self.work.mkdir()

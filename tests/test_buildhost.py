@@ -15,6 +15,7 @@ import json
 import os
 import stat
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -177,7 +178,10 @@ def assert_live_from_registry(instance: Instance, registry: Registry, build_host
     assert registry.password not in "\n".join(events)
     # The login went with the push only: no docker config on the build host knows the registry.
     assert registry.url not in build_host.exec("sh", "-c", "cat /root/.docker/config.json 2>/dev/null || true")
-    # The tag it pushed is removed there again (its build cache stays: see the callers).
+    # The tag it pushed is removed there again, beside the pull and start (its build cache stays: see the callers).
+    deadline = time.monotonic() + 30
+    while build_host.docker("image", "ls", "-q", f"{registry.url}/{repository}") and time.monotonic() < deadline:
+        time.sleep(0.2)
     assert build_host.docker("image", "ls", "-q", f"{registry.url}/{repository}") == ""
 
 

@@ -107,16 +107,29 @@ class RemoteBuilder:
     def build(self, request, on_lines: Callable[[list[str]], None], stop: threading.Event | None) -> str:
         """Build on the build host tagged URL/N/APP:SHA12, push it from there; return the registry's digest."""
         remote = f"{registry.remote_repository(self.config, self.app)}:{request.tag.rpartition(':')[2]}"
+        _untagged(self.host.url)  # a rebuild of the same SHA must not lose its new tag to the last job's removal
         buildkit.build(self.cli, request.context, request.dockerfile, remote, request.labels, request.build_args,
                        request.target, request.secrets, request.timeout, on_lines, stop,
                        engine_options=self.host.engine_options())
         try:
             return self._push(remote, on_lines, stop)
         finally:  # the build cache stays there; the tag would only pile up
+            self._untag(remote)
+
+    def _untag(self, remote: str) -> None:
+        """Remove the pushed tag on the build host, beside the pull and start that follow: over ssh it is one
+        more connection (a few tenths of a second), and nothing waits for it but the next build there."""
+        command = [self.cli.path, *self.host.engine_options(), "image", "rm", remote]
+
+        def run() -> None:
             with contextlib.suppress(OSError, subprocess.SubprocessError):
-                subprocess.run([self.cli.path, *self.host.engine_options(), "image", "rm", remote],
-                               capture_output=True, timeout=PROBE_SECONDS, env=buildkit.environment(elsewhere=True),
-                               stdin=subprocess.DEVNULL, check=False)
+                subprocess.run(command, capture_output=True, timeout=PROBE_SECONDS,
+                               env=buildkit.environment(elsewhere=True), stdin=subprocess.DEVNULL, check=False)
+
+        thread = threading.Thread(target=run, name="buildhost-untag", daemon=True)
+        with _untagging_lock:
+            _untagging[self.host.url] = thread
+        thread.start()
 
     def _push(self, remote: str, on_lines: Callable[[list[str]], None], stop: threading.Event | None) -> str:
         """`docker push` on the build host, logged in for this push alone; the digest the registry gave."""
@@ -134,6 +147,18 @@ class RemoteBuilder:
             reason = lines[-1] if lines else f"exit status {status}"
             raise StepFailed(f"build host {self.host.url}: push to {self.config.registry.url} failed: {reason}")
         return digest
+
+
+_untagging: dict[str, threading.Thread] = {}  # build host URL -> its last removal of a pushed tag
+_untagging_lock = threading.Lock()
+
+
+def _untagged(url: str) -> None:
+    """Wait for the last removal of a pushed tag on the build host `url` to end."""
+    with _untagging_lock:
+        thread = _untagging.pop(url, None)
+    if thread is not None:
+        thread.join()
 
 
 @contextlib.contextmanager
