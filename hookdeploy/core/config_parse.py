@@ -20,7 +20,7 @@ from pathlib import Path, PurePosixPath
 from types import MappingProxyType
 from typing import Any, Mapping
 
-from hookdeploy.core.config_schema import (BUILDERS, MAX_REPLICAS, NOTIFY_EVENTS, NOTIFY_FORMATS, PROVIDERS, PROXY_HEADERS, TARGETS, TLS_MODES,
+from hookdeploy.core.config_schema import (BUILD_CACHES, BUILDERS, MAX_REPLICAS, NOTIFY_EVENTS, NOTIFY_FORMATS, PROVIDERS, PROXY_HEADERS, TARGETS, TLS_MODES,
                                            AppConfig, BuildConfig, BuildSecret, Config, GuardConfig,
                                            HealthConfig, NotifyConfig, ProxyConfig, RegistryConfig, ServerConfig,
                                            TlsConfig, TlsFiles, WebhookConfig, is_local_path)
@@ -537,6 +537,14 @@ def _build(raw: Any, apps: Mapping[str, AppConfig], registry: RegistryConfig | N
                                 "(the classic builder has no secret mounts)")
     if values.get("host") and (problem := _build_host_problem(values["host"])):
         problems.append(f"build.host: {problem}")
+    cache = values.get("cache", BuildConfig.cache)
+    if cache not in BUILD_CACHES:
+        problems.append(f"build.cache: must be one of {', '.join(BUILD_CACHES)}, not {printable(cache, 40)}")
+    elif cache == "registry" and builder == "classic":
+        problems.append('build.cache: "registry" needs [build] builder = "buildkit" (the classic builder has no cache import)')
+    elif cache == "registry" and registry is None:
+        problems.append('build.cache: "registry" needs a [registry] table (the build cache is kept there as '
+                        'URL/N/APP:buildcache)')
     hosts = {"build.host": values.get("host", "")} if any(app.builds for app in apps.values()) else {}
     hosts.update({f"apps.{name}.build_host": app.build_host for name, app in apps.items() if app.build_host})
     for key, host in hosts.items():

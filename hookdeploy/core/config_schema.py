@@ -27,6 +27,7 @@ LETS_ENCRYPT = "https://acme-v02.api.letsencrypt.org/directory"
 NOTIFY_EVENTS = ("succeeded", "failed", "rolled_back", "interrupted")
 NOTIFY_FORMATS = ("json", "slack")
 BUILDERS = ("buildkit", "classic")
+BUILD_CACHES = ("local", "registry")
 # The forwarding headers waitress can be told to believe from server.trusted_proxy.
 PROXY_HEADERS = ("x-forwarded-for", "x-forwarded-host", "x-forwarded-proto", "x-forwarded-port",
                  "x-forwarded-by", "forwarded")
@@ -243,6 +244,7 @@ class BuildConfig:
     tls_ca: str = ""  # tcp:// with TLS: the CA, client certificate and key files (absolute once parsed)
     tls_cert: str = ""
     tls_key: str = ""
+    cache: str = "local"  # "local": the builder's own cache | "registry": also kept at [registry] as URL/N/APP:buildcache
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ import docker
 
 from hookdeploy.core.config import AppConfig, Config
 from hookdeploy.core.errors import StepFailed
-from hookdeploy.engine import buildhost, buildkit, containers
+from hookdeploy.engine import buildhost, buildkit, containers, registry
 
 Lines = Callable[[list[str]], None]
 
@@ -36,6 +36,7 @@ class BuildRequest:
     target: str = ""  # a stage of a multi-stage Dockerfile; "": the last
     secrets: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))  # NAME: BuildSecret
     timeout: float = 900.0
+    cache_from: str = ""  # [build] cache = "registry": URL/N/APP:buildcache, the cache taken and kept there
 
 
 class Builder(Protocol):
@@ -62,8 +63,9 @@ class BuildKitBuilder:
 
     elsewhere = False
 
-    def __init__(self, cli: buildkit.Client):
-        self.cli = cli
+    def __init__(self, cli: buildkit.Client, client: docker.DockerClient | None = None, config: Config | None = None,
+                 app: AppConfig | None = None):
+        self.cli, self.client, self.config, self.app = cli, client, config, app
 
     def describe(self) -> str:
         return f"BuildKit ({self.cli.describe()})"
@@ -72,8 +74,26 @@ class BuildKitBuilder:
         return f"building {name} with {self.describe()}"
 
     def build(self, request: BuildRequest, on_lines: Lines, stop: threading.Event | None) -> str:
-        return buildkit.build(self.cli, request.context, request.dockerfile, request.tag, request.labels,
-                              request.build_args, request.target, request.secrets, request.timeout, on_lines, stop)
+        if not request.cache_from:
+            return buildkit.build(self.cli, request.context, request.dockerfile, request.tag, request.labels,
+                                  request.build_args, request.target, request.secrets, request.timeout, on_lines, stop)
+        with buildhost.login(self.config, build=True) as folder:
+            built = buildkit.build(self.cli, request.context, request.dockerfile, request.tag, request.labels,
+                                   request.build_args, request.target, request.secrets, request.timeout, on_lines,
+                                   stop, cache_from=request.cache_from, docker_config=folder)
+        self._push_cache(request, on_lines, stop)
+        return built
+
+    def _push_cache(self, request: BuildRequest, on_lines: Lines, stop: threading.Event | None) -> None:
+        """The image just built (its cache inline) pushed as URL/N/APP:buildcache, for the next build on any
+        builder; a failure costs that build time only, so it is logged and the deploy goes on."""
+        on_lines([f"pushing build cache {request.cache_from}"])
+        try:
+            registry.push(self.client, self.config, self.app, request.tag, "", on_lines, stop, tag=registry.CACHE_TAG)
+        except StepFailed as error:
+            on_lines([f"build cache not pushed: {error}"])
+        finally:
+            containers.remove_image(self.client, request.cache_from)  # the tag; the release keeps its own name
 
 
 class ClassicBuilder:
@@ -108,4 +128,4 @@ def chosen(config: Config, client: docker.DockerClient, app: AppConfig) -> Build
         cli = buildkit.client()
         build_host.check(cli)
         return buildhost.RemoteBuilder(cli, build_host, config, app)
-    return BuildKitBuilder(buildkit.client())
+    return BuildKitBuilder(buildkit.client(), client, config, app)

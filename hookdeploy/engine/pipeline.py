@@ -65,7 +65,7 @@ def build(builder: builders.Builder, config: Config, app: AppConfig, job: Job, c
     name = containers.image_name(config.server.name, app.name, job.sha)
     request = builders.BuildRequest(
         context, app.dockerfile, name, containers.release_labels(config.server.name, app.name, job.sha, job.id),
-        app.build_args, app.build_target, app.build_secrets, app.build_timeout)
+        app.build_args, app.build_target, app.build_secrets, app.build_timeout, registry.build_cache(config, app))
     return name, builder.build(request, on_lines, stop)
 
 
