@@ -135,7 +135,7 @@ def release_containers(client: docker.DockerClient, container) -> list:
                                                            app=labels.get(containers.APP, ""),
                                                            job=labels.get(containers.JOB, ""))
                 if each.id != container.id and swarm.SERVICE_LABEL not in each.labels
-                and each.labels.get(containers.ROLE) != "proxy"]
+                and not each.labels.get(containers.ROLE)]  # the proxy, task runs, one-off commands: no replicas
     return [container] + sorted(siblings, key=lambda each: each.name)
 
 

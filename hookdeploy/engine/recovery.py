@@ -112,8 +112,8 @@ class Recovery:
                 path.unlink()
                 proxy.reload(proxy_container)
         for container in containers.find_containers(client, self.config.server.name, app=app.name):
-            if container.labels.get(containers.ROLE) == "proxy" or swarm.SERVICE_LABEL in container.labels:
-                continue  # the proxy, or a task of a service (Swarm's to remove, with its service)
+            if container.labels.get(containers.ROLE) in ("proxy", "task", "run") or swarm.SERVICE_LABEL in container.labels:
+                continue  # the proxy, a task run or one-off command (the scheduler's to remove), or a task of a service
             if (live is None or container.labels.get(containers.JOB) != str(live.job)) and \
                     container.labels.get(containers.JOB) not in busy:
                 log.info("%s: removing leftover container %s", app.name, container.name)
