@@ -144,6 +144,43 @@ def test_each_slot_runs_once_with_three_schedulers_racing(write_config, state_di
         store.close()
 
 
+def _worker_process(config_path, database, name, barrier, minutes) -> None:
+    """One worker process: its own config, store and scheduler, ticking in step with the others."""
+    config, store = load(config_path), Store(database)
+    clock = Clock()
+    scheduler = HeldRuns(config, store, name, clock=clock)
+    for minute in range(minutes):
+        clock.at(minute + 0.5)
+        barrier.wait(timeout=60)
+        scheduler.tick()
+        barrier.wait(timeout=60)
+        scheduler.finish_all()
+    store.close()
+
+
+@pytest.mark.slow
+def test_each_slot_runs_once_with_three_worker_processes(write_config, state_dir):
+    """As above, across processes (each its own SQLite connection and locks), as three `hookdeploy worker`s."""
+    import multiprocessing
+
+    config = tasks_config(write_config, [EVERY_MINUTE])
+    store = Store(state_dir / "hookdeploy.db")
+    make_live(store)
+    context = multiprocessing.get_context("fork")
+    barrier = context.Barrier(3)
+    processes = [context.Process(target=_worker_process, args=(config.path, store.path, f"process-{index}", barrier, 15))
+                 for index in range(3)]
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join(timeout=120)
+    assert [process.exitcode for process in processes] == [0, 0, 0]
+    rows = store.query("SELECT slot, state, worker FROM task_runs ORDER BY slot")
+    assert [row["slot"] for row in rows] == [f"2026-07-01T12:{minute:02d}:00.000Z" for minute in range(15)]
+    assert {row["state"] for row in rows} == {"succeeded"}
+    store.close()
+
+
 def test_a_slot_overlapping_the_previous_run_is_skipped(write_config, store):
     config = tasks_config(write_config, [EVERY_MINUTE])
     make_live(store)

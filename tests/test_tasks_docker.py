@@ -23,8 +23,9 @@ import requests
 
 from docker_helpers import Instance, site_files
 from test_notify import Receiver
-from webhook_helpers import SECRETS, Server, environment, issue_token, request
+from webhook_helpers import API_SECRET, SECRETS, Server, request
 
+from hookdeploy.core import tokens
 from hookdeploy.core.taskruns import RunState, TaskRuns
 from hookdeploy.engine.scheduler import Scheduler
 
@@ -120,6 +121,9 @@ def test_run_streams_the_output_and_exits_with_the_commands_status(site):
     assert completed.stdout == "out tasks\n" and completed.stderr == "err\n"
     completed = site.cli("run", "site", "cat", "/usr/share/nginx/html/index.html")
     assert completed.returncode == 0 and completed.stdout == "<p>v1</p>\n"
+    completed = site.cli("run", "site", "--", "no-such-program")
+    assert completed.returncode == 1 and completed.stderr.startswith("hookdeploy: error: cannot start ")
+    assert completed.stderr.count("\n") == 1 and "no-such-program" in completed.stderr, completed.stderr
     assert not site.containers(role="run"), "one-off containers are removed after"
     for arguments, expected in [(("run", "nosuch", "--", "true"), "unknown app 'nosuch'"),
                                 (("run", "site"), "give the command to run"),
@@ -133,7 +137,9 @@ def test_run_streams_the_output_and_exits_with_the_commands_status(site):
 
 def test_task_wait_through_serve_and_the_run_in_api_dashboard_and_metrics(site):
     port = int(site.config.server.listen.rpartition(":")[2])
-    token = issue_token(site.config_path, "deploy")
+    # Tokens through the module's one store: a second Store in this process would open the file and so drop
+    # the SQLite locks of the first (POSIX locks are per process), letting serve's exit delete the WAL under it.
+    token = tokens.issue(API_SECRET, site.store, "deploy")
     auth = {"Authorization": f"Bearer {token}"}
     with Server(site.config_path, port, site.root / "serve.log", worker=True) as server:
         completed = site.cli("task", "site", "hello", "--wait", env=SECRETS)
@@ -155,7 +161,7 @@ def test_task_wait_through_serve_and_the_run_in_api_dashboard_and_metrics(site):
         assert hello["last_run"]["id"] == asked["id"] and hello["last_run"]["state"] == "succeeded"
         assert hello["runs"][0]["output"] == "hello from tasks\n<p>v1</p>\n"
         assert request(port, "POST", "/api/apps/site/tasks/nosuch/run", headers=auth)[0] == 404
-        read = {"Authorization": f"Bearer {issue_token(site.config_path, 'read')}"}
+        read = {"Authorization": f"Bearer {tokens.issue(API_SECRET, site.store, 'read')}"}
         assert request(port, "POST", "/api/apps/site/tasks/hello/run", headers=read)[0] == 403
 
         session = requests.Session()
@@ -182,3 +188,18 @@ def test_task_wait_through_serve_and_the_run_in_api_dashboard_and_metrics(site):
     ended = TaskRuns(site.store).run(long_id)
     assert ended.state is RunState.FAILED and ended.reason == "the worker stopped during the run; the container was killed"
     assert not site.containers(task="long")
+
+
+def test_containers_of_ended_runs_are_swept(site, docker_engine):
+    """What a killed worker leaves: a task container whose run was ended (by another worker) is removed."""
+    ended = scheduled(site, "hello", clock=lambda: SLOT.replace(year=2028))["hello"]
+    assert ended.state is RunState.SUCCEEDED
+    live = site.store.live_release("site")
+    from hookdeploy.engine import taskrunner
+
+    leftover = docker_engine.containers.create(
+        live.image, command=["sleep", "300"], name=f"{site.name}-site-task-hello-left",
+        labels=taskrunner.labels(site.config, site.config.app("site"), live, "task", task="hello", run=str(ended.id)))
+    leftover.start()
+    Scheduler(site.config, site.store, "sweeper").sweep()
+    assert not site.containers(task="hello")

@@ -140,7 +140,11 @@ class Scheduler:
             final = taskrunner.execute(client, self.config, app, task, run, self._release(run), self.runs,
                                        self._stopping)
         except Exception as error:  # noqa: BLE001 - a run's failure must end it, never the worker
-            final = self.runs.finish(run.id, RunState.FAILED, reason=f"could not run: {error}")
+            final = None
+            try:
+                final = self.runs.finish(run.id, RunState.FAILED, reason=f"could not run: {error}")
+            except HookdeployError as store_error:  # the store is away: another worker ends it as stale
+                log.error("%s task %s: run %d could not be recorded: %s", run.app, run.task, run.id, store_error)
         finally:
             if client is not None:
                 client.close()
