@@ -179,11 +179,18 @@ def test_task_wait_through_serve_and_the_run_in_api_dashboard_and_metrics(site):
         assert re.search(r'hookdeploy_task_runs_total\{app="site",state="failed",task="fails"\} [1-9]', metrics)
         assert 'hookdeploy_task_last_success_timestamp_seconds{app="site",task="hello"}' in metrics
 
-        # a worker told to stop kills its task's container and records the run
+        # a running task holds up no deploy, and the deploy's switch and cleanup leave the task's container be
         long = site.cli("task", "site", "long", "--json", env=SECRETS)
         long_id = int(re.search(r'"id": (\d+)', long.stdout).group(1))
         wait_for(lambda: site.containers(task="long") and site.containers(task="long")[0].status == "running",
                  what="the long task's container")
+        job = site.enqueue("site", site.commit("site", site_files("v2")))
+        wait_for(lambda: site.store.job(job.id).state.finished, timeout=90, what="the deploy during the task")
+        assert site.store.job(job.id).state.value == "succeeded" and site.get().body == "<p>v2</p>\n"
+        assert TaskRuns(site.store).run(long_id).state is RunState.RUNNING
+        assert site.containers(task="long")[0].status == "running"
+
+        # a worker told to stop kills its task's container and records the run
         assert server.stop(signal.SIGTERM, timeout=60) == 0
     ended = TaskRuns(site.store).run(long_id)
     assert ended.state is RunState.FAILED and ended.reason == "the worker stopped during the run; the container was killed"
