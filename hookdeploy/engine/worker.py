@@ -6,9 +6,9 @@ Rules: the worker owns every job state change (finish, or interrupt with its ret
 once per final state, and never lets a job's error end the loop. What a job does is deploy.py's
 (Deploy); recovering interrupted jobs and repairing an app's routing is recovery.py's
 (Recovery). Threads of their own, also while a job runs, follow the swarm apps' live tasks
-(Recovery.follow, every FOLLOW_SECONDS) and keep HTTPS certificates renewed (certs.maintain, every
-CERTS_SECONDS); the task scheduler (scheduler.py) claims and runs scheduled tasks. It imports hookdeploy.core and those engine modules; no
-engine module imports it.
+(Recovery.follow, every FOLLOW_SECONDS), keep HTTPS certificates renewed (certs.maintain, every
+CERTS_SECONDS) and run scheduled tasks (scheduler.py; not with --drain). It imports hookdeploy.core
+and those engine modules; no engine module imports it.
 """
 
 from __future__ import annotations
