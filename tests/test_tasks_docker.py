@@ -150,6 +150,9 @@ def test_task_wait_through_serve_and_the_run_in_api_dashboard_and_metrics(site):
 
         failing = site.cli("task", "site", "fails", "--wait", env=SECRETS)
         assert failing.returncode == 3 and failing.stdout == "about to fail\n"
+        timed_out = site.cli("task", "site", "slow", "--wait", env=SECRETS)
+        assert timed_out.returncode == 124 and timed_out.stdout == "sleeping\n"  # as timeout(1)
+        assert "timed_out: timed out after 2 s; the container was killed" in timed_out.stderr
 
         status, asked, _ = request(port, "POST", "/api/apps/site/tasks/hello/run", headers=auth)
         assert status == 202 and asked["state"] == "queued" and asked["trigger"] == "manual"
