@@ -13,13 +13,15 @@ queues pushes and follows a job, stays light.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime, timezone
 
-from hookdeploy.core.config import AppConfig, Config
+from hookdeploy.core.config import AppConfig, Config, TaskConfig
 from hookdeploy.core.errors import BadInput, UnknownJob
 from hookdeploy.core.models import Event, Job, JobKind, Release, Trigger
 from hookdeploy.core.names import (ZERO_SHA, check_app_name, check_digest, check_ref, check_sha_prefix, check_tag,
-                                   printable, ref_problem)
+                                   check_task_name, printable, ref_problem)
 from hookdeploy.core.store import Store
+from hookdeploy.core.taskruns import TaskRun
 
 
 def find_app(config: Config, name: str) -> AppConfig:
@@ -208,3 +210,61 @@ def job_log(store: Store, job_id: int, after: int = 0) -> tuple[Job, list[Event]
     """The job and its log events after event id `after` (poll with the last id seen to follow it)."""
     found = job(store, job_id)
     return found, store.events(job_id, after)
+
+
+# -- scheduled tasks -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TaskStatus:
+    """One task of an app now: its schedule, its next slot, its last run and its recent runs."""
+
+    app: str
+    task: TaskConfig
+    next_slot: str | None
+    last_run: TaskRun | None
+    runs: tuple[TaskRun, ...] = ()
+
+    def to_json(self, runs: bool = False) -> dict:
+        """As `tasks --json` prints it (and, with `runs`, GET /api/apps/APP/tasks)."""
+        shown = {"name": self.task.name, "schedule": self.task.schedule, "command": list(self.task.command),
+                 "timeout": self.task.timeout, "next_slot": self.next_slot,
+                 "last_run": self.last_run.to_json(output=False) if self.last_run else None}
+        if runs:
+            shown["runs"] = [run.to_json() for run in self.runs]
+        return shown
+
+
+def tasks(config: Config, store: Store, app: AppConfig, runs: int = 0) -> list[TaskStatus]:
+    """The app's tasks as deploy.toml lists them, each with its next slot (in [server] timezone, shown
+    as UTC), last run and, with `runs`, that many of its newest runs."""
+    from hookdeploy.core.schedule import Schedule, slot_text
+    from hookdeploy.core.taskruns import TaskRuns
+
+    recorded, now = TaskRuns(store), datetime.now(timezone.utc)
+    found = []
+    for task in app.tasks:
+        upcoming = Schedule(task.schedule, config.server.timezone).next_after(now)
+        found.append(TaskStatus(app.name, task, slot_text(upcoming) if upcoming else None,
+                                recorded.last_run(app.name, task.name),
+                                tuple(recorded.runs(app.name, task.name, runs)) if runs else ()))
+    return found
+
+
+def run_task(store: Store, app: AppConfig, name: str) -> TaskRun:
+    """Ask for a run of the app's task `name` now (a worker starts it, recorded like a scheduled run);
+    BadInput for a malformed name, UnknownTask for one the app does not have."""
+    check_task_name(name)
+    from hookdeploy.core.taskruns import TaskRuns
+
+    return TaskRuns(store).queue(app.name, app.task(name).name)
+
+
+def task_run(store: Store, run_id: int) -> TaskRun:
+    """The task run with this id; UnknownJob when there is none."""
+    from hookdeploy.core.taskruns import TaskRuns
+
+    found = TaskRuns(store).run(run_id) if 1 <= run_id < 2**63 else None
+    if found is None:
+        raise UnknownJob(f"no task run {run_id}")
+    return found

@@ -13,7 +13,7 @@ import sys
 import click
 
 from hookdeploy import actions
-from hookdeploy.cli.follow import follow as follow_job
+from hookdeploy.cli.follow import WORKER_ALIVE_SECONDS, follow as follow_job
 from hookdeploy.core import config as configuration
 from hookdeploy.core.errors import BadInput, ConfigError, HookdeployError
 from hookdeploy.core.models import Job, JobState
@@ -288,6 +288,72 @@ def worker(context: Context, drain: bool) -> None:
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
     Worker(context.config, context.store).run(stop, drain=drain)
+
+
+# -- scheduled tasks and one-off commands ---------------------------------------------------------
+
+
+@cli.command("tasks")
+@click.argument("app_name", metavar="APP")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list, in deploy.toml's order.")
+@pass_context
+def tasks_command(context: Context, app_name: str, as_json: bool) -> None:
+    """The app's scheduled tasks: schedule, next slot, last run (state, exit status, duration)."""
+    app = context.app(app_name)
+    found = actions.tasks(context.config, context.store, app)
+    if as_json:
+        click.echo(json.dumps([task.to_json() for task in found]))
+        return
+    if not found:
+        click.echo(f"{app.name} has no tasks (add [[apps.{app.name}.tasks]] to deploy.toml)")
+    for task in found:
+        last = task.last_run
+        shown = "never ran"
+        if last is not None:
+            took = f", {last.duration:.1f} s" if last.duration is not None else ""
+            status = f", exit {last.exit_code}" if last.exit_code is not None else ""
+            shown = f"last run {last.id} {last.state.value}{status}{took} (slot {last.slot})"
+        click.echo(f"{task.task.name}  {task.task.schedule!r} ({context.config.server.timezone})  "
+                   f"next {task.next_slot or 'never'}  {shown}")
+
+
+@cli.command("task")
+@click.argument("app_name", metavar="APP")
+@click.argument("task_name", metavar="NAME")
+@click.option("--wait", is_flag=True, help="Print the run's output; exit with its command's status.")
+@click.option("--json", "as_json", is_flag=True, help="Print the run as JSON.")
+@pass_context
+def task_command(context: Context, app_name: str, task_name: str, wait: bool, as_json: bool) -> None:
+    """Run a task now (a worker starts it), recorded like a scheduled run."""
+    from hookdeploy.cli import oneoff
+
+    run = actions.run_task(context.store, context.app(app_name), task_name)
+    if as_json:
+        click.echo(json.dumps(run.to_json()))
+    else:
+        click.echo(f"queued run {run.id} of {run.app} task {run.task}", err=wait)
+    if wait:
+        if not context.store.worker_alive(WORKER_ALIVE_SECONDS):
+            click.echo("no worker is running: the run starts once one does (hookdeploy worker, or serve)", err=True)
+        final = oneoff.follow_run(context.store, run.id)
+        if as_json:
+            click.echo(json.dumps(final.to_json()))
+        else:
+            click.echo(f"run {final.id} {final.state.value}" + (f": {final.reason}" if final.reason else ""), err=True)
+        sys.exit(oneoff.exit_status(final))
+
+
+@cli.command("run", context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
+@click.argument("app_name", metavar="APP")
+@click.argument("command", metavar="[--] CMD...", nargs=-1, type=click.UNPROCESSED)
+@pass_context
+def run_command(context: Context, app_name: str, command: tuple[str, ...]) -> None:
+    """Run CMD in a new container of the app's live release; exit with its status."""
+    from hookdeploy.cli import oneoff
+
+    app = context.app(app_name)
+    command = command[1:] if command[:1] == ("--",) else command
+    sys.exit(oneoff.run_command(context.config, context.store, app, list(command)))
 
 
 # -- serving and API tokens ------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Mapping
 
-from hookdeploy.core.errors import UnknownApp
+from hookdeploy.core.errors import UnknownApp, UnknownTask
 from hookdeploy.core.names import printable
 from hookdeploy.core.volumes import Mount
 
@@ -24,7 +24,8 @@ TARGETS = ("local", "swarm")
 MAX_REPLICAS = 64
 TLS_MODES = ("off", "acme")  # or a table {cert_file, key_file}: the user's own certificate
 LETS_ENCRYPT = "https://acme-v02.api.letsencrypt.org/directory"
-NOTIFY_EVENTS = ("succeeded", "failed", "rolled_back", "interrupted")
+NOTIFY_EVENTS = ("succeeded", "failed", "rolled_back", "interrupted", "task_failed")  # task_failed: a scheduled
+# or asked-for task run failed or timed out (engine/notify.py send_task)
 NOTIFY_FORMATS = ("json", "slack")
 BUILDERS = ("buildkit", "classic")
 BUILD_CACHES = ("local", "registry")
@@ -99,6 +100,16 @@ class BuildSecret:
 
 
 @dataclass(frozen=True)
+class TaskConfig:
+    """One `[[apps.X.tasks]]` entry: a command run on a schedule in the live release's image."""
+
+    name: str
+    schedule: str  # five-field cron or @hourly/@daily/@weekly/@monthly, in [server] timezone
+    command: tuple[str, ...]
+    timeout: float = 300.0
+
+
+@dataclass(frozen=True)
 class AppConfig:
     """One deployed app."""
 
@@ -137,6 +148,15 @@ class AppConfig:
     health: HealthConfig = HealthConfig()
     guard: GuardConfig = GuardConfig()
     webhook: WebhookConfig | None = None
+    tasks: tuple[TaskConfig, ...] = ()  # DESIGN "Data, schedules and one-off commands"
+
+    def task(self, name: str) -> TaskConfig:
+        """The app's task called `name`, or UnknownTask naming the tasks there are."""
+        for task in self.tasks:
+            if task.name == name:
+                return task
+        known = ", ".join(task.name for task in self.tasks) or "none"
+        raise UnknownTask(f"{self.name} has no task {printable(name)} (its tasks: {known})")
 
     @property
     def builds(self) -> bool:
@@ -191,6 +211,7 @@ class ServerConfig:
     hostnames: tuple[str, ...] = ()
     max_token_ttl: int = 90 * 24 * 3600  # seconds; `token create --ttl` longer is refused
     metrics_public: bool = False  # GET /metrics without a token (else it takes a read-scope one)
+    timezone: str = "UTC"  # the IANA zone of scheduled tasks' cron expressions
 
     @property
     def database(self) -> Path:

@@ -175,6 +175,34 @@ MIGRATIONS = [
         PRIMARY KEY (app, sha)
     );
     """,
+    # 6: scheduled and asked-for task runs: each schedule slot once, one running run per task
+    """
+    CREATE TABLE task_runs (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        app TEXT NOT NULL,
+        task TEXT NOT NULL,
+        slot TEXT NOT NULL,
+        trigger TEXT NOT NULL CHECK (trigger IN ('schedule', 'manual')),
+        state TEXT NOT NULL CHECK (state IN ('queued', 'running', 'succeeded', 'failed', 'timed_out',
+                                             'skipped', 'missed')),
+        reason TEXT,
+        exit_code INTEGER,
+        sha TEXT,
+        image TEXT,
+        container TEXT,
+        worker TEXT,
+        created_at TEXT NOT NULL,
+        started_at TEXT,
+        finished_at TEXT,
+        heartbeat_at TEXT,
+        duration REAL,
+        output TEXT NOT NULL DEFAULT ''
+    );
+    CREATE UNIQUE INDEX one_run_per_slot ON task_runs (app, task, slot) WHERE trigger = 'schedule';
+    CREATE UNIQUE INDEX one_running_run_per_task ON task_runs (app, task) WHERE state = 'running';
+    CREATE INDEX task_runs_by_task ON task_runs (app, task, id);
+    CREATE INDEX task_runs_by_state ON task_runs (state, id);
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

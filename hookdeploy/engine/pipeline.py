@@ -135,7 +135,7 @@ def release_containers(client: docker.DockerClient, container) -> list:
                                                            app=labels.get(containers.APP, ""),
                                                            job=labels.get(containers.JOB, ""))
                 if each.id != container.id and swarm.SERVICE_LABEL not in each.labels
-                and containers.ROLE not in each.labels]  # not the proxy, a release command, a task or a run
+                and not each.labels.get(containers.ROLE)]  # not the proxy, a release command, a task or a run
     return [container] + sorted(siblings, key=lambda each: each.name)
 
 

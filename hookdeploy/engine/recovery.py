@@ -119,8 +119,8 @@ class Recovery:
         now_live = self.store.live_release(app.name)
         busy = {str(job.id) for job in self.store.jobs(app.name, states=(JobState.RUNNING,))}
         for container in found:
-            if container.labels.get(containers.ROLE) == "proxy" or swarm.SERVICE_LABEL in container.labels:
-                continue  # the proxy, or a task of a service (Swarm's to remove, with its service)
+            if container.labels.get(containers.ROLE) in ("proxy", "task", "run") or swarm.SERVICE_LABEL in container.labels:
+                continue  # the proxy, a task run or one-off command (the scheduler's to remove), or a task of a service
             if (now_live is None or container.labels.get(containers.JOB) != str(now_live.job)) and \
                     container.labels.get(containers.JOB) not in busy:
                 log.info("%s: removing leftover container %s", app.name, container.name)

@@ -6,9 +6,9 @@ Rules: the worker owns every job state change (finish, or interrupt with its ret
 once per final state, and never lets a job's error end the loop. What a job does is deploy.py's
 (Deploy); recovering interrupted jobs and repairing an app's routing is recovery.py's
 (Recovery). Threads of their own, also while a job runs, follow the swarm apps' live tasks
-(Recovery.follow, every FOLLOW_SECONDS) and keep HTTPS certificates renewed (certs.maintain, every
-CERTS_SECONDS). It imports hookdeploy.core and those engine modules; no
-engine module imports it.
+(Recovery.follow, every FOLLOW_SECONDS), keep HTTPS certificates renewed (certs.maintain, every
+CERTS_SECONDS) and run scheduled tasks (scheduler.py; not with --drain). It imports hookdeploy.core
+and those engine modules; no engine module imports it.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from hookdeploy.core.store import Store
 from hookdeploy.engine import certs, containers, notify, pipeline, traffic
 from hookdeploy.engine.deploy import Deploy, job_name
 from hookdeploy.engine.recovery import Recovery
+from hookdeploy.engine.scheduler import Scheduler
 
 log = logging.getLogger(__name__)
 
@@ -43,8 +44,9 @@ ENGINE_RETRY_SECONDS = (1.0, 30.0)  # first and longest wait between tries while
 class Worker:
     """Runs queued jobs, one at a time, until told to stop."""
 
-    def __init__(self, config: Config, store: Store, name: str | None = None):
+    def __init__(self, config: Config, store: Store, name: str | None = None, clock: Callable | None = None):
         self.config = config
+        self.clock = clock  # the scheduler's now (tests inject one); None: the real clock
         self.store = store
         self.id = name or f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
         self._client = None
@@ -66,6 +68,9 @@ class Worker:
         done = threading.Event()
         threads = [] if drain else [threading.Thread(target=self._every, args=(done, seconds, work), name=name, daemon=True)
                                     for name, seconds, work in self._background_work()]
+        scheduler = Scheduler(self.config, self.store, self.id, **({"clock": self.clock} if self.clock else {}))
+        if not drain and scheduler.wanted:  # scheduled tasks: threads of their own, never in a job's way
+            threads.append(threading.Thread(target=scheduler.run, args=(done,), name="tasks", daemon=True))
         try:
             if self.wait_for_engine(stop, give_up=drain):
                 self.heal()

@@ -80,7 +80,27 @@ def job_log(job_id: int) -> Response:
     return reply(200, {"job": found.to_json(), "events": [event_json(event) for event in events]})
 
 
+@api.get("/apps/<app_name>/tasks")
+def app_tasks(app_name: str) -> Response:
+    """The app's tasks, each with its next slot and its newest runs with their output (`?runs=N`, default 20)."""
+    app = services().config.app(app_name)
+    runs = int_argument("runs", 20, 1, 1000)
+    found = actions.tasks(services().config, services().store, app, runs=runs)
+    return reply(200, {"app": app.name, "timezone": services().config.server.timezone,
+                       "tasks": [task.to_json(runs=True) for task in found]})
+
+
 # -- enqueueing ---------------------------------------------------------------------------------
+
+
+@api.post("/apps/<app_name>/tasks/<task_name>/run")
+def run_task(app_name: str, task_name: str) -> Response:
+    """Ask for a run of the task now (a worker starts it): 202 with the run."""
+    app = services().config.app(app_name)
+    _json_body()
+    run = actions.run_task(services().store, app, task_name)
+    log.info("api run task: queued run %d of %s task %s", run.id, run.app, run.task)
+    return reply(202, run.to_json())
 
 
 @api.post("/apps/<app_name>/deploy")

@@ -20,7 +20,7 @@ from werkzeug.exceptions import HTTPException
 
 from hookdeploy.core.config import Config
 from hookdeploy.core.errors import (BadInput, DockerUnavailable, GitError, HookdeployError, StoreError, UnknownApp,
-                                   UnknownJob)
+                                   UnknownJob, UnknownTask)
 from hookdeploy.core.models import Event
 from hookdeploy.core.names import printable
 from hookdeploy.core.store import Store
@@ -73,7 +73,7 @@ def answer(error: BaseException) -> tuple[int, str, dict]:
         allowed = getattr(error, "valid_methods", None)
         status = error.code if error.code and error.code < 500 else 400
         return status, error.description or error.name, {"Allow": ", ".join(allowed)} if allowed else {}
-    if isinstance(error, (UnknownApp, UnknownJob)):
+    if isinstance(error, (UnknownApp, UnknownJob, UnknownTask)):
         return 404, _public(error, level=logging.INFO), {}
     if isinstance(error, Unauthorized):
         return 401, str(error), {}

@@ -188,9 +188,25 @@ class StoreCollector:
             last.add_metric((app,), parse_time(finished).timestamp())
         yield last
 
+        yield from self._task_runs()
         yield self._step_durations()
         yield self._deliveries()
         yield from self._proxy_traffic()
+
+    def _task_runs(self) -> tuple[CounterMetricFamily, GaugeMetricFamily]:
+        runs = CounterMetricFamily("hookdeploy_task_runs", "Scheduled task runs and slots that ended, by app, task "
+                                   "and state (succeeded, failed, timed_out, skipped, missed)", labels=("app", "task", "state"))
+        for app, task, state, count in self.store.query(
+                "SELECT app, task, state, count(*) FROM task_runs WHERE state NOT IN ('queued', 'running') "
+                "GROUP BY app, task, state ORDER BY app, task, state"):
+            runs.add_metric((app, task, state), count)
+        last = GaugeMetricFamily("hookdeploy_task_last_success_timestamp_seconds",
+                                 "When each task's last successful run finished (Unix time)", labels=("app", "task"))
+        for app, task, finished in self.store.query(
+                "SELECT app, task, max(finished_at) FROM task_runs WHERE state = 'succeeded' GROUP BY app, task "
+                "ORDER BY app, task"):
+            last.add_metric((app, task), parse_time(finished).timestamp())
+        return runs, last
 
     def _step_durations(self) -> HistogramMetricFamily:
         histogram = HistogramMetricFamily("hookdeploy_step_duration_seconds",
