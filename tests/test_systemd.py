@@ -51,3 +51,9 @@ def test_unit_is_hardened(unit):
     families = re.search(r"^RestrictAddressFamilies=(.*)$", text, flags=re.M).group(1).split()
     docker_access = "SupplementaryGroups=docker" in text or "AF_UNIX" in families
     assert docker_access == (unit.name != "hookdeploy-receiver.service")
+
+
+@pytest.mark.parametrize("unit", UNITS, ids=[unit.name for unit in UNITS])
+def test_unit_reloads_with_sighup(unit):
+    """`systemctl reload` sends SIGHUP to the main process: serve and worker read deploy.toml again (test_reload.py)."""
+    assert re.findall(r"^ExecReload=(.*)$", unit.read_text(), flags=re.M) == ["/bin/kill -HUP $MAINPID"]

@@ -23,6 +23,7 @@ from prometheus_client.core import (CounterMetricFamily, GaugeMetricFamily, Hist
 
 from hookdeploy.core.config import Config
 from hookdeploy.core.models import JobState, parse_time
+from hookdeploy.core.reload import LiveConfig
 from hookdeploy.core.store import Store
 from hookdeploy.engine import traffic
 from hookdeploy.web.api import authenticate
@@ -54,7 +55,7 @@ def install_metrics(app: Flask) -> None:
     services = app.extensions["hookdeploy"]
     registry = CollectorRegistry()
     deliveries = DeliveryCounter()
-    registry.register(StoreCollector(services.config, services.store, deliveries, ProxyTraffic(services.config)))
+    registry.register(StoreCollector(services.live, services.store, deliveries, ProxyTraffic(services.config)))
     app.extensions["hookdeploy.metrics"] = registry
     app.register_blueprint(metrics)
     app.after_request(deliveries.count_response)
@@ -113,9 +114,13 @@ class ProxyTraffic:
         self.tallies: dict[str, OrderedDict[str, traffic.Tally]] = {app: OrderedDict() for app in config.apps}
         self._unreadable: dict[str, str] = {}
 
-    def snapshot(self) -> list[tuple[tuple[str, str], traffic.Tally]]:
-        """((app, release), tally) pairs after reading what every log gained since the last call, sorted."""
+    def snapshot(self, config: Config) -> list[tuple[tuple[str, str], traffic.Tally]]:
+        """((app, release), tally) pairs after reading what every log gained since the last call, sorted
+        (an app that a reload added is read from then on)."""
         with self._lock:
+            for app in set(config.apps) - set(self.readers):
+                self.readers[app] = traffic.LogReader(traffic.log_path(config, app))
+                self.tallies[app] = OrderedDict()
             for app, reader in self.readers.items():
                 self._count(app, reader)
             return [((app, release), traffic.Tally(tally.requests, tally.failed))
@@ -142,8 +147,8 @@ class ProxyTraffic:
 class StoreCollector:
     """Builds every metric from the job store (the proxy's, from its access logs) when scraped."""
 
-    def __init__(self, config: Config, store: Store, deliveries: DeliveryCounter, proxy: ProxyTraffic):
-        self.config = config
+    def __init__(self, live: LiveConfig, store: Store, deliveries: DeliveryCounter, proxy: ProxyTraffic):
+        self.live = live  # the config in force at each scrape (a reload adds or removes apps)
         self.store = store
         self.deliveries = deliveries
         self.proxy = proxy
@@ -155,7 +160,8 @@ class StoreCollector:
     def collect(self):
         """The metric families, read from the store now."""
         store = self.store
-        apps = set(self.config.apps)
+        config = self.live.current
+        apps = set(config.apps)
 
         jobs = CounterMetricFamily("hookdeploy_jobs", "Jobs that reached a final state, by app, kind and state",
                                    labels=("app", "kind", "state"))
@@ -228,7 +234,7 @@ class StoreCollector:
                                      "Requests the proxy answered with a 5xx (its own 502 and 504 for an upstream "
                                      "that did not answer included), by app and release" + since,
                                      labels=("app", "release"))
-        for labels, tally in self.proxy.snapshot():
+        for labels, tally in self.proxy.snapshot(self.live.current):
             requests.add_metric(labels, tally.requests)
             errors.add_metric(labels, tally.failed)
         return requests, errors
