@@ -131,13 +131,10 @@ def _push_line(event: Event, url: str) -> str | None:
     if event.kind == "state":
         return None  # the queued line, the outcome and its reason are said separately
     took = f" ({event.duration:.1f} s)" if event.duration is not None else ""
-    if message.startswith("building "):
-        return "Building " + message.removeprefix("building ")
-    if message.startswith("live: "):
+    if event.step == "live":
         # "live: site serves abc123456789 (was 9f8e7d6a1b2c)"
-        rest = message.removeprefix("live: ").split(" serves ", 1)[-1]
-        return f"Switched: {url} serves {rest}"
-    if message.startswith("started candidate"):
+        return f"Switched: {url} serves " + message.split(" serves ", 1)[-1]
+    if event.step == "candidate" and event.duration is not None:
         return "Starting candidate: " + message.removeprefix("started candidate ") + took
     if " in " in message and message.endswith(" s"):  # says its own duration already
         took = ""

@@ -33,16 +33,6 @@ log = logging.getLogger(__name__)
 BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
 FINISHED = tuple(state.value for state in JobState if state.finished)
 
-# A step event's message starts with the step's name, or with the note the worker gave it
-# instead (Deploy.step); this maps both to one stable label.
-STEP_PREFIXES = (
-    ("checked:", "order"), ("checked order", "order"), ("checked out", "checkout"), ("built", "build"), ("proxy ready", "proxy"), ("started candidate", "candidate"),
-    ("health check", "health"), ("switched proxy", "switch"), ("verified through", "verify"),
-    ("verification through", "verify"), ("drained and retired", "drain"), ("retired", "drain"),
-    ("pruned", "prune"), ("no images to prune", "prune"), ("pulled", "pull"), ("pushed", "push"),
-    ("certificate", "certificates"), ("canary", "canary"), ("guard", "watch"), ("release command", "release"),
-)
-
 # Each deploy brings a new release label; only the releases an app served last are kept, so the
 # series of an app that deploys daily stay bounded.
 RELEASES_KEPT = 20
@@ -67,14 +57,6 @@ def scrape() -> Response:
     if not current_app.extensions["hookdeploy"].config.server.metrics_public:
         authenticate()  # the API's own check: app names, SHAs and traffic are not for everyone
     return Response(generate_latest(current_app.extensions["hookdeploy.metrics"]), mimetype=CONTENT_TYPE_LATEST)
-
-
-def step_of(message: str) -> str:
-    """The step label of a step event's message."""
-    for prefix, step in STEP_PREFIXES:
-        if message.startswith(prefix):
-            return step
-    return "other"
 
 
 class DeliveryCounter:
@@ -203,10 +185,10 @@ class StoreCollector:
                                           "How long each pipeline step took, by app and step", labels=("app", "step"))
         store = self.store
         observed: dict[tuple[str, str], list[float]] = {}
-        for app, message, duration in store.query(
-                "SELECT jobs.app, events.message, events.duration FROM events JOIN jobs ON jobs.id = events.job "
-                "WHERE events.kind = 'step' AND events.duration IS NOT NULL"):
-            observed.setdefault((app, step_of(message)), []).append(duration)
+        for app, step, duration in store.query(
+                "SELECT jobs.app, coalesce(events.step, 'other'), events.duration FROM events "
+                "JOIN jobs ON jobs.id = events.job WHERE events.kind = 'step' AND events.duration IS NOT NULL"):
+            observed.setdefault((app, step), []).append(duration)
         for labels, durations in sorted(observed.items()):
             buckets = [(str(bound), sum(1 for took in durations if took <= bound)) for bound in BUCKETS]
             buckets.append(("+Inf", len(durations)))
