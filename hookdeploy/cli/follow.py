@@ -97,11 +97,14 @@ def follow_push(store: Store, job: Job, url: str, out=None) -> Job:
                 say(f"{arrow}superseded by job {newer.id} ({newer.app} @ {newer.sha[:7]}); following it")
                 job, waited_for = newer, None
                 break
-            retry = store.retry_of(job.id) if current.state is JobState.INTERRUPTED else None
-            if retry is not None:
-                # "interrupted: the worker is restarting; queued again as job N"
+            then = _after_interruption(store, job) if current.state is JobState.INTERRUPTED else None
+            if then is not None:
+                # "interrupted: the worker is restarting; queued again as job N" (its retry), or
+                # "...; job N is queued after it" (a newer push, which deploys instead of a retry)
                 say(f"{arrow}interrupted: {current.error}")
-                job, waited_for, retried_at = retry, None, time.monotonic()
+                if then.retry_of != job.id:
+                    say(f"{arrow}following job {then.id} ({then.app} @ {then.sha[:7]})")
+                job, waited_for, retried_at = then, None, time.monotonic()
                 break
             if current.state.finished:
                 if current.state is not JobState.SUCCEEDED:
@@ -121,6 +124,16 @@ def follow_push(store: Store, job: Job, url: str, out=None) -> Job:
                         and not store.worker_alive(WORKER_ALIVE_SECONDS)):
                     say(f"{arrow}no worker is running now; job {job.id} runs when one starts (hookdeploy worker)")
                     return current
+
+
+def _after_interruption(store: Store, job: Job) -> Job | None:
+    """What runs in place of the interrupted `job`: its retry, else the newest job of its app queued
+    after it (which is why no retry was queued), else None."""
+    retry = store.retry_of(job.id)
+    if retry is not None:
+        return retry
+    newest = store.jobs(job.app, limit=1)
+    return newest[0] if newest and newest[0].id > job.id else None
 
 
 def _push_line(event: Event, url: str) -> str | None:
