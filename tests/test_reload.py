@@ -100,6 +100,17 @@ def test_a_missing_secret_refuses_the_reload(tmp_path, caplog, monkeypatch):
     assert "apps.shop.webhook.secret_env: environment variable SHOP_SECRET is not set" in caplog.records[0].getMessage()
 
 
+def test_two_apps_claiming_one_hostname_refuse_the_reload_naming_both(tmp_path, caplog):
+    path = write(tmp_path / "deploy.toml", config_text(tmp_path / "state", {"site": 80}))
+    live = LiveConfig(load(path))
+    write(path, config_text(tmp_path / "state", {"site": 80, "shop": 80}).replace('["shop.test"]', '["SITE.test"]'))
+    with caplog.at_level(logging.INFO, logger="hookdeploy.core.reload"):
+        assert live.reload() is False
+    assert set(live.current.apps) == {"site"}
+    assert caplog.records[0].getMessage() == ("reload refused: apps.shop.hostnames: SITE.test is also a hostname of "
+                                              "apps.site (a hostname routes to one app)")
+
+
 def test_server_changes_wait_for_a_restart(tmp_path, caplog):
     path = write(tmp_path / "deploy.toml", config_text(tmp_path / "state", {"site": 80}))
     live = LiveConfig(load(path))
