@@ -261,8 +261,9 @@ def test_reload_serve_with_a_new_app_whose_push_deploys_then_a_broken_file(insta
 @pytest.mark.docker
 @pytest.mark.parametrize("unit_name", ["hookdeploy-worker.service", "hookdeploy.service"])
 def test_a_reload_during_a_build_does_not_interrupt_it(instance: Instance, tmp_path, unit_name):
-    """What `systemctl reload` does (the unit's ExecReload, its $MAINPID the service) while a build runs:
-    the job goes on with the config it started with and goes live; the next job takes the new config."""
+    """The unit's ExecReload run on the service's process (as systemd does; test_systemd.py does it under a
+    real systemd) while a build runs: the job goes on with the config it started with and goes live; the
+    next job takes the new config."""
     site = instance
     listen = f"127.0.0.1:{free_port()}"
     configure(site, {"site": {"hostnames": ["site.test"]}}, listen)
