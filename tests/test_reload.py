@@ -25,7 +25,8 @@ from hookdeploy.core.config import load
 from hookdeploy.core.models import JobState
 from hookdeploy.core.reload import LiveConfig, changes
 from hookdeploy.core.store import Store
-from webhook_helpers import SECRETS, Server, environment, free_port, make_repo, push_body, request, signed_headers
+from webhook_helpers import (SECRETS, Server, environment, free_port, issue_token, make_repo, push_body, request,
+                             signed_headers)
 
 UNITS = sorted((Path(__file__).parent.parent / "systemd").glob("*.service"))
 GITHUB = {"provider": "github", "secret_env": "SITE_SECRET"}
@@ -185,9 +186,15 @@ def test_sighup_to_serve_adds_and_removes_apps_and_refuses_a_broken_file(tmp_pat
 
         write(path, config_text(state, {"shop": 80}, listen=f"127.0.0.1:{port}").replace(
             f'{state.parent / "shop"}.git', str(repo)))
+        token = {"Authorization": f"Bearer {issue_token(path)}"}
+        assert request(port, "GET", "/api/apps/site/jobs", headers=token)[0] == 200
         server.process.send_signal(signal.SIGHUP)
         wait_for_line(server.log_path, r"reloaded .*: apps removed: site$", server.process)
         assert post_push(port, "site", shas[1]) == unknown, "gone from deploy.toml: answered as an unknown app"
+        assert request(port, "GET", "/api/apps/nosuch/jobs", headers=token)[:2] == (404, {"error": "unknown app 'nosuch'"})
+        assert request(port, "GET", "/api/apps/site/jobs", headers=token)[:2] == (404, {"error": "unknown app 'site'"})
+        deploy = request(port, "POST", "/api/apps/site/deploy", b"{}", {**token, "Content-Type": "application/json"})
+        assert deploy[:2] == (404, {"error": "unknown app 'site'"}), "nothing is queued for a removed app"
         assert server.stop() == 0, server.log_path.read_text()
     assert "Traceback" not in server.log_path.read_text()
 
