@@ -112,6 +112,21 @@ def test_two_apps_claiming_one_hostname_refuse_the_reload_naming_both(tmp_path, 
                                               "apps.site (a hostname routes to one app)")
 
 
+def test_the_worker_and_its_recovery_take_the_reloaded_config_between_jobs(tmp_path):
+    from hookdeploy.engine.worker import Worker
+
+    path = write(tmp_path / "deploy.toml", config_text(tmp_path / "state", {"site": 80}))
+    live = LiveConfig(load(path))
+    worker = Worker(live, Store(tmp_path / "hookdeploy.db"))
+    assert worker.config is live.current and worker.recovery.config is live.current
+    write(path, config_text(tmp_path / "state", {"site": 80, "shop": 80}))
+    assert live.reload()
+    assert set(worker.config.apps) == {"site"}, "not while a job may run"
+    worker._take_config()  # what the loop does before it claims the next job
+    assert worker.config is live.current and worker.recovery.config is live.current
+    assert set(worker.config.apps) == {"site", "shop"}
+
+
 def test_server_changes_wait_for_a_restart(tmp_path, caplog):
     path = write(tmp_path / "deploy.toml", config_text(tmp_path / "state", {"site": 80}))
     live = LiveConfig(load(path))

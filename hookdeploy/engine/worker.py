@@ -52,7 +52,7 @@ class Worker:
         self.id = name or f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
         self._client = None
         self._engine_lost = False
-        self.recovery = Recovery(config, store, lambda: self.client, self.id)
+        self.recovery = Recovery(self.config, store, lambda: self.client, self.id)
 
     @property
     def client(self):
