@@ -272,22 +272,28 @@ def doctor(context: Context) -> None:
 @click.option("--drain", is_flag=True, help="Exit 0 once nothing is queued.")
 @pass_context
 def worker(context: Context, drain: bool) -> None:
-    """Run queued jobs; SIGTERM or Ctrl-C finishes or cleanly aborts the current one, then exits 0."""
+    """Run queued jobs; SIGTERM or Ctrl-C finishes or cleanly aborts the current one, then exits 0;
+    SIGHUP reads deploy.toml again for the next job."""
     import signal
     import threading
 
     from hookdeploy.core import logsetup
     from hookdeploy.core.config import missing_secrets
+    from hookdeploy.core.reload import LiveConfig
     from hookdeploy.engine.worker import Worker
 
-    problems = missing_secrets(context.config, app_env=True)
-    if problems:
-        raise ConfigError(problems)
+    def problems(config: configuration.Config) -> list[str]:
+        return missing_secrets(config, app_env=True)
+
+    if problems(context.config):
+        raise ConfigError(problems(context.config))
     logsetup.configure()
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
-    Worker(context.config, context.store).run(stop, drain=drain)
+    live = LiveConfig(context.config, problems)
+    live.on_hangup()
+    Worker(live, context.store).run(stop, drain=drain)
 
 
 # -- scheduled tasks and one-off commands ---------------------------------------------------------
@@ -363,14 +369,18 @@ def run_command(context: Context, app_name: str, command: tuple[str, ...]) -> No
 @click.option("--no-worker", is_flag=True, help="Serve HTTP only; run `hookdeploy worker` separately.")
 @pass_context
 def serve(context: Context, no_worker: bool) -> None:
-    """Receiver, API and dashboard on server.listen, with a worker unless --no-worker."""
+    """Receiver, API and dashboard on server.listen, with a worker unless --no-worker; SIGHUP reads
+    deploy.toml again."""
     from hookdeploy.web import server
     from hookdeploy.core.config import missing_secrets
+    from hookdeploy.core.reload import LiveConfig
 
-    problems = missing_secrets(context.config, tokens=True, webhooks=True, app_env=not no_worker)
-    if problems:
-        raise ConfigError(problems)
-    sys.exit(server.serve(context.config, context.store, with_worker=not no_worker))
+    def problems(config: configuration.Config) -> list[str]:
+        return missing_secrets(config, tokens=True, webhooks=True, app_env=not no_worker)
+
+    if problems(context.config):
+        raise ConfigError(problems(context.config))
+    sys.exit(server.serve(LiveConfig(context.config, problems), context.store, with_worker=not no_worker))
 
 
 @cli.group()

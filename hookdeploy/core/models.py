@@ -136,6 +136,7 @@ class Event:
     kind: str
     message: str
     duration: float | None = None
+    step: str | None = None  # a step event's step: build, switch, ... (engine/deploy.py STEPS)
 
     def render(self) -> str:
         """The event as a log line."""

@@ -203,6 +203,31 @@ MIGRATIONS = [
     CREATE INDEX task_runs_by_task ON task_runs (app, task, id);
     CREATE INDEX task_runs_by_state ON task_runs (state, id);
     """,
+    # 7: a step event names its step (build, switch, ...), so metrics, charts and the push output need
+    # not read it from the message; earlier step events get theirs from the messages they carry
+    """
+    ALTER TABLE events ADD COLUMN step TEXT;
+    UPDATE events SET step = CASE
+        WHEN message GLOB 'checked:*' OR message GLOB 'checked order*' THEN 'order'
+        WHEN message GLOB 'checked out*' THEN 'checkout'
+        WHEN message GLOB 'built*' OR message GLOB 'building *' THEN 'build'
+        WHEN message GLOB 'proxy ready*' THEN 'proxy'
+        WHEN message GLOB 'started candidate*' THEN 'candidate'
+        WHEN message GLOB 'health check*' THEN 'health'
+        WHEN message GLOB 'switched proxy*' THEN 'switch'
+        WHEN message GLOB 'verified through*' OR message GLOB 'verification through*' THEN 'verify'
+        WHEN message GLOB 'drained and retired*' OR message GLOB 'retired*' THEN 'drain'
+        WHEN message GLOB 'pruned*' OR message GLOB 'no images to prune*' THEN 'prune'
+        WHEN message GLOB 'pulled*' THEN 'pull'
+        WHEN message GLOB 'pushed*' THEN 'push'
+        WHEN message GLOB 'certificate*' THEN 'certificates'
+        WHEN message GLOB 'canary*' THEN 'canary'
+        WHEN message GLOB 'guard*' THEN 'watch'
+        WHEN message GLOB 'release command*' THEN 'release'
+        WHEN message GLOB 'live: *' THEN 'live'
+        ELSE 'other' END
+    WHERE kind = 'step';
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

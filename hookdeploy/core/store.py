@@ -260,10 +260,11 @@ class Store:
 
     # -- events (the job log) ----------------------------------------------------------
 
-    def log(self, job_id: int, message: str, *, kind: str = "log", duration: float | None = None) -> None:
-        """Append a line to a job's log."""
+    def log(self, job_id: int, message: str, *, kind: str = "log", duration: float | None = None,
+            step: str | None = None) -> None:
+        """Append a line to a job's log (a step event names its `step`)."""
         with self.transaction() as db:
-            self._event(db, job_id, kind, message, duration)
+            self._event(db, job_id, kind, message, duration, step)
 
     def log_many(self, job_id: int, messages: list[str]) -> None:
         """Append several output lines in one commit."""
@@ -275,14 +276,14 @@ class Store:
     def events(self, job_id: int, after: int = 0) -> list[Event]:
         """A job's log lines with id greater than `after`, oldest first."""
         rows = self._connection().execute(
-            "SELECT id, job, at, kind, message, duration FROM events WHERE job = ? AND id > ? ORDER BY id",
+            "SELECT id, job, at, kind, message, duration, step FROM events WHERE job = ? AND id > ? ORDER BY id",
             (job_id, after)).fetchall()
         return [Event(**dict(row)) for row in rows]
 
     @staticmethod
-    def _event(db, job_id: int, kind: str, message: str, duration: float | None = None) -> None:
-        db.execute("INSERT INTO events (job, at, kind, message, duration) VALUES (?, ?, ?, ?, ?)",
-                   (job_id, utcnow(), kind, message, duration))
+    def _event(db, job_id: int, kind: str, message: str, duration: float | None = None, step: str | None = None) -> None:
+        db.execute("INSERT INTO events (job, at, kind, message, duration, step) VALUES (?, ?, ?, ?, ?, ?)",
+                   (job_id, utcnow(), kind, message, duration, step))
 
     # -- releases ----------------------------------------------------------------------
 

@@ -10,8 +10,9 @@ Rules: any failure before the switch removes the candidate and a new image and l
 release as it was; a failed verification switches back. A stop is honoured only before the
 switch (Aborted); from the switch on, the deploy finishes whatever happens. A Deploy returns the
 job's final state and error and changes no job state itself: the worker (worker.py) does that.
-Each step is timed and recorded as a job event named `self.step(job, NAME)`, which is what
-/metrics labels (web/metrics.py). Imports hookdeploy.core and the engine's step modules only.
+Each step is timed and recorded as a job event `self.step(job, NAME)`, stored with its short
+name STEPS[NAME], which /metrics, the dashboard's charts and the push output go by. Imports
+hookdeploy.core and the engine's step modules only.
 """
 
 from __future__ import annotations
@@ -39,6 +40,15 @@ log = logging.getLogger("hookdeploy.engine.worker")
 # Testing only: SIGKILL the worker right after the named step; "term:STEP" sends SIGTERM instead,
 # as systemd does on a restart, at a moment a test could not hit by timing alone.
 FAULT_ENV = "HOOKDEPLOY_FAULT"
+# A step's name as said in the job log -> its short name in the store (events.step), /metrics' `step`
+# label. Also "live" (the release went live) and "build" for the build's announcement.
+STEPS = {
+    "checked order": "order", "pulled image": "pull", "pushed image": "push", "checked out": "checkout",
+    "built image": "build", "certificates": "certificates", "proxy ready": "proxy", "started candidate": "candidate",
+    "health check": "health", "switched proxy": "switch", "verified through proxy": "verify", "canary": "canary",
+    "guard": "watch", "drained and retired old container": "drain", "pruned images": "prune",
+    "release command": "release",
+}
 WATCH_READ_SECONDS = 0.5  # how often the guard reads the proxy's log
 
 Ended = tuple[JobState, str | None]  # a job's final state and error
@@ -166,7 +176,7 @@ class Deploy:
                 return JobState.ROLLED_BACK, f"verification through the proxy failed: {last.detail}{back}"
             self.release = self.store.record_live(app.name, job.sha, self.image, self.candidate.name, job.id)
         was = f" (was {old.sha[:12]})" if old else ""
-        self.store.log(job.id, f"live: {app.name} serves {job.sha[:12]}{was}", kind="step")
+        self.store.log(job.id, f"live: {app.name} serves {job.sha[:12]}{was}", kind="step", step="live")
         return None
 
     def _canary(self, path, old) -> Ended | None:
@@ -183,7 +193,7 @@ class Deploy:
             return JobState.FAILED, str(error)
         with self.step(job, "canary") as note:
             self.store.log(job.id, f"canary: {guard.canary_percent:g} % of requests go to {job.sha[:12]} for "
-                                   f"{guard.canary_seconds:g} s", kind="step")
+                                   f"{guard.canary_seconds:g} s", kind="step", step="canary")
             tally = self._watch(guard.canary_seconds)
             failed = guard.fails(tally.requests, tally.failed)
             note(f"canary: {tally.describe()} in {guard.canary_seconds:g} s at {guard.canary_percent:g} %"
@@ -209,7 +219,8 @@ class Deploy:
         if guard.watch_seconds <= 0 or job.kind is JobKind.ROLLBACK:  # a rollback goes back to a known release
             return None
         if old is None:
-            self.store.log(job.id, "guard: no earlier release to switch back to; not watching", kind="step")
+            self.store.log(job.id, "guard: no earlier release to switch back to; not watching", kind="step",
+                           step="watch")
             return None
         with self.step(job, "guard") as note:
             left = guard.watch_seconds - (time.monotonic() - self.switched_at)
@@ -301,7 +312,8 @@ class Deploy:
         name = containers.image_name(self.config.server.name, app.name, job.sha)
         if containers.image_exists(client, name):
             self.store.set_image(job.id, name)
-            self.store.log(job.id, f"using image {name} (already {'built' if app.builds else 'pulled'})", kind="step")
+            self.store.log(job.id, f"using image {name} (already {'built' if app.builds else 'pulled'})",
+                           kind="step", step="build")
             if not app.builds and job.digest is None:
                 self._record_digest()
         elif not app.builds:
@@ -318,7 +330,7 @@ class Deploy:
         job, app = self.job, self.app
         digest = self._record_digest()
         with self.step(job, "pulled image") as note:
-            self.store.log(job.id, f"pulling {app.image}@{digest}", kind="step")
+            self.store.log(job.id, f"pulling {app.image}@{digest}", kind="step", step="pull")
             registry.pull(client, self.config, app, digest, name, lambda lines: self.store.log_many(job.id, lines),
                           self.stop)
             self.store.set_image(job.id, name)
@@ -345,7 +357,8 @@ class Deploy:
         job, app = self.job, self.app
         check_stop(self.stop)
         with self.step(job, "pushed image") as note:
-            self.store.log(job.id, f"pushing {registry.remote_repository(self.config, app)}:{job.sha[:12]}", kind="step")
+            self.store.log(job.id, f"pushing {registry.remote_repository(self.config, app)}:{job.sha[:12]}",
+                           kind="step", step="push")
             remote, digest = registry.push(client, self.config, app, name, job.sha,
                                            lambda lines: self.store.log_many(job.id, lines), self.stop)
             registry.forget(client, self.config, app, job.sha)
@@ -358,7 +371,7 @@ class Deploy:
         """Check out the job's commit and build it."""
         job, app = self.job, self.app
         if job.kind is JobKind.ROLLBACK:
-            self.store.log(job.id, f"image {name} was pruned; rebuilding it from git", kind="step")
+            self.store.log(job.id, f"image {name} was pruned; rebuilding it from git", kind="step", step="build")
         # None that can build (no BuildKit client, a build host that does not answer): fail before the checkout.
         builder = builders.chosen(self.config, client, app)
         with self.step(job, "checked out") as note:
@@ -367,7 +380,7 @@ class Deploy:
         fault("checkout")
         check_stop(self.stop)
         with self.step(job, "built image") as note:
-            self.store.log(job.id, builder.announce(name), kind="step")
+            self.store.log(job.id, builder.announce(name), kind="step", step="build")
             name, built = pipeline.build(builder, self.config, app, job, context,
                                          lambda lines: self.store.log_many(job.id, lines), self.stop)
             if not builder.elsewhere:
@@ -388,7 +401,7 @@ class Deploy:
         check_stop(self.stop)
         source = registry.remote_repository(self.config, app)
         with self.step(job, "pulled image") as note:
-            self.store.log(job.id, f"pulling {source}@{digest}", kind="step")
+            self.store.log(job.id, f"pulling {source}@{digest}", kind="step", step="pull")
             self.image = name  # removed by _discard if the job fails from here on
             registry.pull(client, self.config, app, digest, name, lambda lines: self.store.log_many(job.id, lines),
                           self.stop, source=source)
@@ -411,7 +424,7 @@ class Deploy:
                                    backoff=False, check_stop=lambda: check_stop(self.stop))
             for host, reason in outcome.failed.items():
                 self.store.log(job.id, f"{reason}; {host} is served over HTTP until the worker gets one "
-                                       f"(next try {certs.retry_text(config, host)})", kind="step")
+                                       f"(next try {certs.retry_text(config, host)})", kind="step", step="certificates")
             have = [host for host in app.hostnames if certs.pem_path(config, app, host).exists()]
             note(f"certificates: {len(have)} of {len(app.hostnames)} hostnames have one"
                  + (f" ({len(outcome.obtained)} new)" if outcome.obtained else ""))
@@ -423,14 +436,15 @@ class Deploy:
         ran = self.store.release_command_ran(app.name, job.sha)
         if ran is not None:
             self.store.log(job.id, f"release command: ran for {job.sha[:12]} already (job {ran}); not run again",
-                           kind="step")
+                           kind="step", step="release")
             return
 
         def on_lines(lines: list[str]) -> None:
             self.store.log_many(job.id, lines)
 
         with self.step(job, "release command") as note:
-            self.store.log(job.id, f"release command: running {release.describe(app)} in {self.image}", kind="step")
+            self.store.log(job.id, f"release command: running {release.describe(app)} in {self.image}", kind="step",
+                           step="release")
             started = time.monotonic()
             if app.on_swarm:  # on the node its volumes are on, as its tasks will be
                 if self.digest is None:
@@ -510,7 +524,7 @@ class Deploy:
         started = time.monotonic()
         yield lambda text: message.__setitem__(0, text)
         took = time.monotonic() - started
-        self.store.log(job.id, message[0], kind="step", duration=round(took, 3))
+        self.store.log(job.id, message[0], kind="step", duration=round(took, 3), step=STEPS.get(name, name))
         log.info("%s: %s (%.2f s)", job_name(job), message[0], took)
 
 

@@ -59,12 +59,17 @@ class Scheduler:
         self.worker_id = worker_id
         self.clock = clock
         self._engine = engine
-        self._schedules = {(app.name, task.name): Schedule(task.schedule, config.server.timezone)
-                           for app in config.apps.values() for task in app.tasks}
+        self.use(config)
         self._threads: dict[int, threading.Thread] = {}
         self._stopping = threading.Event()
         self._client = None
         self._last_sweep = 0.0
+
+    def use(self, config: Config) -> None:
+        """Schedule the tasks of `config` from the next tick on (a reload); runs under way go on."""
+        self._schedules = {(app.name, task.name): Schedule(task.schedule, config.server.timezone)
+                           for app in config.apps.values() for task in app.tasks}
+        self.config = config
 
     @property
     def wanted(self) -> bool:
@@ -76,8 +81,9 @@ class Scheduler:
         try:
             while True:
                 try:
-                    self.tick()
-                    self.housekeep()
+                    if self.wanted or self._threads:  # no task (a reload may add some): nothing to do
+                        self.tick()
+                        self.housekeep()
                 except Exception as error:  # noqa: BLE001 - the next tick tries again
                     log.warning("task scheduler: %s", " ".join(str(error).split()) or type(error).__name__)
                 if done.wait(TICK_SECONDS):

@@ -25,6 +25,7 @@ from typing import Callable
 from hookdeploy.core.config import Config
 from hookdeploy.core.errors import Aborted, DockerUnavailable, HookdeployError
 from hookdeploy.core.models import Job, JobState
+from hookdeploy.core.reload import LiveConfig
 from hookdeploy.core.store import Store
 from hookdeploy.engine import certs, containers, notify, pipeline, traffic
 from hookdeploy.engine.deploy import Deploy, job_name
@@ -44,14 +45,18 @@ ENGINE_RETRY_SECONDS = (1.0, 30.0)  # first and longest wait between tries while
 class Worker:
     """Runs queued jobs, one at a time, until told to stop."""
 
-    def __init__(self, config: Config, store: Store, name: str | None = None, clock: Callable | None = None):
-        self.config = config
+    def __init__(self, config: Config | LiveConfig, store: Store, name: str | None = None,
+                 clock: Callable | None = None):
+        # A SIGHUP may put a new config in `live`; the worker takes it between jobs (_take_config).
+        self.live = config if isinstance(config, LiveConfig) else LiveConfig(config)
+        self.config = self.live.current
         self.clock = clock  # the scheduler's now (tests inject one); None: the real clock
+        self.scheduler: Scheduler | None = None  # made by run()
         self.store = store
         self.id = name or f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
         self._client = None
         self._engine_lost = False
-        self.recovery = Recovery(config, store, lambda: self.client, self.id)
+        self.recovery = Recovery(self.config, store, lambda: self.client, self.id)
 
     @property
     def client(self):
@@ -68,9 +73,9 @@ class Worker:
         done = threading.Event()
         threads = [] if drain else [threading.Thread(target=self._every, args=(done, seconds, work), name=name, daemon=True)
                                     for name, seconds, work in self._background_work()]
-        scheduler = Scheduler(self.config, self.store, self.id, **({"clock": self.clock} if self.clock else {}))
-        if not drain and scheduler.wanted:  # scheduled tasks: threads of their own, never in a job's way
-            threads.append(threading.Thread(target=scheduler.run, args=(done,), name="tasks", daemon=True))
+        self.scheduler = Scheduler(self.config, self.store, self.id, **({"clock": self.clock} if self.clock else {}))
+        if not drain:  # scheduled tasks: threads of their own, never in a job's way
+            threads.append(threading.Thread(target=self.scheduler.run, args=(done,), name="tasks", daemon=True))
         try:
             if self.wait_for_engine(stop, give_up=drain):
                 self.heal()
@@ -89,6 +94,7 @@ class Worker:
         """Claim and run jobs; while idle, beat and now and then recover."""
         last_recovery = last_beat = time.monotonic()
         while not stop.is_set():
+            self._take_config()
             queued = any(self.store.queued_count(app) for app in self.config.apps)
             if queued and not self.wait_for_engine(stop, give_up=drain):
                 return
@@ -111,6 +117,13 @@ class Worker:
                     log.warning("recovery postponed: %s", _one_line(error))
                 last_recovery = now
             stop.wait(POLL_SECONDS)
+
+    def _take_config(self) -> None:
+        """Use the config in force now from here on: a job that runs keeps the one it started with."""
+        if self.live.current is not self.config:
+            self.config = self.recovery.config = self.live.current
+            if self.scheduler is not None:
+                self.scheduler.use(self.config)
 
     def wait_for_engine(self, stop: threading.Event, give_up: bool = False) -> bool:
         """True once the Docker engine answers; False if told to stop first.
@@ -200,7 +213,7 @@ class Worker:
         if any(app.on_swarm for app in apps):
             def follow(engine) -> None:
                 follower, failed = Recovery(self.config, self.store, engine, self.id), None
-                for app in [app.name for app in apps if app.on_swarm]:
+                for app in [app.name for app in self.config.apps.values() if app.on_swarm]:  # a reload may add one
                     try:
                         follower.follow(app)
                     except Exception as error:  # noqa: BLE001 - the other apps are followed all the same
