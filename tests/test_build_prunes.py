@@ -220,11 +220,11 @@ def test_our_prune_waits_while_a_classic_build_of_ours_runs_and_never_for_buildk
         images.append(image)
     app = config.apps["other"]
     with pipeline.building(config, builders.ClassicBuilder(instance.client)):  # as another job's build holds it
-        assert pipeline.prune(instance.client, config, store, app) is None
+        assert pipeline.prune(instance.client, store, app) is None
         assert set(images) <= instance.images()
         assert [release.state.value for release in store.releases("other")] == ["live", "retired", "retired"]
     # A BuildKit build holds nothing: its steps are in BuildKit's own cache, not parents a prune takes.
     with pipeline.building(config, builders.BuildKitBuilder(None)):
-        assert pipeline.prune(instance.client, config, store, app) == [images[0]]
+        assert pipeline.prune(instance.client, store, app) == [images[0]]
     assert instance.images() == set(images[1:])
     assert [release.state.value for release in store.releases("other")] == ["live", "retired", "pruned"]

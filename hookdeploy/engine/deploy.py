@@ -268,7 +268,7 @@ class Deploy:
                 what = pipeline.retire_release(self.client, old.container)
                 note(f"retired {what or old.container} after {app.drain_seconds:g} s drain")
         with self.step(job, "pruned images") as note:
-            pruned = pipeline.prune(self.client, self.config, self.store, app)
+            pruned = pipeline.prune(self.client, self.store, app)
             note("pruned none now: a build with the classic builder is running, and may be using their layers; "
                  "the app's next job prunes" if pruned is None else
                  f"pruned {', '.join(pruned)}" if pruned else "no images to prune")

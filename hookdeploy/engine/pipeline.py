@@ -98,15 +98,15 @@ def building(config: Config, builder: builders.Builder) -> Iterator[None]:
     if not builder.intermediate_images:
         yield
         return
-    with open(_lock_path(config, "build"), "a") as lock:
+    with open(_lock_path(config.server.database.parent, "build"), "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_SH)
         yield
 
 
-def _lock_path(config: Config, name: str) -> Path:
-    path = Path(config.server.state_dir) / f"{name}.lock"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return path
+def _lock_path(folder: Path, name: str) -> Path:
+    """A lock of everything sharing the store in `folder` (state_dir): the instance's workers."""
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder / f"{name}.lock"
 
 
 def clean_build_dir(config: Config, job: Job) -> None:
@@ -246,7 +246,7 @@ def verify_through_proxy(config: Config, app: AppConfig, sha: str) -> tuple[floa
                                tls_name=(host_header or "hookdeploy-verify") if secure else None)
 
 
-def prune(client: docker.DockerClient, config: Config, store: Store, app: AppConfig) -> list[str] | None:
+def prune(client: docker.DockerClient, store: Store, app: AppConfig) -> list[str] | None:
     """Remove release images beyond the newest `keep` (live included); never the live one or the rollback target.
 
     None (nothing removed; the app's next job prunes) while a build of this instance with the legacy
@@ -264,7 +264,8 @@ def prune(client: docker.DockerClient, config: Config, store: Store, app: AppCon
         return []
     pruned: list[str] = []
     # One prune at a time (two apps' jobs may end together); then none while such a build runs.
-    with open(_lock_path(config, "prune"), "a") as prune_lock, open(_lock_path(config, "build"), "a") as lock:
+    folder = store.path.parent
+    with open(_lock_path(folder, "prune"), "a") as prune_lock, open(_lock_path(folder, "build"), "a") as lock:
         fcntl.flock(prune_lock, fcntl.LOCK_EX)
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
