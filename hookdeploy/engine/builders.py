@@ -9,6 +9,7 @@ engine pulls it by digest. The deploy only ever calls the interface.
 
 from __future__ import annotations
 
+import re
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +23,15 @@ from hookdeploy.core.errors import StepFailed
 from hookdeploy.engine import buildhost, buildkit, containers, registry
 
 Lines = Callable[[list[str]], None]
+
+# What the engine says when an image a build was at went away under it (another worker's or
+# instance's prune took it): the legacy builder's lookups of a step's image ("No such image",
+# "unable to find image", "failed to get digest ...: no such file or directory" for an image
+# record removed as it was read, "unknown parent image ID" for a step committed onto one). Not
+# the commit's fault: the same build run again succeeds.
+LOST_IMAGE = re.compile(r'No such image: sha256:[0-9a-f]{12,64}|unable to find image "?sha256:[0-9a-f]{12,64}"?'
+                        r"|failed to get digest sha256:[0-9a-f]{12,64}: open \S+: no such file or directory"
+                        r"|unknown parent image ID sha256:[0-9a-f]{12,64}")
 
 
 @dataclass(frozen=True)
@@ -43,6 +53,7 @@ class Builder(Protocol):
     """What the deploy needs of a builder."""
 
     elsewhere: bool  # True: the image is built on another engine and reaches ours through [registry], by digest
+    intermediate_images: bool  # True: each step leaves an image, the parent of the next (the legacy builder)
 
     def describe(self) -> str:
         """How the job log names it: `BuildKit (/usr/bin/docker 20.10.24, DOCKER_BUILDKIT=1)`."""
@@ -62,6 +73,7 @@ class BuildKitBuilder:
     """BuildKit on the engine releases run on, through a docker CLI (buildkit.py)."""
 
     elsewhere = False
+    intermediate_images = False  # BuildKit keeps its steps in its own cache, which holds what a build uses
 
     def __init__(self, cli: buildkit.Client, client: docker.DockerClient | None = None, config: Config | None = None,
                  app: AppConfig | None = None):
@@ -100,6 +112,7 @@ class ClassicBuilder:
     """The Engine API's legacy builder, through the docker SDK."""
 
     elsewhere = False
+    intermediate_images = True
 
     def __init__(self, client: docker.DockerClient):
         self.client = client
@@ -115,6 +128,12 @@ class ClassicBuilder:
             raise StepFailed("build secrets need [build] builder = \"buildkit\"")
         return containers.build(self.client, request.context, request.dockerfile, request.tag, dict(request.labels),
                                 dict(request.build_args), request.timeout, on_lines, stop, request.target)
+
+
+def lost_image(error: str) -> str | None:
+    """The words of a build's error that say the engine lost an image under the build, else None."""
+    found = LOST_IMAGE.search(error)
+    return found.group(0) if found else None
 
 
 def chosen(config: Config, client: docker.DockerClient, app: AppConfig) -> Builder:

@@ -94,6 +94,7 @@ class RemoteBuilder:
     """BuildKit on a build host; the release is pushed from there and comes back by digest."""
 
     elsewhere = True
+    intermediate_images = False
 
     def __init__(self, cli: buildkit.Client, host: BuildHost, config: Config, app: AppConfig):
         self.cli, self.host, self.config, self.app = cli, host, config, app

@@ -280,7 +280,9 @@ class Deploy:
                 note(f"retired {what or old.container} after {app.drain_seconds:g} s drain")
         with self.step(job, "pruned images") as note:
             pruned = pipeline.prune(self.client, self.store, app)
-            note(f"pruned {', '.join(pruned)}" if pruned else "no images to prune")
+            note("pruned none now: a build with the classic builder is running, and may be using their layers; "
+                 "the app's next job prunes" if pruned is None else
+                 f"pruned {', '.join(pruned)}" if pruned else "no images to prune")
 
     # -- parts ---------------------------------------------------------------------------------
 
@@ -382,7 +384,8 @@ class Deploy:
         with self.step(job, "built image") as note:
             self.store.log(job.id, builder.announce(name), kind="step", step="build")
             name, built = pipeline.build(builder, self.config, app, job, context,
-                                         lambda lines: self.store.log_many(job.id, lines), self.stop)
+                                         lambda lines: self.store.log_many(job.id, lines), self.stop,
+                                         lambda text: self.store.log(job.id, text, kind="step"))
             if not builder.elsewhere:
                 self.store.set_image(job.id, name)
             note(f"built {name} (image {built})" if not builder.elsewhere else

@@ -6,11 +6,13 @@ or raises StepFailed with the reason a person needs, and touches nothing it was 
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import logging
 import shutil
 import threading
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import docker
 import git
@@ -25,6 +27,8 @@ from hookdeploy.engine import builders, certs, containers, gitops, health, proxy
 log = logging.getLogger(__name__)
 
 VERIFY_DEADLINE = 15.0
+BUILD_TRIES = 3  # builds of one job in all, when the engine loses an image under them
+BUILD_AGAIN_AFTER = (1.0, 3.0)  # seconds before the second and third: the prune that took it may still be at work
 
 
 def build_dir(config: Config, job: Job) -> Path:
@@ -60,13 +64,49 @@ def checkout(config: Config, app: AppConfig, job: Job, fetch: bool = True) -> Pa
 
 
 def build(builder: builders.Builder, config: Config, app: AppConfig, job: Job, context: Path,
-          on_lines: Callable[[list[str]], None], stop: threading.Event | None = None) -> tuple[str, str]:
-    """Build `N/APP:SHA12` from the checked-out context; return the image name and id (Aborted once `stop` is set)."""
+          on_lines: Callable[[list[str]], None], stop: threading.Event | None = None,
+          on_note: Callable[[str], None] = lambda text: None) -> tuple[str, str]:
+    """Build `N/APP:SHA12` from the checked-out context; return the image name and id (Aborted once `stop` is set).
+
+    A build the engine lost an image under (a prune elsewhere: builders.lost_image) is built again,
+    `BUILD_TRIES` times in all, each new try told to `on_note`; any other failure ends it at once."""
     name = containers.image_name(config.server.name, app.name, job.sha)
     request = builders.BuildRequest(
         context, app.dockerfile, name, containers.release_labels(config.server.name, app.name, job.sha, job.id),
         app.build_args, app.build_target, app.build_secrets, app.build_timeout, registry.build_cache(config, app))
-    return name, builder.build(request, on_lines, stop)
+    with building(config, builder):
+        for attempt in range(1, BUILD_TRIES + 1):
+            try:
+                return name, builder.build(request, on_lines, stop)
+            except StepFailed as error:
+                lost = builders.lost_image(str(error))
+                if lost is None:
+                    raise
+                if attempt == BUILD_TRIES:
+                    raise StepFailed(f"{error} (the engine lost an image under each of {BUILD_TRIES} builds)") from None
+                on_note(f"build: the engine lost an image under the build ({lost}); "
+                        f"building again ({attempt + 1} of {BUILD_TRIES})")
+            if (stop or threading.Event()).wait(BUILD_AGAIN_AFTER[attempt - 1]):
+                raise Aborted()
+    raise AssertionError("unreachable")
+
+
+@contextlib.contextmanager
+def building(config: Config, builder: builders.Builder) -> Iterator[None]:
+    """Hold the instance's build lock shared while a builder with intermediate images builds: a prune
+    (which takes it alone) must not remove an untagged parent image a build has reached by its cache."""
+    if not builder.intermediate_images:
+        yield
+        return
+    with open(_lock_path(config.server.database.parent, "build"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_SH)
+        yield
+
+
+def _lock_path(folder: Path, name: str) -> Path:
+    """A lock of everything sharing the store in `folder` (state_dir): the instance's workers."""
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder / f"{name}.lock"
 
 
 def clean_build_dir(config: Config, job: Job) -> None:
@@ -206,8 +246,12 @@ def verify_through_proxy(config: Config, app: AppConfig, sha: str) -> tuple[floa
                                tls_name=(host_header or "hookdeploy-verify") if secure else None)
 
 
-def prune(client: docker.DockerClient, store: Store, app: AppConfig) -> list[str]:
-    """Remove release images beyond the newest `keep` (live included); never the live one or the rollback target."""
+def prune(client: docker.DockerClient, store: Store, app: AppConfig) -> list[str] | None:
+    """Remove release images beyond the newest `keep` (live included); never the live one or the rollback target.
+
+    None (nothing removed; the app's next job prunes) while a build of this instance with the legacy
+    builder runs: removing an image takes its untagged parents along, and such a build may be at one
+    of them (a step its cache found). Removals hold the build lock, so no such build starts meanwhile."""
     releases = [release for release in store.releases(app.name) if release.state is not ReleaseState.PRUNED]
     kept: list[str] = []
     for release in releases:
@@ -215,11 +259,22 @@ def prune(client: docker.DockerClient, store: Store, app: AppConfig) -> list[str
             kept.append(release.image)
     protected = set(kept) | {release.image for release in (store.live_release(app.name),
                                                            store.rollback_target(app.name)) if release}
+    unwanted = list(dict.fromkeys(release.image for release in releases if release.image not in protected))
+    if not unwanted:
+        return []
     pruned: list[str] = []
-    for image in dict.fromkeys(release.image for release in releases if release.image not in protected):
-        if containers.remove_image(client, image):
-            store.mark_pruned([release.id for release in releases if release.image == image])
-            pruned.append(image)
+    # One prune at a time (two apps' jobs may end together); then none while such a build runs.
+    folder = store.path.parent
+    with open(_lock_path(folder, "prune"), "a") as prune_lock, open(_lock_path(folder, "build"), "a") as lock:
+        fcntl.flock(prune_lock, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return None
+        for image in unwanted:
+            if containers.remove_image(client, image):
+                store.mark_pruned([release.id for release in releases if release.image == image])
+                pruned.append(image)
     return pruned
 
 
