@@ -308,3 +308,23 @@ def test_zones_come_from_the_tzdata_package_where_the_system_has_none(write_conf
     completed = run_cli("tasks", "site", config=write_config(text), env={"PYTHONTZPATH": ""})
     assert completed.returncode == 0, completed.stderr
     assert "'@hourly' (America/New_York)" in completed.stdout
+
+
+def test_a_task_added_by_a_reload_is_scheduled_by_the_running_worker(write_config, store):
+    """A worker started with no task at all takes one added to deploy.toml by a reload (SIGHUP) from
+    its next tick, as it takes new apps from its next job."""
+    from hookdeploy.core.reload import LiveConfig
+    from hookdeploy.engine.worker import Worker
+
+    live = LiveConfig(tasks_config(write_config, []))
+    make_live(store)
+    clock = Clock()
+    worker = Worker(live, store, "w", clock=clock)
+    worker.scheduler = HeldRuns(worker.config, store, "w", clock=clock)  # as run() makes it, with no container
+    assert worker.scheduler.tick() == []
+    tasks_config(write_config, [EVERY_MINUTE])  # the file changes; SIGHUP makes the worker read it
+    assert live.reload()
+    worker._take_config()
+    clock.at(1)
+    run, = worker.scheduler.tick()
+    assert (run.task, run.state) == ("tick", RunState.RUNNING)
