@@ -5,6 +5,7 @@ across a deploy, saying it switched release; bad input is one line, exit 2."""
 from __future__ import annotations
 
 import re
+import signal
 import subprocess
 import threading
 import time
@@ -61,10 +62,11 @@ def test_app_logs_of_three_replicas_tail_since_and_bad_input(instance):
     assert all(per_replica[replica] == everything[replica][-5:] for replica in "123")  # each one's last five
     assert not any(line.startswith("v1 line 1 ") for lines in per_replica.values() for line in lines)
 
-    time.sleep(max(0.0, deployed + 3.5 - time.monotonic()))
+    # The app's own lines are 10 s old or more, the requests' lines new; --since 7s leaves the CLI time to start.
+    time.sleep(max(0.0, deployed + 10 - time.monotonic()))
     for _ in range(6):  # round-robin: some of them on each replica
         assert instance.get("/?mark=since-test").status == 200
-    recent = instance.cli("app-logs", "site", "--since", "2s")
+    recent = instance.cli("app-logs", "site", "--since", "7s")
     assert recent.returncode == 0, recent.stderr
     assert recent.stdout.count("/?mark=since-test") == 6 and " line 1 " not in recent.stdout, recent.stdout
     assert len({line.partition("]")[0] for line in recent.stdout.splitlines()}) == 3  # every replica answered some
@@ -98,8 +100,9 @@ def test_follow_goes_on_with_the_new_release_after_a_deploy(instance):
         wait_for(lambda: sum(" v2 line 8 " in line for line in lines) == 2, lines, "both v2 replicas' lines")
         assert follower.poll() is None  # still following
     finally:
-        follower.terminate()
+        follower.send_signal(signal.SIGINT)  # Ctrl-C: the way a follow ends
         follower.wait(10)
+    assert follower.returncode == 0 and follower.stderr.read() == "", follower.returncode
     assert switched in lines, lines
     at = lines.index(switched)
     assert not any(" v2 " in line for line in lines[:at])  # nothing of v2 before it said so

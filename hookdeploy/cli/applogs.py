@@ -8,6 +8,7 @@ and goes on with the new release's lines, from their start.
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 import time
@@ -87,3 +88,13 @@ def _next_release(store: Store, app: AppConfig, current: Release) -> Release:
 def stdout_echo(text: str) -> None:
     sys.stdout.write(text + "\n")
     sys.stdout.flush()
+
+
+def run(store: Store, app: AppConfig, tail: int | None, since: str | None, follow: bool) -> None:
+    """app_logs to stdout; Ctrl-C ends a --follow (exit 0), and so does a reader that went (`| head`)."""
+    try:
+        app_logs(store, app, tail, since, follow, stdout_echo)
+    except KeyboardInterrupt:
+        pass
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit's flush does not fail again

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 import urllib.parse
 from typing import Callable, Iterator
 
@@ -68,7 +69,10 @@ def service_logs(client: docker.DockerClient, service, tail: int | None, since: 
         stamp, _, rest = stamped.partition(" ")
         details, _, line = rest.partition(" ")
         task = dict(urllib.parse.parse_qsl(details.replace(",", "&"))).get(TASK_ID, "")
-        return stamp, names.get(task, f"task {task[:12] or '?'}"), line
+        if task and task not in names:  # a task Swarm started since (a replacement): look again, once
+            names.update({found.id: f"task {found.slot}@{found.node}" for found in swarm.tasks(client, service, "")})
+            names.setdefault(task, f"task {task[:12]}")
+        return stamp, names.get(task, "task ?"), line
 
     return _merged([(chunks, parse)], follow, until)
 
@@ -131,8 +135,12 @@ def _merged(sources: list[tuple[object, Parse]], follow: bool, until: Callable[[
             for _, label, line in collected:
                 yield label, line
             return
-        ended = 0
-        while ended < len(readers) and not until():
+        ended, asked = 0, time.monotonic()
+        while ended < len(readers):
+            if time.monotonic() - asked >= POLL_SECONDS:  # not for every line: until() may ask the store
+                if until():
+                    return
+                asked = time.monotonic()
             try:
                 item = found.get(timeout=POLL_SECONDS)
             except queue.Empty:
