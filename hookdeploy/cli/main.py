@@ -255,6 +255,19 @@ def logs(context: Context, job_id: int, follow: bool) -> None:
         click.echo(one_line(event.render()))  # build output and commit subjects may carry escape sequences
 
 
+@cli.command("app-logs")
+@click.argument("app_name", metavar="APP")
+@click.option("--follow", is_flag=True, help="Keep printing, across deploys (says when it switches release).")
+@click.option("--since", metavar="DURATION", help="Only lines of the last DURATION (30s, 10m, 2h, 7d).")
+@click.option("--tail", type=click.IntRange(0, 1_000_000), metavar="N", help="The last N lines of each replica or task.")
+@pass_context
+def app_logs(context: Context, app_name: str, follow: bool, since: str | None, tail: int | None) -> None:
+    """The live release's output: every container or Swarm task, each line prefixed with it."""
+    from hookdeploy.cli import applogs
+
+    applogs.run(context.store, context.app(app_name), tail, since, follow)
+
+
 @cli.command()
 @pass_context
 def doctor(context: Context) -> None:
