@@ -16,7 +16,7 @@ from datetime import datetime, timezone
 import pytest
 
 from cluster_helpers import Hey
-from docker_helpers import Instance, Load, site_files
+from docker_helpers import BASE_IMAGE, Instance, Load, site_files
 
 from hookdeploy.core.models import JobState, ReleaseState
 from hookdeploy.core.taskruns import RunState, TaskRuns
@@ -82,8 +82,9 @@ def test_remove_is_refused_for_an_app_in_deploy_toml_and_while_its_job_runs(inst
     assert claimed.id == job.id
     refused = instance.cli("remove", "site")
     assert refused.returncode == 2, refused.stdout
-    assert refused.stderr == (f"hookdeploy: error: site has job {job.id} running: wait for it to end "
-                              f"(hookdeploy logs {job.id} --follow), then remove site\n")
+    assert refused.stderr == (f"hookdeploy: error: site has job {job.id} running: wait for it to end (hookdeploy "
+                              f"logs {job.id} --follow; if its worker died, the next worker to start ends it), "
+                              "then remove site\n")
     assert instance.get(host="site.test").status == 200 and site_objects(instance) == before
     instance.store.finish(job.id, JobState.FAILED, "ended by the test")
     instance.configure({"site": SITE, "other": OTHER})
@@ -187,3 +188,20 @@ def test_remove_takes_everything_but_the_history_and_the_volume_without_cutting_
     assert unknown.returncode == 2 and unknown.stderr == (
         "hookdeploy: error: unknown app nosuch: neither deploy.toml nor the job store knows it, and the engine has "
         "nothing of it\n")
+
+
+def test_an_image_that_has_another_name_only_loses_the_apps_names(instance):
+    """An image app's pull is named N/APP:SHA12 beside its own name: remove takes the app's names, never the image."""
+    client, name = instance.client, instance.name
+    base = client.images.get(BASE_IMAGE)
+    for tag in ("abc", "def"):
+        base.tag(f"{name}/gone", tag)
+    job = instance.enqueue("gone", "a" * 40)
+    removed = instance.cli("remove", "gone")
+    assert removed.returncode == 0, removed.stderr
+    lines = removed.stdout.splitlines()
+    assert lines[:2] == [f"gone: ended 1 queued job superseded ({job.id})",
+                         f"gone: removed 2 images: {name}/gone:abc, {name}/gone:def"]
+    assert lines[2].startswith(f"gone: kept 1 image: {base.id.removeprefix('sha256:')[:12]} (also named ")
+    assert BASE_IMAGE in lines[2] and len(lines) == 4
+    assert client.images.get(BASE_IMAGE).id == base.id and client.api.images(name=f"{name}/gone") == []

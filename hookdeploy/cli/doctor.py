@@ -65,7 +65,12 @@ def _check_orphans(config: Config, check) -> None:
     except HookdeployError:
         engine = None  # said by the Docker check; the store and the routes still tell
     try:
-        found = removal.orphans(config, Store(config.server.database), engine)
+        store = Store(config.server.database)
+        found = removal.orphans(config, store, engine)
+        store.close()
+    except HookdeployError as error:
+        check(False, "", f"cannot look for apps removed from deploy.toml: {error}")
+        return
     finally:
         if engine is not None:
             engine.close()

@@ -112,8 +112,8 @@ def remove(config: Config, store: Store, app: str, volumes: bool = False) -> Rem
         known = app in store.known_apps()
         running, superseded = store.close_app(app, REASON.format(app=app))
         if running is not None:
-            raise BadInput(f"{app} has job {running.id} running: wait for it to end "
-                           f"(hookdeploy logs {running.id} --follow), then remove {app}")
+            raise BadInput(f"{app} has job {running.id} running: wait for it to end (hookdeploy logs {running.id} "
+                           f"--follow; if its worker died, the next worker to start ends it), then remove {app}")
         done = Removal(app, jobs=[job.id for job in superseded])
         done.task_runs = TaskRuns(store).end_app(app, REASON.format(app=app))
         done.route, hostnames = remove_route(config, client, app)
@@ -210,8 +210,10 @@ def remove_images(client: docker.DockerClient, config: Config, app: str) -> tupl
         found.update({raw["Id"]: raw for raw in client.api.images(name=repository)})
     removed, kept, gone = [], [], set()
     for image_id, raw in found.items():
+        # A list filtered by name shows only the matching names: the image's other names are asked below.
         tags = [tag for tag in raw.get("RepoTags") or () if tag != "<none>:<none>"]
         ours = [tag for tag in tags if tag.rpartition(":")[0] in repositories]
+        refused = False
         for name in ours or ([] if tags else [image_id]):  # an untagged one goes by its id
             try:
                 client.api.remove_image(name)
@@ -219,13 +221,22 @@ def remove_images(client: docker.DockerClient, config: Config, app: str) -> tupl
                 pass
             except docker.errors.APIError as error:
                 kept.append(f"{_short(name)} ({error.explanation or error})")
+                refused = True
                 continue
             removed.append(_short(name))
             gone.add(name)
-        if len(ours) < len(tags):
-            others = [tag for tag in tags if tag not in ours]
+        others = [tag for tag in _names(client, image_id) if tag not in ours] if tags and not refused else []
+        if others:
             kept.append(f"{_short(image_id)} (also named {', '.join(others)})")
     return removed, kept, gone
+
+
+def _names(client: docker.DockerClient, image_id: str) -> list[str]:
+    """The names an image has now (none once it is gone)."""
+    try:
+        return [tag for tag in client.api.inspect_image(image_id).get("RepoTags") or () if tag != "<none>:<none>"]
+    except docker.errors.NotFound:
+        return []
 
 
 def _short(name: str) -> str:
