@@ -205,3 +205,21 @@ def test_an_image_that_has_another_name_only_loses_the_apps_names(instance):
     assert lines[2].startswith(f"gone: kept 1 image: {base.id.removeprefix('sha256:')[:12]} (also named ")
     assert BASE_IMAGE in lines[2] and len(lines) == 4
     assert client.images.get(BASE_IMAGE).id == base.id and client.api.images(name=f"{name}/gone") == []
+
+
+def test_removing_the_default_server_app_brings_back_the_catch_all(make_instance):
+    """The app without hostnames answered every other name; once it is removed the proxy's own 404 does,
+    never the remaining app (nginx would take its first server block as the default)."""
+    made = make_instance()
+    made.configure({"site": {}, "other": OTHER})
+    for app in ("site", "other"):
+        assert made.deploy(app, site_files(f"{app} v1")).state is JobState.SUCCEEDED
+    assert "00-default.conf" not in made.proxy_files() and made.get(host="elsewhere.test").status == 200
+    made.configure({"other": OTHER})
+    removed = made.cli("remove", "site")
+    assert removed.returncode == 0, removed.stderr
+    assert "00-default.conf" in made.proxy_files() and "app-site.conf" not in made.proxy_files()
+    for host in (None, "elsewhere.test"):
+        answer = made.get(host=host)
+        assert answer.status == 404 and answer.release is None, answer
+    assert made.get(host="other.test").body == "<p>other v1</p>\n"
