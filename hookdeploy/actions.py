@@ -186,9 +186,18 @@ def status(config: Config, store: Store, app_name: str | None = None) -> list[Ap
     return [app_status(store, name) for name in names]
 
 
-def history(store: Store, app: AppConfig, limit: int) -> list[Job]:
+def history(store: Store, app: AppConfig | str, limit: int) -> list[Job]:
     """The app's jobs, newest first."""
-    return store.jobs(app.name, limit=limit)
+    return store.jobs(app if isinstance(app, str) else app.name, limit=limit)
+
+
+def known_app(config: Config, store: Store, name: str) -> AppConfig | str:
+    """The app named `name` in deploy.toml, else its name if the store knows it (an app removed from
+    deploy.toml keeps its history); UnknownApp when neither does."""
+    check_app_name(name)
+    if name not in config.apps and name in store.known_apps():
+        return name
+    return config.app(name)
 
 
 def recent_jobs(store: Store, limit: int) -> list[Job]:

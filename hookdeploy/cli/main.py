@@ -229,8 +229,8 @@ def status(context: Context, app_name: str | None, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list, newest first.")
 @pass_context
 def history(context: Context, app_name: str, limit: int, as_json: bool) -> None:
-    """The app's jobs, newest first."""
-    jobs = actions.history(context.store, context.app(app_name), limit)
+    """The app's jobs, newest first (also of an app removed from deploy.toml: its history stays)."""
+    jobs = actions.history(context.store, actions.known_app(context.config, context.store, app_name), limit)
     if as_json:
         click.echo(json.dumps([job.to_json() for job in jobs]))
         return
@@ -373,6 +373,19 @@ def run_command(context: Context, app_name: str, command: tuple[str, ...]) -> No
     app = context.app(app_name)
     command = command[1:] if command[:1] == ("--",) else command
     sys.exit(oneoff.run_command(context.config, context.store, app, list(command)))
+
+
+@cli.command("remove")
+@click.argument("app_name", metavar="APP")
+@click.option("--volumes", is_flag=True, help="Also remove the app's named volumes, and the data in them.")
+@pass_context
+def remove_command(context: Context, app_name: str, volumes: bool) -> None:
+    """Remove an app gone from deploy.toml: its containers or services, route, images and certificates
+    (its history stays; its volumes too, unless --volumes)."""
+    from hookdeploy.engine import removal
+
+    for line in removal.remove(context.config, context.store, app_name, volumes=volumes).lines():
+        click.echo(one_line(line))
 
 
 # -- serving and API tokens ------------------------------------------------------------------------

@@ -347,6 +347,37 @@ class Store:
                           f"FROM releases {tail}", params).fetchall()
         return [Release(**{**dict(row), "state": ReleaseState(row["state"])}) for row in rows]
 
+    # -- an app gone from deploy.toml ---------------------------------------------------
+
+    def known_apps(self) -> list[str]:
+        """Every app the store has a job or a release of, by name."""
+        rows = self._connection().execute("SELECT app FROM jobs UNION SELECT app FROM releases ORDER BY app").fetchall()
+        return [row["app"] for row in rows]
+
+    def close_app(self, app: str, reason: str) -> tuple[Job | None, list[Job]]:
+        """In one commit: (the app's running job, []) when one runs, and then nothing changes; else
+        (None, its queued jobs), each ended superseded with `reason`, so no worker claims one after."""
+        with self.transaction() as db:
+            running = db.execute("SELECT id FROM jobs WHERE app = ? AND state = 'running'", (app,)).fetchone()
+            if running is not None:
+                return self._job(db, running["id"]), []
+            queued = db.execute("SELECT id FROM jobs WHERE app = ? AND state = 'queued' ORDER BY id", (app,)).fetchall()
+            now = utcnow()
+            for row in queued:
+                db.execute("UPDATE jobs SET state = 'superseded', finished_at = ?, error = ? WHERE id = ?",
+                           (now, reason, row["id"]))
+                self._event(db, row["id"], "state", f"superseded: {reason}")
+            return None, [self._job(db, row["id"]) for row in queued]
+
+    def retire_app(self, app: str, images_gone: set[str]) -> None:
+        """Record that nothing of the app runs any more: its live release is retired, and the releases
+        whose image is in `images_gone` are pruned (a rollback to one builds or pulls it again)."""
+        with self.transaction() as db:
+            db.execute("UPDATE releases SET state = 'retired', retired_at = ? WHERE app = ? AND state = 'live'",
+                       (utcnow(), app))
+            db.executemany("UPDATE releases SET state = 'pruned' WHERE app = ? AND image = ? AND state = 'retired'",
+                           [(app, image) for image in sorted(images_gone)])
+
     # -- workers -----------------------------------------------------------------------
 
     def worker_beat(self, worker: str, stopped: bool = False) -> None:

@@ -182,6 +182,19 @@ class TaskRuns:
         return [run for run in self._runs("WHERE state = 'running' AND worker != ? ORDER BY id", (worker,))
                 if (now - parse_time(run.heartbeat_at or run.started_at or run.created_at)).total_seconds() > older_than]
 
+    def end_app(self, app: str, reason: str) -> list[TaskRun]:
+        """End every unfinished run of an app being removed, with `reason`: a queued one skipped, a
+        running one failed (its worker's own finish then changes nothing). Returns them as they ended."""
+        with self.store.transaction() as db:
+            rows = db.execute("SELECT id, state, started_at FROM task_runs WHERE app = ? AND state IN "
+                              "('queued', 'running') ORDER BY id", (app,)).fetchall()
+            now = utcnow()
+            for row in rows:
+                took = (parse_time(now) - parse_time(row["started_at"])).total_seconds() if row["started_at"] else None
+                db.execute("UPDATE task_runs SET state = ?, reason = ?, finished_at = ?, duration = ? WHERE id = ?",
+                           ("skipped" if row["state"] == "queued" else "failed", reason, now, took, row["id"]))
+            return [self._run(db, row["id"]) for row in rows]
+
     # -- reading ----------------------------------------------------------------------------
 
     def run(self, run_id: int) -> TaskRun | None:
