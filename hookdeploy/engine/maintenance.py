@@ -27,7 +27,7 @@ from hookdeploy.core.errors import Aborted, HookdeployError, StepFailed
 from hookdeploy.core.models import Job, JobState, Release
 from hookdeploy.core.store import Store
 from hookdeploy.engine import certs, containers, pipeline, proxy, swarm, traffic
-from hookdeploy.engine.deploy import STEPS, job_name
+from hookdeploy.engine.deploy import STEPS, fault, job_name
 
 # The worker's lines, whichever of its modules writes them.
 log = logging.getLogger("hookdeploy.engine.worker")
@@ -220,6 +220,7 @@ class Stop(_Operation):
                     raise
             note(f"the proxy answers {app.name}'s maintenance page (503, Retry-After {RETRY_AFTER_SECONDS})"
                  + (f" from {app.maintenance_page}" if app.maintenance_page else " (built in)"))
+        fault("maintenance")
         with self.step("stopped release") as note:
             self.stop.wait(min(app.drain_seconds, 5.0))  # requests the old nginx workers still hold finish
             what = stop_release(client, self.config, app, live)
