@@ -265,6 +265,9 @@ def _check_maintenance_page(values: dict, key: str, base: Path, problems: list[s
         return
     path = (base / values["maintenance_page"]).resolve()
     try:
+        if not path.is_file():  # before opening: a FIFO would block
+            problems.append(f"{key}.maintenance_page: {printable(str(path), 80)} is not a file")
+            return
         size = path.stat().st_size
         with open(path, "rb"):
             pass
@@ -272,9 +275,7 @@ def _check_maintenance_page(values: dict, key: str, base: Path, problems: list[s
         problems.append(f"{key}.maintenance_page: cannot read {printable(str(path), 80)} "
                         f"({error.strerror or type(error).__name__})")
         return
-    if not path.is_file():
-        problems.append(f"{key}.maintenance_page: {printable(str(path), 80)} is not a file")
-    elif size > MAINTENANCE_PAGE_LIMIT:
+    if size > MAINTENANCE_PAGE_LIMIT:
         problems.append(f"{key}.maintenance_page: {printable(str(path), 80)} is {size} bytes, more than "
                         f"{MAINTENANCE_PAGE_LIMIT}")
     values["maintenance_page"] = str(path)
