@@ -220,3 +220,28 @@ def test_a_push_to_a_stopped_app_deploys_and_starts_it_and_says_so(pushing_stopp
     assert instance.get() == (200, second[:12], "<p>two</p>\n")
     assert app_state(instance)["stopped"] is False
     assert container_states(instance, old.job) == []  # the stopped release retired as any replaced one
+
+
+def test_a_stopped_app_answers_its_page_over_https_too(instance: Instance, tmp_path):
+    from docker_helpers import free_port
+    from pebble_helpers import https_get, self_signed
+
+    host, tls_port = "site.test", free_port()
+    cert_file, key_file = self_signed(tmp_path / "own", host)
+    page = tmp_path / "maintenance.html"
+    page.write_text(PAGE)
+    instance.configure({"site": {"hostnames": [host], "tls": {"cert_file": str(cert_file), "key_file": str(key_file)},
+                                 "maintenance_page": str(page)}},
+                       proxy={"publish_tls": f"127.0.0.1:{tls_port}"})
+    job = instance.deploy("site", site_files("one"))
+    assert job.state.value == "succeeded", job.error
+    assert instance.cli("stop", "site").returncode == 0
+    instance.work()
+    secure = https_get(tls_port, host, cafile=cert_file)
+    assert (secure.status, secure.headers.get("retry-after"), secure.body) == (503, "300", PAGE)
+    plain = instance.get(host=host)  # redirect_http: http:// still sends visitors to https://
+    assert plain.status == 308
+    assert instance.cli("start", "site").returncode == 0
+    instance.work()
+    secure = https_get(tls_port, host, cafile=cert_file)
+    assert (secure.status, secure.release) == (200, job.sha[:12])

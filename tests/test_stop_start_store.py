@@ -124,3 +124,28 @@ def test_the_maintenance_blocks_keep_the_apps_names_and_answer_503_with_retry_af
     assert f"error_page 503 {maintenance.PAGE_URI};" in text and "add_header Retry-After 300 always;" in text
     assert "location ^~ /.well-known/acme-challenge/" in text  # certificates still renew while stopped
     assert "proxy_pass" not in text and maintenance.is_page_route(text)
+
+
+def test_dashboard_stop_and_start_buttons_queue_jobs_for_deploy_scope_only(web_app):
+    from webhook_helpers import ORIGIN, release
+
+    release(web_app.store, "site", web_app.shas[0])
+    web_app.client.environ_base["HTTP_ORIGIN"] = ORIGIN["Origin"]
+    web_app.sign_in("read")
+    page = web_app.client.get("/").get_data(as_text=True)
+    assert "/apps/site/stop" not in page
+    assert web_app.client.post("/apps/site/stop", data={"csrf": web_app.csrf()}).status_code == 403
+
+    web_app.sign_in()
+    page = web_app.client.get("/").get_data(as_text=True)
+    assert 'action="/apps/site/stop"' in page and ">Stop</button>" in page
+    response = web_app.client.post("/apps/site/stop", data={"csrf": web_app.csrf()})
+    assert response.status_code == 303
+    stop = web_app.store.job(int(response.headers["Location"].rsplit("/", 1)[1]))
+    assert (stop.kind, stop.sha, stop.state) == (JobKind.STOP, web_app.shas[0], JobState.QUEUED)
+    web_app.store.set_stopped("site", web_app.store.live_release("site").id, stop.id)  # as the worker would
+    page = web_app.client.get("/").get_data(as_text=True)
+    assert 'action="/apps/site/start"' in page and "stopped: the maintenance page answers" in page
+    response = web_app.client.post("/apps/site/start", data={"csrf": web_app.csrf()})
+    assert response.status_code == 303
+    assert web_app.store.jobs("site", limit=1)[0].kind is JobKind.START
