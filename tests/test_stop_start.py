@@ -98,6 +98,7 @@ def test_stop_under_load_answers_the_maintenance_page_then_start_routes_the_heal
         time.sleep(0.5)
     assert not during_stop.errors, during_stop.errors[:5]
     outcomes = during_stop.outcomes()
+    print(f"during the stop: {outcomes}")  # shown with -s: the numbers the report quotes
     assert set(outcomes) == {"release", "maintenance"}, outcomes
     stop_job = instance.store.jobs("site", limit=1)[0]
     assert (stop_job.kind.value, stop_job.state.value) == ("stop", "succeeded"), stop_job.error
@@ -121,6 +122,7 @@ def test_stop_under_load_answers_the_maintenance_page_then_start_routes_the_heal
         time.sleep(0.3)
     assert not during_start.errors, during_start.errors[:5]
     outcomes = during_start.outcomes()
+    print(f"during the start: {outcomes}")
     assert set(outcomes) == {"release", "maintenance"}, outcomes
     start_job = instance.store.jobs("site", limit=1)[0]
     assert start_job.state.value == "succeeded", start_job.error

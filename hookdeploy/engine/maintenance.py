@@ -222,7 +222,7 @@ class Stop(_Operation):
                  + (f" from {app.maintenance_page}" if app.maintenance_page else " (built in)"))
         fault("maintenance")
         with self.step("stopped release") as note:
-            self.stop.wait(min(app.drain_seconds, 5.0))  # requests the old nginx workers still hold finish
+            self.stop.wait(app.drain_seconds)  # requests the old nginx workers still hold finish
             what = stop_release(client, self.config, app, live)
             note(f"stopped {what} of {live.sha[:12]}; `hookdeploy start {app.name}` or a deploy starts it again")
         return JobState.SUCCEEDED, None

@@ -136,6 +136,7 @@ class Recovery:
 
     def _keep_stopped(self, app, live, proxy_container, path) -> None:
         """A stopped app (`stop APP`): its maintenance page stays routed and its containers stay stopped."""
+        maintenance.write_page(self.config, app)  # unchanged: not written
         if not maintenance.is_page_route(proxy.read(path)):
             maintenance.route_to_page(self.config, app, proxy_container, live.sha)
             log.warning("%s: proxy repaired to answer the maintenance page (the app is stopped)", app.name)
