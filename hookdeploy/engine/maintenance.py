@@ -188,6 +188,7 @@ class _Operation:
             return JobState.FAILED, str(error)
 
     def operate(self, app: AppConfig, live: Release) -> Ended:
+        """What the job does to the app's live release; its final state and error."""
         raise NotImplementedError
 
     @contextlib.contextmanager
@@ -275,11 +276,13 @@ RUNNERS = {"stop": Stop, "start": Start}  # by job kind; the worker runs other k
 
 
 def _check_stop(stop: threading.Event) -> None:
+    """Aborted if the worker was told to stop."""
     if stop.is_set():
         raise Aborted()
 
 
 def _read_bytes(path: Path) -> bytes | None:
+    """A file's bytes, or None if there is none."""
     try:
         return path.read_bytes()
     except FileNotFoundError:
