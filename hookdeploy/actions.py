@@ -17,7 +17,7 @@ from datetime import datetime, timezone
 
 from hookdeploy.core.config import AppConfig, Config, TaskConfig
 from hookdeploy.core.errors import BadInput, UnknownJob
-from hookdeploy.core.models import Event, Job, JobKind, Release, Trigger
+from hookdeploy.core.models import Event, Job, JobKind, JobState, Release, Trigger
 from hookdeploy.core.names import (ZERO_SHA, check_app_name, check_digest, check_ref, check_sha_prefix, check_tag,
                                    check_task_name, printable, ref_problem)
 from hookdeploy.core.store import Store
@@ -110,6 +110,50 @@ def rollback(store: Store, app: AppConfig, to_sha: str | None = None) -> Job:
     return store.enqueue(app.name, sha, kind=JobKind.ROLLBACK, trigger=Trigger.ROLLBACK, coalesce=app.coalesce)
 
 
+def stop_app(store: Store, app: AppConfig) -> Job:
+    """Queue a stop of the app's live release (DESIGN "Operating apps"): BadInput when nothing is live or it is
+    stopped already, or a stop is queued."""
+    live = store.live_release(app.name)
+    if live is None:
+        raise BadInput(f"{app.name} has no live release to stop")
+    if store.stopped(app.name) is not None:
+        raise BadInput(f"{app.name} is stopped already (since job {_stopped_by(store, app.name)}); "
+                       f"start it with: hookdeploy start {app.name}")
+    _refuse_queued(store, app.name, JobKind.STOP)
+    return store.enqueue(app.name, live.sha, kind=JobKind.STOP, trigger=Trigger.MANUAL, coalesce=False)
+
+
+def start_app(store: Store, app: AppConfig) -> Job:
+    """Queue a start of the app's stopped live release: BadInput when nothing is live or it is not stopped."""
+    live = store.live_release(app.name)
+    if live is None:
+        raise BadInput(f"{app.name} has no live release to start")
+    queued_stop = any(job.kind is JobKind.STOP for job in store.jobs(app.name, states=(JobState.QUEUED,
+                                                                                       JobState.RUNNING)))
+    if store.stopped(app.name) is None and not queued_stop:
+        raise BadInput(f"{app.name} is not stopped ({live.sha[:12]} serves)")
+    _refuse_queued(store, app.name, JobKind.START)
+    return store.enqueue(app.name, live.sha, kind=JobKind.START, trigger=Trigger.MANUAL, coalesce=False)
+
+
+def _refuse_queued(store: Store, app: str, kind: JobKind) -> None:
+    queued = [job for job in store.jobs(app, states=(JobState.QUEUED,)) if job.kind is kind]
+    if queued:
+        raise BadInput(f"a {kind.value} of {app} is queued already (job {queued[0].id})")
+
+
+def _stopped_by(store: Store, app: str) -> int | None:
+    rows = store.query("SELECT job FROM stopped_apps WHERE app = ?", (app,))
+    return rows[0]["job"] if rows else None
+
+
+def stopped_note(store: Store, app: AppConfig) -> str | None:
+    """What a push to a stopped app is told: that it deploys and starts the app; None if not stopped."""
+    if store.stopped(app.name) is None:
+        return None
+    return f"{app.name} is stopped (maintenance page): this push deploys and starts it"
+
+
 def rollback_target(store: Store, app: str, to_sha: str | None) -> str:
     """The SHA a rollback goes to: the newest earlier release, or the one release `to_sha` names."""
     if to_sha is None:
@@ -167,17 +211,19 @@ class AppStatus:
     queued: int
     running: Job | None
     can_roll_back: bool
+    stopped: bool = False  # `stop APP`: its live release's containers are stopped, the maintenance page answers
 
     def to_json(self) -> dict:
         """As in `status --json` and GET /api/apps."""
         return {"live": self.live.to_json() if self.live else None, "queued": self.queued,
-                "running": self.running.id if self.running else None}
+                "running": self.running.id if self.running else None, "stopped": self.stopped}
 
 
 def app_status(store: Store, name: str) -> AppStatus:
     """The app's live release, queue length, running job and rollback possibility."""
     return AppStatus(name=name, live=store.live_release(name), queued=store.queued_count(name),
-                     running=store.running(name), can_roll_back=earlier_release(store, name) is not None)
+                     running=store.running(name), can_roll_back=earlier_release(store, name) is not None,
+                     stopped=store.stopped(name) is not None)
 
 
 def status(config: Config, store: Store, app_name: str | None = None) -> list[AppStatus]:

@@ -201,6 +201,24 @@ def rollback(context: Context, app_name: str, to_sha: str | None, wait: bool, as
     _enqueued(context, job, as_json, wait)
 
 
+@cli.command()
+@click.argument("app_name", metavar="APP")
+@enqueue_options
+@pass_context
+def stop(context: Context, app_name: str, wait: bool, as_json: bool) -> None:
+    """Queue a stop: the proxy answers the maintenance page (503), then the live release's containers stop."""
+    _enqueued(context, actions.stop_app(context.store, context.app(app_name)), as_json, wait)
+
+
+@cli.command()
+@click.argument("app_name", metavar="APP")
+@enqueue_options
+@pass_context
+def start(context: Context, app_name: str, wait: bool, as_json: bool) -> None:
+    """Queue a start of a stopped app: its release starts, passes its health check, and is routed again."""
+    _enqueued(context, actions.start_app(context.store, context.app(app_name)), as_json, wait)
+
+
 # -- looking --------------------------------------------------------------------------------------
 
 
@@ -217,6 +235,8 @@ def status(context: Context, app_name: str | None, as_json: bool) -> None:
     for app in statuses:
         live = app.live
         shown = f"live {live.sha[:12]} (job {live.job}, since {live.live_since})" if live else "live: none"
+        if app.stopped:
+            shown += ", stopped (maintenance page)"
         if live and live.digest:
             shown += f" {live.digest}"
         running = f"running job {app.running.id}" if app.running else "nothing running"

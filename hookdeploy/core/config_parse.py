@@ -242,6 +242,7 @@ def _app(name: str, table: Mapping, key: str, base: Path, problems: list[str]) -
         elif problem := _build_host_problem(values["build_host"]):
             problems.append(f"{key}.build_host: {problem}")
     _check_health(health, f"{key}.health", problems)
+    _check_maintenance_page(values, key, base, problems)
 
     if len(problems) > before:
         return None
@@ -252,6 +253,32 @@ def _app(name: str, table: Mapping, key: str, base: Path, problems: list[str]) -
         guard=GuardConfig(**guard),
         webhook=WebhookConfig(**webhook) if webhook is not None else None,
     )
+
+
+MAINTENANCE_PAGE_LIMIT = 1 << 20  # bytes; the proxy sends it whole with every 503
+
+
+def _check_maintenance_page(values: dict, key: str, base: Path, problems: list[str]) -> None:
+    """`maintenance_page` is a readable file of at most MAINTENANCE_PAGE_LIMIT bytes, resolved against the
+    config's folder."""
+    if not values.get("maintenance_page") or not isinstance(values["maintenance_page"], str):
+        return
+    path = (base / values["maintenance_page"]).resolve()
+    try:
+        if not path.is_file():  # before opening: a FIFO would block
+            problems.append(f"{key}.maintenance_page: {printable(str(path), 80)} is not a file")
+            return
+        size = path.stat().st_size
+        with open(path, "rb"):
+            pass
+    except OSError as error:
+        problems.append(f"{key}.maintenance_page: cannot read {printable(str(path), 80)} "
+                        f"({error.strerror or type(error).__name__})")
+        return
+    if size > MAINTENANCE_PAGE_LIMIT:
+        problems.append(f"{key}.maintenance_page: {printable(str(path), 80)} is {size} bytes, more than "
+                        f"{MAINTENANCE_PAGE_LIMIT}")
+    values["maintenance_page"] = str(path)
 
 
 def _check_webhook(raw: Any, key: str, problems: list[str]) -> dict | None:

@@ -128,6 +128,7 @@ class AppConfig:
     keep: int = 5
     drain_seconds: float = 5.0
     read_timeout: float = 60.0  # seconds the proxy waits for an answer; then a GET goes to another task
+    maintenance_page: str = ""  # the HTML page (a path) the proxy answers with 503 while the app is stopped; "": built in
     coalesce: bool = True
     follow_push: bool = True
     build_timeout: float = 900.0

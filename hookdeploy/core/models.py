@@ -26,10 +26,13 @@ class JobState(str, enum.Enum):
 
 
 class JobKind(str, enum.Enum):
-    """What a job does: build and deploy a commit, or switch back to a kept release."""
+    """What a job does: build and deploy a commit, switch back to a kept release, or stop and start the
+    live one (DESIGN "Operating apps")."""
 
     DEPLOY = "deploy"
     ROLLBACK = "rollback"
+    STOP = "stop"
+    START = "start"
 
 
 class Trigger(str, enum.Enum):

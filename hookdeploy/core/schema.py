@@ -228,6 +228,46 @@ MIGRATIONS = [
         ELSE 'other' END
     WHERE kind = 'step';
     """,
+    # 8: jobs that stop and start an app (SQLite cannot alter a CHECK: the table is made anew, its rows,
+    # ids and indexes kept; Store.migrate runs migrations with foreign keys off, as SQLite's docs say),
+    # and the apps stopped on purpose (their live release stays live, its containers stopped, the proxy
+    # answering the maintenance page) until a start or a deploy
+    """
+    CREATE TABLE jobs_new (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        app TEXT NOT NULL,
+        kind TEXT NOT NULL CHECK (kind IN ('deploy', 'rollback', 'stop', 'start')),
+        trigger TEXT NOT NULL CHECK (trigger IN ('push', 'webhook', 'manual', 'replay', 'rollback', 'retry')),
+        ref TEXT,
+        sha TEXT NOT NULL CHECK (length(sha) = 40 AND sha NOT GLOB '*[^0-9a-f]*'),
+        state TEXT NOT NULL CHECK (state IN ('queued', 'running', 'succeeded', 'failed',
+                                             'rolled_back', 'superseded', 'interrupted')),
+        created_at TEXT NOT NULL,
+        started_at TEXT,
+        finished_at TEXT,
+        error TEXT,
+        image TEXT,
+        heartbeat_at TEXT,
+        worker TEXT,
+        retry_of INTEGER REFERENCES jobs (id),
+        digest TEXT CHECK (digest IS NULL OR digest GLOB 'sha256:*')
+    );
+    INSERT INTO jobs_new (id, app, kind, trigger, ref, sha, state, created_at, started_at, finished_at, error,
+                          image, heartbeat_at, worker, retry_of, digest)
+        SELECT id, app, kind, trigger, ref, sha, state, created_at, started_at, finished_at, error,
+               image, heartbeat_at, worker, retry_of, digest FROM jobs;
+    DROP TABLE jobs;
+    ALTER TABLE jobs_new RENAME TO jobs;
+    CREATE UNIQUE INDEX one_running_job_per_app ON jobs (app) WHERE state = 'running';
+    CREATE INDEX jobs_by_app ON jobs (app, id);
+    CREATE INDEX jobs_by_state ON jobs (state, app, id);
+    CREATE TABLE stopped_apps (
+        app TEXT PRIMARY KEY,
+        release INTEGER NOT NULL REFERENCES releases (id),
+        job INTEGER NOT NULL REFERENCES jobs (id),
+        stopped_at TEXT NOT NULL
+    );
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -241,6 +281,9 @@ def migrate(db: sqlite3.Connection, path: Path) -> int:
     for version in range(found, SCHEMA_VERSION):
         for statement in _statements(MIGRATIONS[version]):
             db.execute(statement)
+    if found < SCHEMA_VERSION and (broken := db.execute("PRAGMA foreign_key_check").fetchall()):
+        raise StoreError(f"job store {path}: {len(broken)} rows refer to rows gone after the migration "
+                         f"(first: {tuple(broken[0])}); the file is left as it was")
     db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
     return found
 

@@ -73,8 +73,13 @@ class Store:
 
     def migrate(self) -> int:
         """Bring the schema up to schema.SCHEMA_VERSION, keeping all data; return the version found."""
-        with self.transaction() as db:
-            return schema.migrate(db, self.path)
+        connection = self._connection()
+        connection.execute("PRAGMA foreign_keys = OFF")  # a migration may make a table anew (no-op in a transaction)
+        try:
+            with self.transaction() as db:
+                return schema.migrate(db, self.path)
+        finally:
+            connection.execute("PRAGMA foreign_keys = ON")
 
     # -- queueing jobs (each webhook delivery once) ------------------------------------
 
@@ -293,6 +298,7 @@ class Store:
             now = utcnow()
             db.execute("UPDATE releases SET state = 'retired', retired_at = ? WHERE app = ? AND state = 'live'",
                        (now, app))
+            db.execute("DELETE FROM stopped_apps WHERE app = ?", (app,))  # a new live release runs
             cursor = db.execute(
                 "INSERT INTO releases (app, sha, image, container, job, state, live_since, digest) "
                 "VALUES (?, ?, ?, ?, ?, 'live', ?, (SELECT digest FROM jobs WHERE id = ?))",
@@ -328,6 +334,23 @@ class Store:
         with self.transaction() as db:
             db.executemany("UPDATE releases SET state = 'pruned' WHERE id = ? AND state = 'retired'",
                            [(release_id,) for release_id in release_ids])
+
+    def stopped(self, app: str) -> Release | None:
+        """The live release of an app stopped on purpose (`stop APP`), or None if it is not stopped."""
+        found = self._release(self._connection(), "WHERE state = 'live' AND id = (SELECT release FROM stopped_apps "
+                                                  "WHERE app = ?)", (app,))
+        return found[0] if found else None
+
+    def set_stopped(self, app: str, release_id: int, job_id: int) -> None:
+        """Record that the app's live release `release_id` is stopped, until start_app or a new live release."""
+        with self.transaction() as db:
+            db.execute("INSERT OR REPLACE INTO stopped_apps (app, release, job, stopped_at) VALUES (?, ?, ?, ?)",
+                       (app, release_id, job_id, utcnow()))
+
+    def set_started(self, app: str) -> None:
+        """Record that the app runs again."""
+        with self.transaction() as db:
+            db.execute("DELETE FROM stopped_apps WHERE app = ?", (app,))
 
     def release_command_ran(self, app: str, sha: str) -> int | None:
         """The job whose release command succeeded for the app's commit (or image) `sha`, or None."""

@@ -151,7 +151,8 @@ class Deploy:
         self.old = old = self.store.live_release(app.name)
         with proxy.locked(self.config):
             self.reader = traffic.LogReader(traffic.log_path(self.config, app.name))
-            if app.guard.canary_percent > 0 and old is not None and job.kind is not JobKind.ROLLBACK:
+            if app.guard.canary_percent > 0 and old is not None and job.kind is not JobKind.ROLLBACK \
+                    and self.store.stopped(app.name) is None:  # a stopped release takes no share
                 failed = self._canary(path, old)
                 if failed is not None:
                     return failed
@@ -174,8 +175,9 @@ class Deploy:
                 self._discard()
                 back = f"; {old.sha[:12]} is live again" if old else "; no release is live"
                 return JobState.ROLLED_BACK, f"verification through the proxy failed: {last.detail}{back}"
+            stopped = self.store.stopped(app.name) is not None  # record_live ends the stop
             self.release = self.store.record_live(app.name, job.sha, self.image, self.candidate.name, job.id)
-        was = f" (was {old.sha[:12]})" if old else ""
+        was = f" (was {old.sha[:12]}{', stopped: the app runs again' if stopped else ''})" if old else ""
         self.store.log(job.id, f"live: {app.name} serves {job.sha[:12]}{was}", kind="step", step="live")
         return None
 

@@ -26,7 +26,7 @@ from hookdeploy.core.config import Config
 from hookdeploy.core.errors import HookdeployError
 from hookdeploy.core.models import Job, JobState
 from hookdeploy.core.store import Store
-from hookdeploy.engine import certs, containers, notify, pipeline, proxy, swarm
+from hookdeploy.engine import certs, containers, maintenance, notify, pipeline, proxy, swarm
 from hookdeploy.engine.deploy import job_name
 
 # The worker's lines, whichever of its modules writes them.
@@ -94,6 +94,9 @@ class Recovery:
         with proxy.locked(self.config):
             live = self.store.live_release(app.name)
             proxy_container = pipeline.ensure_proxy(client, self.config)
+            if live is not None and self.store.stopped(app.name) is not None:
+                self._keep_stopped(app, live, proxy_container, path)
+                live = None  # nothing to start or route below; its containers are the live release's, kept
             live_container = containers.get_container(client, live.container) if live and live.container else None
             on_swarm = app.on_swarm and swarm.swarm_active(client)  # else there are no services to look at
             live_service = (swarm.get_service(client, live.container)
@@ -111,7 +114,7 @@ class Recovery:
                     proxy.switch(proxy_container, path, proxy.render(app, addresses, live.sha, certs.tls_routes(self.config, app)))
                     log.warning("%s: proxy repaired to serve %s (%d address%s)", app.name, live.sha[:12],
                                 len(addresses), "" if len(addresses) == 1 else "es")
-            elif live is None and path.exists():
+            elif live is None and path.exists() and self.store.live_release(app.name) is None:
                 path.unlink()
                 proxy.reload(proxy_container)
         found = containers.find_containers(client, self.config.server.name, app=app.name)
@@ -131,6 +134,15 @@ class Recovery:
                 log.info("%s: removing leftover service %s", app.name, service.name)
                 swarm.remove_service(service)
 
+    def _keep_stopped(self, app, live, proxy_container, path) -> None:
+        """A stopped app (`stop APP`): its maintenance page stays routed and its containers stay stopped."""
+        maintenance.write_page(self.config, app)  # unchanged: not written
+        if not maintenance.is_page_route(proxy.read(path)):
+            maintenance.route_to_page(self.config, app, proxy_container, live.sha)
+            log.warning("%s: proxy repaired to answer the maintenance page (the app is stopped)", app.name)
+        with contextlib.suppress(HookdeployError, docker.errors.APIError):  # gone: a start says so
+            maintenance.stop_release(self.client, self.config, app, live)
+
     def follow(self, app_name: str) -> bool:
         """Route a swarm app to its live service's serving tasks as they are now; True if the proxy changed.
 
@@ -140,8 +152,8 @@ class Recovery:
         app = self.config.app(app_name)
         client = self.client
         live = self.store.live_release(app.name)
-        if live is None or not live.container:
-            return False
+        if live is None or not live.container or self.store.stopped(app.name) is not None:
+            return False  # a stopped app's route is its maintenance page
         service = swarm.get_service(client, live.container)
         proxy_container = containers.get_container(client, f"{self.config.server.name}-proxy")
         if service is None or proxy_container is None or proxy_container.status != "running":

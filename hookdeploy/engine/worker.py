@@ -27,7 +27,7 @@ from hookdeploy.core.errors import Aborted, DockerUnavailable, HookdeployError
 from hookdeploy.core.models import Job, JobState
 from hookdeploy.core.reload import LiveConfig
 from hookdeploy.core.store import Store
-from hookdeploy.engine import certs, containers, notify, pipeline, traffic
+from hookdeploy.engine import certs, containers, maintenance, notify, pipeline, traffic
 from hookdeploy.engine.deploy import Deploy, job_name
 from hookdeploy.engine.recovery import Recovery
 from hookdeploy.engine.scheduler import Scheduler
@@ -183,7 +183,8 @@ class Worker:
         beat.start()
         unexpected = None
         try:
-            state, error = Deploy(self.config, self.store, lambda: self.client, job, stop).run()
+            runner = maintenance.RUNNERS.get(job.kind.value, Deploy)  # stop and start; else a deploy or rollback
+            state, error = runner(self.config, self.store, lambda: self.client, job, stop).run()
         except Aborted:
             state, error = JobState.INTERRUPTED, "the worker is restarting"
         except Exception as raised:  # noqa: BLE001 - a bug must end the job, not the worker

@@ -151,6 +151,22 @@ def rollback(app_name: str) -> Response:
     return _queued(actions.rollback(services().store, app, fields.get("to")), "rollback")
 
 
+@api.post("/apps/<app_name>/stop")
+def stop(app_name: str) -> Response:
+    """Queue a stop of the app's live release (the maintenance page answers, then its containers stop)."""
+    app = services().config.app(app_name)
+    _json_body()
+    return _queued(actions.stop_app(services().store, app), "stop")
+
+
+@api.post("/apps/<app_name>/start")
+def start(app_name: str) -> Response:
+    """Queue a start of the app's stopped live release."""
+    app = services().config.app(app_name)
+    _json_body()
+    return _queued(actions.start_app(services().store, app), "start")
+
+
 def _queued(job: Job, verb: str) -> Response:
     log.info("api %s: queued job %d %s @ %s", verb, job.id, job.app, job.short_sha)
     return reply(202, job.to_json())

@@ -158,6 +158,20 @@ def rollback(app_name: str) -> Response:
     return _queued(actions.rollback(services().store, app, to_sha), "rollback")
 
 
+@dashboard.post("/apps/<app_name>/stop")
+@requires("deploy")
+def stop(app_name: str) -> Response:
+    """Queue a stop: the maintenance page answers, then the live release's containers stop."""
+    return _queued(actions.stop_app(services().store, _app(app_name)), "stop")
+
+
+@dashboard.post("/apps/<app_name>/start")
+@requires("deploy")
+def start(app_name: str) -> Response:
+    """Queue a start of the stopped app."""
+    return _queued(actions.start_app(services().store, _app(app_name)), "start")
+
+
 @dashboard.post("/apps/<app_name>/replay")
 @requires("deploy")
 def replay(app_name: str) -> Response:
@@ -209,7 +223,7 @@ def _app_summary(config: Config, status: actions.AppStatus) -> dict:
     live = status.live
     return {"name": status.name, "live": live, "queued": status.queued, "running": status.running,
             "subject": commit_subject(config, config.apps[status.name], live.sha) if live else "",
-            "can_roll_back": live is not None and status.can_roll_back}
+            "can_roll_back": live is not None and status.can_roll_back, "stopped": status.stopped}
 
 
 # -- templates and errors ------------------------------------------------------------------------------
