@@ -114,3 +114,20 @@ def test_the_names_a_route_served_and_only_unclaimed_certificates_go(write_confi
     assert removed == ["app-gone.pem", "host-gone.test.pem"]  # www.gone.test is site's now
     assert sorted(path.name for path in certs.iterdir()) == ["app-site.pem", "host-www.gone.test.pem"]
     assert not (status / "gone.test.json").exists()
+
+
+def test_a_stopped_app_removed_and_added_again_is_not_stopped(store):
+    """Removing a stopped app forgets that it was stopped: added again, its first release serves."""
+    job = store.enqueue("gone", SHA_A)
+    store.claim("worker-1")
+    live = store.record_live("gone", SHA_A, "t/gone:a", "t-gone-1", job.id)
+    store.finish(job.id, JobState.SUCCEEDED)
+    store.set_stopped("gone", live.id, job.id)
+    assert store.stopped("gone") is not None
+    store.retire_app("gone", {"t/gone:a"})
+    with store.transaction() as db:
+        assert db.execute("SELECT count(*) FROM stopped_apps WHERE app = 'gone'").fetchone()[0] == 0
+    again = store.enqueue("gone", SHA_B)
+    store.claim("worker-1")
+    store.record_live("gone", SHA_B, "t/gone:b", "t-gone-2", again.id)
+    assert store.stopped("gone") is None

@@ -393,13 +393,15 @@ class Store:
             return None, [self._job(db, row["id"]) for row in queued]
 
     def retire_app(self, app: str, images_gone: set[str]) -> None:
-        """Record that nothing of the app runs any more: its live release is retired, and the releases
-        whose image is in `images_gone` are pruned (a rollback to one builds or pulls it again)."""
+        """Record that nothing of the app runs any more: its live release is retired (and not stopped),
+        and the releases whose image is in `images_gone` are pruned (a rollback to one builds or pulls it
+        again)."""
         with self.transaction() as db:
             db.execute("UPDATE releases SET state = 'retired', retired_at = ? WHERE app = ? AND state = 'live'",
                        (utcnow(), app))
             db.executemany("UPDATE releases SET state = 'pruned' WHERE app = ? AND image = ? AND state = 'retired'",
                            [(app, image) for image in sorted(images_gone)])
+            db.execute("DELETE FROM stopped_apps WHERE app = ?", (app,))  # an app added again starts afresh
 
     # -- workers -----------------------------------------------------------------------
 
