@@ -59,7 +59,7 @@ class Deploy:
     """The deploy sequence of one claimed job; `run()` returns its final state and error."""
 
     def __init__(self, config: Config, store: Store, engine: Callable[[], docker.DockerClient], job: Job,
-                 stop: threading.Event):
+                 stop: threading.Event, runtimes: Callable[..., runtime.Runtime] = runtime.runtime_for):
         self.config = config
         self.store = store
         self._engine = engine  # the worker's client, asked for afresh at each use as before the split
@@ -67,7 +67,8 @@ class Deploy:
         self.stop = stop
         self.app = None
         self.image: str | None = None
-        self.runtime: runtime.Runtime | None = None  # where the app's releases run, chosen once by runtime_for
+        self._runtimes = runtimes  # (config, app, engine) -> the app's Runtime; a test may hand in its own
+        self.runtime: runtime.Runtime | None = None  # where the app's releases run, chosen once in prepare
         self.candidate: runtime.Candidate | None = None  # the started candidate: its release name, its addresses
         self.addresses: list[str] = []  # where the candidate answers on the instance network
         self.digest: str | None = job.digest
@@ -109,7 +110,7 @@ class Deploy:
         job, app, stop = self.job, self.app, self.stop
         try:
             client = self.client
-            self.runtime = runtime.runtime_for(self.config, app, self._engine)
+            self.runtime = self._runtimes(self.config, app, self._engine)
             self.runtime.check()
             superseded = self._order(client)
             if superseded is not None:
