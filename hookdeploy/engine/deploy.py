@@ -1,10 +1,11 @@
 """One deploy of one job, in order: prepare → switch and verify → retire.
 
 prepare: the image (reused, or checkout → build, or pull; pushed when the app pushes), the proxy,
-the release command (once per commit, release.py), the candidate (a container, or for target
-"swarm" a service whose every task is health-checked), its health check. switch and verify: under the proxy lock, route to the candidate's addresses,
-verify through the proxy as a visitor would, record it live. retire: drain and retire the old
-release (container or service), prune images.
+the release command (once per commit, release.py), the candidate where the app's releases run
+(runtime.py: containers, or for target "swarm" a service), every replica health-checked. switch and
+verify: under the proxy lock, route to the candidate's addresses, verify through the proxy as a
+visitor would, record it live. retire: drain and retire the old release through the runtime, prune
+images.
 
 Rules: any failure before the switch removes the candidate and a new image and leaves the live
 release as it was; a failed verification switches back. A stop is honoured only before the
@@ -31,7 +32,7 @@ from hookdeploy.core.config import Config
 from hookdeploy.core.errors import Aborted, HookdeployError, StepFailed
 from hookdeploy.core.models import Job, JobKind, JobState
 from hookdeploy.core.store import Store
-from hookdeploy.engine import (builders, certs, containers, ordering, pipeline, proxy, registry, release, runspec, swarm,
+from hookdeploy.engine import (builders, certs, containers, ordering, pipeline, proxy, registry, release, runtime,
                                traffic)
 
 # The worker's lines, whichever of its modules writes them.
@@ -58,7 +59,7 @@ class Deploy:
     """The deploy sequence of one claimed job; `run()` returns its final state and error."""
 
     def __init__(self, config: Config, store: Store, engine: Callable[[], docker.DockerClient], job: Job,
-                 stop: threading.Event):
+                 stop: threading.Event, runtimes: Callable[..., runtime.Runtime] = runtime.runtime_for):
         self.config = config
         self.store = store
         self._engine = engine  # the worker's client, asked for afresh at each use as before the split
@@ -66,8 +67,9 @@ class Deploy:
         self.stop = stop
         self.app = None
         self.image: str | None = None
-        self.candidate = None  # a container (the first, when there are several), or a swarm service
-        self.started: list = []  # a local candidate's containers, one a replica
+        self._runtimes = runtimes  # (config, app, engine) -> the app's Runtime; a test may hand in its own
+        self.runtime: runtime.Runtime | None = None  # where the app's releases run, chosen once in prepare
+        self.candidate: runtime.Candidate | None = None  # the started candidate: its release name, its addresses
         self.addresses: list[str] = []  # where the candidate answers on the instance network
         self.digest: str | None = job.digest
         self.proxy_container = None
@@ -108,10 +110,8 @@ class Deploy:
         job, app, stop = self.job, self.app, self.stop
         try:
             client = self.client
-            if app.on_swarm:
-                manager, why = swarm.is_manager(client)
-                if not manager:
-                    raise StepFailed(why)
+            self.runtime = self._runtimes(self.config, app, self._engine)
+            self.runtime.check()
             superseded = self._order(client)
             if superseded is not None:
                 return JobState.SUPERSEDED, superseded
@@ -123,12 +123,9 @@ class Deploy:
             if app.tls_mode != "off":
                 self._certificates()
             if app.release_command:
-                self._release_phase(client)
+                self._release_phase()
                 check_stop(stop)
-            if app.on_swarm:
-                self._start_service(client)
-            else:
-                self._start_containers(client)
+            self._start_candidate()
             fault("health")
             check_stop(stop)
         except Aborted:  # before HookdeployError, of which it is one: a stop is no failure
@@ -265,7 +262,7 @@ class Deploy:
         its containers or service are retired, and its image removed unless a release uses it."""
         self.stop.wait(self.app.drain_seconds)
         with contextlib.suppress(Exception):
-            pipeline.retire_release(self.client, self.candidate.name)
+            self.runtime.retire(self.candidate.name)
             pipeline.discard_image(self.client, self.store, self.app, self.image)
 
     def _render(self, addresses, sha: str, canary: proxy.Canary | None = None) -> str:
@@ -278,7 +275,7 @@ class Deploy:
             with self.step(job, "drained and retired old container") as note:
                 self.stop.wait(app.drain_seconds)
                 fault("drain")
-                what = pipeline.retire_release(self.client, old.container)
+                what = self.runtime.retire(old.container)
                 note(f"retired {what or old.container} after {app.drain_seconds:g} s drain")
         with self.step(job, "pruned images") as note:
             pruned = pipeline.prune(self.client, self.store, app)
@@ -434,7 +431,7 @@ class Deploy:
             note(f"certificates: {len(have)} of {len(app.hostnames)} hostnames have one"
                  + (f" ({len(outcome.obtained)} new)" if outcome.obtained else ""))
 
-    def _release_phase(self, client) -> None:
+    def _release_phase(self) -> None:
         """The app's release command in a container of the new image, unless it succeeded for this
         commit already (a rollback to it, a retry, a replay); its output goes to the job log."""
         job, app = self.job, self.app
@@ -451,75 +448,33 @@ class Deploy:
             self.store.log(job.id, f"release command: running {release.describe(app)} in {self.image}", kind="step",
                            step="release")
             started = time.monotonic()
-            if app.on_swarm:  # on the node its volumes are on, as its tasks will be
-                if self.digest is None:
-                    self._record_digest()
-                release.run_as_job(client, self.config, app, job,
-                                   pipeline.service_image(self.config, app, job.sha, self.digest),
-                                   registry.auth_config(self.config), on_lines, self.stop)
-            else:
-                release.run_command(client, self.config, app, job, self.image, on_lines, self.stop)
+            self.runtime.run_release_command(job, self.image, self._digest, on_lines, self.stop)
             self.store.record_release_command(app.name, job.sha, job.id)
             note(f"release command exited 0 in {time.monotonic() - started:.1f} s")
         fault("release")
 
-    def _start_service(self, client) -> None:
-        """The swarm candidate: a service of `replicas` tasks pinned by digest, each task health-checked."""
-        job, app, config = self.job, self.app, self.config
-        if self.digest is None:
-            self._record_digest()
-        name = containers.container_name(config.server.name, app.name, job.sha, job.id)
-        pinned = pipeline.service_image(config, app, job.sha, self.digest)
+    def _digest(self) -> str:
+        """The release's digest, recorded first if the job has none yet (a runtime that pins by digest asks)."""
+        return self.digest if self.digest is not None else self._record_digest()
+
+    def _start_candidate(self) -> None:
+        """The candidate where the app's releases run (runtime.py), then every replica of it health-checked."""
+        job = self.job
         with self.step(job, "started candidate") as note:
-            self.candidate = swarm.create_service(
-                client, app, name, pinned, config.server.name,
-                containers.release_labels(config.server.name, app.name, job.sha, job.id),
-                registry.auth_config(config), runspec.service_options(config, app))
-            note(f"started candidate service {name}: {app.replicas} task{'s' if app.replicas != 1 else ''} "
-                 f"of {pinned}")
+            self.candidate = self.runtime.start_candidate(job, self.image, self._digest, self.stop)
+            note(self.candidate.note)
         fault("candidate")
         check_stop(self.stop)
         with self.step(job, "health check") as note:
-            started = time.monotonic()
-            healthy = swarm.wait_serving(
-                client, self.candidate, self.proxy_container, app, config.server.name,
-                lambda: check_stop(self.stop), lambda text: self.store.log(job.id, text))
-            self.addresses = sorted(task.address for task in healthy)
-            nodes = sorted({task.node for task in healthy})
-            count = len(self.addresses)
-            note(f"health check passed in {time.monotonic() - started:.1f} s: {count} task{'s' if count != 1 else ''} "
-                 f"on {len(nodes)} node{'s' if len(nodes) != 1 else ''} ({', '.join(nodes)})")
-
-    def _start_containers(self, client) -> None:
-        """The local candidate: `replicas` containers, each health-checked."""
-        job, app, stop = self.job, self.app, self.stop
-        with self.step(job, "started candidate") as note:
-            for replica in range(1, app.replicas + 1):
-                container, ip = pipeline.start_candidate(client, self.config, app, job, self.image, replica)
-                self.started.append(container)
-                self.candidate = self.started[0]
-                self.addresses.append(ip)
-                check_stop(stop)
-            where = ", ".join(f"{ip}:{app.port}" for ip in self.addresses)
-            note(f"started candidate {self.candidate.name} at {where}" if app.replicas == 1 else
-                 f"started candidate {self.candidate.name} and {app.replicas - 1} more at {where}")
-        fault("candidate")
-        check_stop(stop)
-        with self.step(job, "health check") as note:
-            started = time.monotonic()
-            for container, ip in zip(self.started, self.addresses):
-                pipeline.check_health(container, ip, app, stop)
-            took = time.monotonic() - started
-            note(f"health check passed in {took:.1f} s" if app.replicas == 1 else
-                 f"health check passed in {took:.1f} s: {app.replicas} containers")
+            note(self.runtime.check_health(self.candidate, self.proxy_container, self.stop,
+                                           lambda text: self.store.log(job.id, text)))
+            self.addresses = self.candidate.addresses
 
     def _discard(self) -> None:
         """Remove what a failed job made; the live release is not touched."""
         with contextlib.suppress(Exception):
-            for container in self.started:
-                containers.remove(container)
-            if self.app.on_swarm and self.candidate is not None:
-                swarm.remove_service(self.candidate)
+            if self.candidate is not None:
+                self.runtime.discard(self.candidate)
             pipeline.discard_image(self.client, self.store, self.app, self.image)
 
     @contextlib.contextmanager

@@ -26,7 +26,7 @@ from hookdeploy.core.config import AppConfig, Config
 from hookdeploy.core.errors import Aborted, HookdeployError, StepFailed
 from hookdeploy.core.models import Job, JobState, Release
 from hookdeploy.core.store import Store
-from hookdeploy.engine import certs, containers, pipeline, proxy, swarm, traffic
+from hookdeploy.engine import certs, pipeline, proxy, runtime, traffic
 from hookdeploy.engine.deploy import STEPS, fault, job_name
 
 # The worker's lines, whichever of its modules writes them.
@@ -53,45 +53,37 @@ Ended = tuple[JobState, str | None]
 
 
 def stop_release(client: docker.DockerClient, config: Config, app: AppConfig, release: Release) -> str:
-    """Stop the release's containers (kept, with their restart policy held off until started), or scale its
-    Swarm service to 0; what was stopped, in words."""
-    container = containers.get_container(client, release.container) if release.container else None
-    if container is not None:
-        replicas = pipeline.release_containers(client, container)
-        for each in replicas:
-            with contextlib.suppress(docker.errors.NotFound):
-                each.stop(timeout=STOP_GRACE_SECONDS)
-        return f"container {container.name}" if len(replicas) == 1 else f"{len(replicas)} containers of {container.name}"
-    service = swarm.get_service(client, release.container) if release.container and swarm.swarm_active(client) else None
-    if service is not None:
-        service.scale(0)
-        return f"service {service.name} (scaled to 0)"
-    raise StepFailed(f"the live release's {release.container or 'container'} is gone from the Docker engine")
+    """Stop the release's containers (kept, to be started again), or scale its Swarm service to 0; what
+    was stopped, in words."""
+    if not release.container:
+        raise StepFailed("the live release has no container on record")
+    runtime.runtime_for(config, app, client).stop(release.container)
+    return f"release {release.container}"
 
 
 def start_release(client: docker.DockerClient, config: Config, app: AppConfig, release: Release,
                   stop: threading.Event, note: Callable[[str], None]) -> list[str]:
     """Start the release's containers (or scale its service back to `replicas`) and wait until each passed
-    the health check; their addresses on the instance network. StepFailed with the reason otherwise."""
-    network = config.server.name
-    container = containers.get_container(client, release.container) if release.container else None
-    if container is not None:
-        replicas = pipeline.release_containers(client, container)
-        addresses = []
-        for each in replicas:
-            each.start()
-            addresses.append(containers.address(each, network))
-        for each, ip in zip(replicas, addresses):
-            pipeline.check_health(each, ip, app, stop)
-        return addresses
-    service = swarm.get_service(client, release.container) if release.container and swarm.swarm_active(client) else None
-    if service is not None:
-        service.scale(app.replicas)
-        proxy_container = pipeline.ensure_proxy(client, config)
-        healthy = swarm.wait_serving(client, service, proxy_container, app, network,
-                                     lambda: _check_stop(stop), note)
-        return sorted(task.address for task in healthy)
-    raise StepFailed(f"the live release's {release.container or 'container'} is gone from the Docker engine")
+    the health check (its `deadline`); their addresses. StepFailed with the reason otherwise."""
+    if not release.container:
+        raise StepFailed("the live release has no container on record")
+    where = runtime.runtime_for(config, app, client)
+    addresses = where.start(release.container)
+    if not addresses:
+        raise StepFailed(f"release {release.container} started no replica that serves")
+    proxy_container = pipeline.ensure_proxy(client, config)
+    deadline = time.monotonic() + app.health.deadline
+    for address in addresses:
+        while True:
+            answer = where.probe(proxy_container, address)
+            if answer.ok:
+                break
+            if time.monotonic() > deadline:
+                raise StepFailed(f"health check failed after {app.health.deadline:g} s: {answer.detail}")
+            _check_stop(stop)
+            stop.wait(app.health.interval)
+    note(f"health check passed: {len(addresses)} replica{'s' if len(addresses) != 1 else ''}")
+    return addresses
 
 
 # -- the maintenance page in the proxy ------------------------------------------------------------

@@ -22,7 +22,7 @@ from hookdeploy.core.errors import Aborted, GitError, StepFailed
 from hookdeploy.core.models import Job, ReleaseState
 from hookdeploy.core.names import split_address
 from hookdeploy.core.store import Store
-from hookdeploy.engine import builders, certs, containers, gitops, health, proxy, registry, runspec, swarm, traffic
+from hookdeploy.engine import builders, certs, containers, gitops, health, proxy, registry, runtime, traffic
 
 log = logging.getLogger(__name__)
 
@@ -119,10 +119,7 @@ def ensure_proxy(client: docker.DockerClient, config: Config):
     """The instance network and running proxy, created on first use by one process at a time."""
     with proxy.locked(config, "setup"):
         proxy.prepare(config)
-        if any(app.on_swarm for app in config.apps.values()):
-            swarm.ensure_overlay(client, config.server.name)
-        else:
-            containers.ensure_network(client, config.server.name)
+        runtime.ensure_network(client, config)
         return containers.ensure_proxy(client, config.server.name, config.proxy.image, config.proxy.publish,
                                        proxy.conf_dir(config), config.proxy.publish_tls, traffic.log_dir(config))
 
@@ -139,97 +136,6 @@ def heal_networks(client: docker.DockerClient, config: Config) -> set[str]:
     with proxy.locked(config, "setup"):
         moved = containers.heal_networks(client, config.server.name)
     return {container.labels.get(containers.APP) for container in moved} - {None}
-
-
-def start_candidate(client: docker.DockerClient, config: Config, app: AppConfig, job: Job, image: str,
-                    replica: int = 1):
-    """Start one of the job's candidate containers on the instance network; return (container, ip).
-
-    The first is `N-APP-SHA12-JOB`, the others (replicas > 1) `N-APP-SHA12-JOB-2` and on."""
-    name = containers.container_name(config.server.name, app.name, job.sha, job.id) + (
-        f"-{replica}" if replica > 1 else "")
-    labels = containers.release_labels(config.server.name, app.name, job.sha, job.id)
-    candidate = containers.start_candidate(client, image, name, labels, runspec.run_options(config, app))
-    try:
-        return candidate, containers.address(candidate, config.server.name)
-    except StepFailed:
-        # It exited before it had an address: say so with its output, and take it away here, as
-        # the caller never gets hold of it.
-        failure = StepFailed(_with_output(_exit_reason(candidate), candidate))
-        containers.remove(candidate)
-        raise failure from None
-
-
-def service_image(config: Config, app: AppConfig, sha: str, digest: str) -> str:
-    """The image a swarm release's tasks run, pinned by digest: URL/N/APP:SHA12@DIGEST (IMAGE@DIGEST
-    for an image app): every node runs exactly the bytes that were checked, whatever a tag says later."""
-    if app.builds:
-        return f"{registry.remote_repository(config, app)}:{sha[:12]}@{digest}"
-    return f"{app.image}@{digest}"
-
-
-def release_containers(client: docker.DockerClient, container) -> list:
-    """The containers of the release `container` belongs to (its job's replicas), itself first."""
-    labels = container.labels
-    siblings = [each for each in containers.find_containers(client, labels.get(containers.INSTANCE, ""),
-                                                           app=labels.get(containers.APP, ""),
-                                                           job=labels.get(containers.JOB, ""))
-                if each.id != container.id and swarm.SERVICE_LABEL not in each.labels
-                and not each.labels.get(containers.ROLE)]  # not the proxy, a release command, a task or a run
-    return [container] + sorted(siblings, key=lambda each: each.name)
-
-
-def retire_release(client: docker.DockerClient, name: str) -> str | None:
-    """Retire the release running as `name`: stop and remove its containers (the one named and the
-    other replicas of its job), or remove its service (Swarm stops each task with its grace period).
-    Returns what was retired, None if it was gone."""
-    container = containers.get_container(client, name)
-    if container is not None:
-        siblings = release_containers(client, container)
-        for each in siblings:
-            containers.retire(each)
-        return f"container {name}" if len(siblings) == 1 else f"{len(siblings)} containers of {name}"
-    service = swarm.get_service(client, name) if swarm.swarm_active(client) else None
-    if service is not None:
-        swarm.remove_service(service)
-        return f"service {name}"
-    return None
-
-
-def check_health(candidate, ip: str, app: AppConfig, stop: threading.Event | None = None) -> float:
-    """Probe the candidate until healthy; return seconds taken, or StepFailed with the reason and its last logs.
-
-    Aborted as soon as `stop` is set: a worker told to stop does not wait out the health deadline."""
-    exited: list[str] = []
-
-    def running() -> bool:
-        if stop is not None and stop.is_set():
-            raise Aborted()
-        # Its restart policy may have started it again already: a restart counts as an exit,
-        # and the reason is taken when the exit is first seen.
-        candidate.reload()
-        if candidate.status in ("created", "running") and not candidate.attrs.get("RestartCount"):
-            return True
-        exited.append(_exit_reason(candidate))
-        return False
-
-    took, last = health.wait_healthy(ip, app.port, app.health, running)
-    if last.ok:
-        return took
-    reason = exited[0] if exited else f"unhealthy after {took:.1f} s: GET {app.health.path} {last.detail}"
-    raise StepFailed(_with_output(reason, candidate))
-
-
-def _exit_reason(candidate) -> str:
-    state = candidate.attrs.get("State", {})
-    if state.get("Status") == "running":  # restarted since: the exit status is gone
-        return "container exited (and was restarted) before it was healthy"
-    return f"container exited with status {state.get('ExitCode')} before it was healthy"
-
-
-def _with_output(reason: str, candidate) -> str:
-    output = containers.tail_logs(candidate)
-    return reason + ("\nlast container output:\n  " + "\n  ".join(output) if output else "")
 
 
 def verify_through_proxy(config: Config, app: AppConfig, sha: str) -> tuple[float, health.Probe]:

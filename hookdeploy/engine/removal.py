@@ -20,7 +20,6 @@ from __future__ import annotations
 import logging
 import re
 import shutil
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,13 +31,11 @@ from hookdeploy.core.errors import BadInput, StepFailed
 from hookdeploy.core.names import DNS_NAME, check_app_name
 from hookdeploy.core.store import Store
 from hookdeploy.core.taskruns import TaskRun, TaskRuns
-from hookdeploy.engine import containers, maintenance, proxy, swarm, traffic
+from hookdeploy.engine import containers, maintenance, proxy, runtime, swarm, traffic
 
 log = logging.getLogger(__name__)
 
 REASON = "{app} was removed (hookdeploy remove)"
-SWARM_TASKS_GONE_SECONDS = 30.0  # how long a removed service's task containers may take to go
-STOP_GRACE_SECONDS = 10  # a release container's graceful stop (its route is gone already)
 
 
 @dataclass
@@ -117,7 +114,7 @@ def remove(config: Config, store: Store, app: str, volumes: bool = False) -> Rem
         done = Removal(app, jobs=[job.id for job in superseded])
         done.task_runs = TaskRuns(store).end_app(app, REASON.format(app=app))
         done.route, hostnames = remove_route(config, client, app)
-        done.runtime = remove_runtime(client, config.server.name, app)
+        done.runtime = runtime.remove_app(client, config.server.name, app)
         done.images, done.images_kept, gone = remove_images(client, config, app)
         store.retire_app(app, gone)
         done.certificates = remove_certificates(config, app, hostnames)
@@ -169,29 +166,6 @@ def served_names(route: str) -> list[str]:
     for line in re.findall(r"^\s*server_name\s+([^;]*);", route, re.MULTILINE):
         names += [name for name in line.split() if name != "_" and name not in names]
     return names
-
-
-def remove_runtime(client: docker.DockerClient, instance: str, app: str) -> list[str]:
-    """Remove every Swarm service and container labelled with the app, whatever its role (releases and
-    their replicas, task, one-off and release-command runs); return their names. A release container
-    stops gracefully first, a run's is killed (its run is ended in the store already)."""
-    removed = []
-    services = swarm.find_services(client, instance, app=app) if swarm.swarm_active(client) else []
-    for service in services:
-        swarm.remove_service(service)
-        removed.append(service.name)
-    deadline = time.monotonic() + (SWARM_TASKS_GONE_SECONDS if services else 0)
-    while True:
-        for container in containers.find_containers(client, instance, app=app):
-            if (container.labels or {}).get(containers.ROLE) in ("task", "run"):
-                containers.remove(container)
-            else:
-                containers.retire(container, grace=STOP_GRACE_SECONDS)
-            if not any(name == container.name or container.name.startswith(f"{name}.") for name in removed):
-                removed.append(container.name)  # a service's task containers are named after it
-        if not containers.find_containers(client, instance, app=app) or time.monotonic() > deadline:
-            return removed
-        time.sleep(0.5)
 
 
 def remove_images(client: docker.DockerClient, config: Config, app: str) -> tuple[list[str], list[str], set[str]]:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import codecs
 import logging
-import secrets
 import threading
 import time
 from typing import Callable

@@ -27,7 +27,7 @@ from hookdeploy.core.errors import Aborted, DockerUnavailable, HookdeployError
 from hookdeploy.core.models import Job, JobState
 from hookdeploy.core.reload import LiveConfig
 from hookdeploy.core.store import Store
-from hookdeploy.engine import certs, containers, maintenance, notify, pipeline, traffic
+from hookdeploy.engine import certs, containers, maintenance, notify, pipeline, runtime, traffic
 from hookdeploy.engine.deploy import Deploy, job_name
 from hookdeploy.engine.recovery import Recovery
 from hookdeploy.engine.scheduler import Scheduler
@@ -211,10 +211,10 @@ class Worker:
         `work(engine)` is one round."""
         apps = self.config.apps.values()
         work = []
-        if any(app.on_swarm for app in apps):
+        if any(runtime.followed(app) for app in apps):
             def follow(engine) -> None:
                 follower, failed = Recovery(self.config, self.store, engine, self.id), None
-                for app in [app.name for app in self.config.apps.values() if app.on_swarm]:  # a reload may add one
+                for app in [app.name for app in self.config.apps.values() if runtime.followed(app)]:  # a reload may add one
                     try:
                         follower.follow(app)
                     except Exception as error:  # noqa: BLE001 - the other apps are followed all the same
