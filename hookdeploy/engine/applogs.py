@@ -21,7 +21,7 @@ import docker.errors
 
 from hookdeploy.core.errors import BadInput
 from hookdeploy.engine import containers, swarm
-from hookdeploy.engine.pipeline import release_containers
+from hookdeploy.engine.runtime import release_containers
 
 # How long a log read without --follow may take: a Swarm node that is gone never answers for its tasks.
 READ_SECONDS = 15.0
