@@ -477,3 +477,14 @@ def test_the_job_page_shows_who_signed(web_app, keys):
     assert (f'<dt>Signed by</dt><dd id="signer">alice@example.com <code>{keys["alice"].fingerprint}</code></dd>'
             in page)
     assert "Signed by" not in web_app.client.get(f"/jobs/{unsigned.id}").get_data(as_text=True)
+
+
+def test_remove_takes_the_app_s_imported_keys(signed_config, pushed, store):
+    from hookdeploy.engine import removal
+
+    config = configuration.load(signed_config)
+    run_job(config, store, actions.deploy_ref(config, store, config.apps["site"]))  # checks: makes its folder
+    folder = signatures.keys_folder(config, "site")
+    assert folder.is_dir()
+    assert str(folder) in removal.remove_files(config, "site")
+    assert not folder.exists()

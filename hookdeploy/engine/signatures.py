@@ -111,10 +111,15 @@ def _run(command: list[str], env: Mapping[str, str], input: bytes | None = None)
 # -- the keyring's own GNUPGHOME -----------------------------------------------------------------------
 
 
+def keys_folder(config: Config, app_name: str) -> Path:
+    """Where the app's GNUPGHOMEs are kept, under state_dir (`remove APP` takes it)."""
+    return Path(config.server.state_dir) / "signatures" / app_name
+
+
 def gnupg_home(config: Config, app: AppConfig) -> Path:
     """The app's private GNUPGHOME: its gpg_keyring's keys imported, each trusted (being there is the trust),
     made anew whenever the file changes (a key taken out stops verifying at once); empty without a keyring."""
-    folder = private.folder(Path(config.server.state_dir) / "signatures" / app.name)
+    folder = private.folder(keys_folder(config, app.name))
     keyring = app.signatures.gpg_keyring
     if not keyring:
         return private.folder(folder / "gnupg-none")
