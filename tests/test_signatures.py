@@ -430,15 +430,20 @@ def doctor_lines(config) -> list[str]:
 
 @pytest.mark.slow  # init-repo, pushes and ssh-keygen as processes
 def test_doctor_checks_the_files_and_the_hook_and_names_the_live_release_signer(signed_config, clone, keys, allowed,
-                                                                                  store, site_repo_path):
+                                                                                  store, site_repo_path, run_cli):
     config = configuration.load(signed_config)
     head = commit(clone, "first", keys["alice"])
     assert clone.push().returncode == 0
     store.record_live("site", head, "t/site:x", "t-site-x", store.enqueue("site", head).id)
     lines = doctor_lines(config)
-    assert f"ok    site: signatures: allowed_signers {allowed}: 1 key, ssh-keygen reads them all" in lines
-    assert "ok    site: pre-receive hook refuses pushes of unsigned heads" in lines
-    assert f"ok    site: live release {head[:12]} is signed by alice@example.com ({keys['alice'].fingerprint})" in lines
+    assert lines == [
+        f"ok    site: signatures: allowed_signers {allowed}: 1 key, ssh-keygen reads them all",
+        "ok    site: pre-receive hook refuses pushes of unsigned heads",
+        f"ok    site: live release {head[:12]} is signed by alice@example.com ({keys['alice'].fingerprint})",
+        f"ok    hub: signatures: allowed_signers {allowed}: 1 key, ssh-keygen reads them all",
+    ]
+    printed = run_cli("doctor", config=signed_config, env={"HUB_SECRET": SECRET, "HOOKDEPLOY_SECRET": "s"}).stdout
+    assert all(line in printed.splitlines() for line in lines)  # `hookdeploy doctor` says them among its checks
 
     allowed.write_text(allowed.read_text() + "bob@example.com ssh-ed25519 AAAAnot-a-key\n")
     (site_repo_path / "hooks" / "pre-receive").unlink()
