@@ -68,6 +68,7 @@ class Deploy:
         self.switched_at = 0.0
         self.fetched = False  # the app's mirror was fetched for this job already (the order check)
         self.pushed = False  # the release is in [registry] already: a build host pushed it
+        self.pretest: proxy.Pretest | None = None  # the routes file's nginx -t, run beside the health check
 
     @property
     def client(self) -> docker.DockerClient:
@@ -147,7 +148,8 @@ class Deploy:
                     return failed
             try:
                 with self.step(job, "switched proxy"):
-                    previous = proxy.switch(self.proxy_container, path, self._render(self.addresses, job.sha))
+                    previous = proxy.switch_tested(self.proxy_container, self.pretest and self.pretest.result(),
+                                                   path, self._render(self.addresses, job.sha))
             except StepFailed as error:
                 self._discard()
                 return JobState.FAILED, str(error)
@@ -486,6 +488,9 @@ class Deploy:
                  f"started candidate {self.candidate.name} and {app.replicas - 1} more at {where}")
         fault("candidate")
         check_stop(stop)
+        if app.guard.canary_percent <= 0:  # a canary's switch comes first and changes the file
+            self.pretest = proxy.Pretest(self.proxy_container, proxy.app_file(self.config, app.name),
+                                         self._render(self.addresses, job.sha))
         with self.step(job, "health check") as note:
             started = time.monotonic()
             for container, ip in zip(self.started, self.addresses):
