@@ -71,6 +71,7 @@ RELOAD_AND_WAIT = (
 # stock include line is swapped: a proxy image that reads conf.d some other way is tested in the switch.
 INCLUDE_LINE = "include /etc/nginx/conf.d/*.conf;"
 UNTESTABLE = 3  # the exit status that says so
+STAGED_KEPT_SECONDS = 600  # a staging folder older than this is a leftover, no test's
 RELOAD_WAIT_SECONDS = 5.0  # as RELOAD_AND_WAIT: how long a signalled reload is waited for
 
 
@@ -219,6 +220,10 @@ def prepare(config: Config) -> None:
     for readable in (directory, directory / CHALLENGE_DIR):  # by nginx's workers, whatever our umask was
         if readable.stat().st_mode & 0o755 != 0o755:
             os.chmod(readable, 0o755)
+    for staged in directory.glob(".staged-*"):  # a worker killed during a test before the switch left it
+        with contextlib.suppress(OSError):
+            if staged.stat().st_mtime < time.time() - STAGED_KEPT_SECONDS:
+                shutil.rmtree(staged)
     traffic.log_dir(config).mkdir(exist_ok=True)
     for app in config.apps:
         # Made here, so they are hookdeploy's to empty (nginx, as root, would make them root's); 0600:
