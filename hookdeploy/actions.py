@@ -13,13 +13,15 @@ queues pushes and follows a job, stays light.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime, timezone
 
-from hookdeploy.core.config import AppConfig, Config
+from hookdeploy.core.config import AppConfig, Config, TaskConfig
 from hookdeploy.core.errors import BadInput, UnknownJob
-from hookdeploy.core.models import Event, Job, JobKind, Release, Trigger
+from hookdeploy.core.models import Event, Job, JobKind, JobState, Release, Trigger
 from hookdeploy.core.names import (ZERO_SHA, check_app_name, check_digest, check_ref, check_sha_prefix, check_tag,
-                                   printable, ref_problem)
+                                   check_task_name, printable, ref_problem)
 from hookdeploy.core.store import Store
+from hookdeploy.core.taskruns import TaskRun
 
 
 def find_app(config: Config, name: str) -> AppConfig:
@@ -108,6 +110,50 @@ def rollback(store: Store, app: AppConfig, to_sha: str | None = None) -> Job:
     return store.enqueue(app.name, sha, kind=JobKind.ROLLBACK, trigger=Trigger.ROLLBACK, coalesce=app.coalesce)
 
 
+def stop_app(store: Store, app: AppConfig) -> Job:
+    """Queue a stop of the app's live release (DESIGN "Operating apps"): BadInput when nothing is live or it is
+    stopped already, or a stop is queued."""
+    live = store.live_release(app.name)
+    if live is None:
+        raise BadInput(f"{app.name} has no live release to stop")
+    if store.stopped(app.name) is not None:
+        raise BadInput(f"{app.name} is stopped already (since job {_stopped_by(store, app.name)}); "
+                       f"start it with: hookdeploy start {app.name}")
+    _refuse_queued(store, app.name, JobKind.STOP)
+    return store.enqueue(app.name, live.sha, kind=JobKind.STOP, trigger=Trigger.MANUAL, coalesce=False)
+
+
+def start_app(store: Store, app: AppConfig) -> Job:
+    """Queue a start of the app's stopped live release: BadInput when nothing is live or it is not stopped."""
+    live = store.live_release(app.name)
+    if live is None:
+        raise BadInput(f"{app.name} has no live release to start")
+    queued_stop = any(job.kind is JobKind.STOP for job in store.jobs(app.name, states=(JobState.QUEUED,
+                                                                                       JobState.RUNNING)))
+    if store.stopped(app.name) is None and not queued_stop:
+        raise BadInput(f"{app.name} is not stopped ({live.sha[:12]} serves)")
+    _refuse_queued(store, app.name, JobKind.START)
+    return store.enqueue(app.name, live.sha, kind=JobKind.START, trigger=Trigger.MANUAL, coalesce=False)
+
+
+def _refuse_queued(store: Store, app: str, kind: JobKind) -> None:
+    queued = [job for job in store.jobs(app, states=(JobState.QUEUED,)) if job.kind is kind]
+    if queued:
+        raise BadInput(f"a {kind.value} of {app} is queued already (job {queued[0].id})")
+
+
+def _stopped_by(store: Store, app: str) -> int | None:
+    rows = store.query("SELECT job FROM stopped_apps WHERE app = ?", (app,))
+    return rows[0]["job"] if rows else None
+
+
+def stopped_note(store: Store, app: AppConfig) -> str | None:
+    """What a push to a stopped app is told: that it deploys and starts the app; None if not stopped."""
+    if store.stopped(app.name) is None:
+        return None
+    return f"{app.name} is stopped (maintenance page): this push deploys and starts it"
+
+
 def rollback_target(store: Store, app: str, to_sha: str | None) -> str:
     """The SHA a rollback goes to: the newest earlier release, or the one release `to_sha` names."""
     if to_sha is None:
@@ -165,17 +211,19 @@ class AppStatus:
     queued: int
     running: Job | None
     can_roll_back: bool
+    stopped: bool = False  # `stop APP`: its live release's containers are stopped, the maintenance page answers
 
     def to_json(self) -> dict:
         """As in `status --json` and GET /api/apps."""
         return {"live": self.live.to_json() if self.live else None, "queued": self.queued,
-                "running": self.running.id if self.running else None}
+                "running": self.running.id if self.running else None, "stopped": self.stopped}
 
 
 def app_status(store: Store, name: str) -> AppStatus:
     """The app's live release, queue length, running job and rollback possibility."""
     return AppStatus(name=name, live=store.live_release(name), queued=store.queued_count(name),
-                     running=store.running(name), can_roll_back=earlier_release(store, name) is not None)
+                     running=store.running(name), can_roll_back=earlier_release(store, name) is not None,
+                     stopped=store.stopped(name) is not None)
 
 
 def status(config: Config, store: Store, app_name: str | None = None) -> list[AppStatus]:
@@ -184,9 +232,18 @@ def status(config: Config, store: Store, app_name: str | None = None) -> list[Ap
     return [app_status(store, name) for name in names]
 
 
-def history(store: Store, app: AppConfig, limit: int) -> list[Job]:
+def history(store: Store, app: AppConfig | str, limit: int) -> list[Job]:
     """The app's jobs, newest first."""
-    return store.jobs(app.name, limit=limit)
+    return store.jobs(app if isinstance(app, str) else app.name, limit=limit)
+
+
+def known_app(config: Config, store: Store, name: str) -> AppConfig | str:
+    """The app named `name` in deploy.toml, else its name if the store knows it (an app removed from
+    deploy.toml keeps its history); UnknownApp when neither does."""
+    check_app_name(name)
+    if name not in config.apps and name in store.known_apps():
+        return name
+    return config.app(name)
 
 
 def recent_jobs(store: Store, limit: int) -> list[Job]:
@@ -208,3 +265,61 @@ def job_log(store: Store, job_id: int, after: int = 0) -> tuple[Job, list[Event]
     """The job and its log events after event id `after` (poll with the last id seen to follow it)."""
     found = job(store, job_id)
     return found, store.events(job_id, after)
+
+
+# -- scheduled tasks -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TaskStatus:
+    """One task of an app now: its schedule, its next slot, its last run and its recent runs."""
+
+    app: str
+    task: TaskConfig
+    next_slot: str | None
+    last_run: TaskRun | None
+    runs: tuple[TaskRun, ...] = ()
+
+    def to_json(self, runs: bool = False) -> dict:
+        """As `tasks --json` prints it (and, with `runs`, GET /api/apps/APP/tasks)."""
+        shown = {"name": self.task.name, "schedule": self.task.schedule, "command": list(self.task.command),
+                 "timeout": self.task.timeout, "next_slot": self.next_slot,
+                 "last_run": self.last_run.to_json(output=False) if self.last_run else None}
+        if runs:
+            shown["runs"] = [run.to_json() for run in self.runs]
+        return shown
+
+
+def tasks(config: Config, store: Store, app: AppConfig, runs: int = 0) -> list[TaskStatus]:
+    """The app's tasks as deploy.toml lists them, each with its next slot (in [server] timezone, shown
+    as UTC), last run and, with `runs`, that many of its newest runs."""
+    from hookdeploy.core.schedule import Schedule, slot_text
+    from hookdeploy.core.taskruns import TaskRuns
+
+    recorded, now = TaskRuns(store), datetime.now(timezone.utc)
+    found = []
+    for task in app.tasks:
+        upcoming = Schedule(task.schedule, config.server.timezone).next_after(now)
+        found.append(TaskStatus(app.name, task, slot_text(upcoming) if upcoming else None,
+                                recorded.last_run(app.name, task.name),
+                                tuple(recorded.runs(app.name, task.name, runs)) if runs else ()))
+    return found
+
+
+def run_task(store: Store, app: AppConfig, name: str) -> TaskRun:
+    """Ask for a run of the app's task `name` now (a worker starts it, recorded like a scheduled run);
+    BadInput for a malformed name, UnknownTask for one the app does not have."""
+    check_task_name(name)
+    from hookdeploy.core.taskruns import TaskRuns
+
+    return TaskRuns(store).queue(app.name, app.task(name).name)
+
+
+def task_run(store: Store, run_id: int) -> TaskRun:
+    """The task run with this id; UnknownJob when there is none."""
+    from hookdeploy.core.taskruns import TaskRuns
+
+    found = TaskRuns(store).run(run_id) if 1 <= run_id < 2**63 else None
+    if found is None:
+        raise UnknownJob(f"no task run {run_id}")
+    return found

@@ -39,25 +39,56 @@ cluster_value() { (set +u; . "$cluster_env"; printf '%s' "${!1}"); }
 # The docker CLI against the swarm manager's engine.
 manager_docker() { DOCKER_HOST=$(cluster_value DOCKER_HOST) docker "$@"; }
 
+# What a stop could not remove, each with the engine's reason; a stop goes on with the rest and
+# says these at the end (under set -e one failed removal used to end it at once, and silently).
+not_removed=()
+
+# Run a removal (its output dropped); if it fails, note `what` and the first line of its error.
+try_remove() {
+    local what=$1 error
+    shift
+    if ! error=$("$@" 2>&1 >/dev/null); then
+        not_removed+=("$what: $(printf '%s\n' "$error" | head -n 1)")
+    fi
+}
+
 # The swarm demo's services (their tasks first, as they hold the overlay network), its proxy,
 # images (on every node: workers keep what they pulled), network and state; the cluster stays.
 stop_swarm_demo() {
     [[ -f "$cluster_env" ]] || return 0
     local node leftovers=() images=()
-    if DOCKER_HOST=$(cluster_value DOCKER_HOST) timeout 10 docker info >/dev/null 2>&1; then
-        mapfile -t leftovers < <(manager_docker service ls -q --filter "label=hookdeploy.instance=$instance")
-        ((${#leftovers[@]})) && manager_docker service rm "${leftovers[@]}" >/dev/null
-        mapfile -t leftovers < <(manager_docker ps -aq --filter "label=hookdeploy.instance=$instance")
-        ((${#leftovers[@]})) && manager_docker rm -f "${leftovers[@]}" >/dev/null
-        for _ in $(seq 60); do  # Swarm lets go of the overlay once the tasks are gone
-            manager_docker network inspect "$instance" >/dev/null 2>&1 || break
-            manager_docker network rm "$instance" >/dev/null 2>&1 || sleep 0.5
-        done
-        for node in $(cluster_value NODES); do
-            mapfile -t images < <(docker exec "$node" docker images -q --filter "label=hookdeploy.instance=$instance" 2>/dev/null | sort -u)
-            ((${#images[@]})) && docker exec "$node" docker rmi -f "${images[@]}" >/dev/null 2>&1
-        done
+    if ! DOCKER_HOST=$(cluster_value DOCKER_HOST) timeout 10 docker info >/dev/null 2>&1; then
+        not_removed+=("the swarm demo's services, containers and images: the cluster's manager does not answer")
+        return 0
     fi
+    mapfile -t leftovers < <(manager_docker service ls -q --filter "label=hookdeploy.instance=$instance")
+    if ((${#leftovers[@]})); then
+        try_remove "the demo's swarm services" manager_docker service rm "${leftovers[@]}"
+    fi
+    mapfile -t leftovers < <(manager_docker ps -aq --filter "label=hookdeploy.instance=$instance")
+    if ((${#leftovers[@]})); then  # the proxy, on the overlay network too
+        try_remove "the demo's containers on the manager" manager_docker rm -f "${leftovers[@]}"
+    fi
+    for _ in $(seq 60); do  # Swarm lets go of the overlay once the tasks are gone
+        manager_docker network inspect "$instance" >/dev/null 2>&1 || break
+        manager_docker network rm "$instance" >/dev/null 2>&1 || sleep 0.5
+    done
+    if manager_docker network inspect "$instance" >/dev/null 2>&1; then
+        not_removed+=("the swarm network $instance: still in use after 30 s")
+    fi
+    for node in $(cluster_value NODES); do
+        # A removed service's task containers take a while to stop on each node, and an image
+        # cannot be removed while a container of it is there (not even with -f): remove them first.
+        for _ in $(seq 60); do
+            mapfile -t leftovers < <(docker exec "$node" docker ps -aq --filter "label=hookdeploy.instance=$instance" 2>/dev/null)
+            ((${#leftovers[@]})) || break
+            docker exec "$node" docker rm -f "${leftovers[@]}" >/dev/null 2>&1 || sleep 0.5
+        done
+        mapfile -t images < <(docker exec "$node" docker images -q --filter "label=hookdeploy.instance=$instance" 2>/dev/null | sort -u)
+        if ((${#images[@]})); then
+            try_remove "the demo's images on $node" docker exec "$node" docker rmi -f "${images[@]}"
+        fi
+    done
     rm -rf "$(cluster_value SHARED_DIR)/$instance"
 }
 
@@ -68,17 +99,34 @@ stop_demo() {
     fi
     if command -v docker >/dev/null && docker info >/dev/null 2>&1; then
         mapfile -t leftovers < <(docker ps -aq --filter "label=hookdeploy.instance=$instance")
-        ((${#leftovers[@]})) && docker rm -f "${leftovers[@]}" >/dev/null
+        if ((${#leftovers[@]})); then
+            try_remove "the demo's containers" docker rm -f "${leftovers[@]}"
+        fi
         mapfile -t images < <(docker images -q --filter "label=hookdeploy.instance=$instance" | sort -u)
-        ((${#images[@]})) && docker rmi -f "${images[@]}" >/dev/null 2>&1
+        if ((${#images[@]})); then
+            try_remove "the demo's images" docker rmi -f "${images[@]}"
+        fi
         docker network rm "$instance" >/dev/null 2>&1 || true
         stop_swarm_demo
     fi
     rm -rf "$demo"
 }
 
+# Say what a stop left behind, if anything (on stderr); false if it left something.
+report_not_removed() {
+    ((${#not_removed[@]})) || return 0
+    echo "demo.sh: could not remove:" >&2
+    printf '  %s\n' "${not_removed[@]}" >&2
+    not_removed=()
+    return 1
+}
+
 if ((stop)); then
     stop_demo
+    if ! report_not_removed; then
+        echo "demo.sh: the demo is stopped; run scripts/demo.sh --stop again to remove what is left" >&2
+        exit 1
+    fi
     echo "demo stopped and removed"
     if [[ -f "$cluster_env" ]]; then
         echo "the swarm cluster is still up (other work may use it); take it down: scripts/cluster.sh down"
@@ -95,6 +143,7 @@ if ((swarm)); then
     bash scripts/cluster.sh up
 fi
 stop_demo  # start from a clean slate
+report_not_removed || echo "demo.sh: going on; the demo makes what it needs anew" >&2
 mkdir -p "$demo"
 
 # Where the site answers, and what the swarm demo adds to the config: releases as services of

@@ -365,10 +365,12 @@ class Instance:
         label = {"label": f"hookdeploy.instance={self.name}"}
         for container in self.client.containers.list(all=True, filters=label):
             _quietly(container.remove, force=True)
-        pulled = [image for image in self.client.images.list()  # an image app's releases carry no label of ours
-                  if any(tag.startswith(f"{self.name}/") for tag in image.tags)]
-        for image in self.client.images.list(filters=label) + pulled:
-            _quietly(self.client.images.remove, image.id, force=True)
+        # The engine's list as it is (images.list() inspects each image after listing, and fails when
+        # another test on this engine removes one in between); an image app's pulls carry no label of ours.
+        pulled = [image["Id"] for image in self.client.api.images()
+                  if any(tag.startswith(f"{self.name}/") for tag in image.get("RepoTags") or ())]
+        for image in [image["Id"] for image in self.client.api.images(filters=label)] + pulled:
+            _quietly(self.client.images.remove, image, force=True)
         for network in self.client.networks.list(filters=label):
             _quietly(network.remove)
         for volume in self.client.volumes.list(filters=label):  # apps' named volumes

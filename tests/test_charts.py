@@ -21,9 +21,11 @@ def at(seconds: float) -> str:
     return (START + timedelta(seconds=seconds)).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def step(number: int, ends: float, took: float | None, message: str = "built image", kind: str = "step") -> Event:
-    """A step event recorded `ends` seconds after START, for a step that took `took`."""
-    return Event(id=number, job=1, at=at(ends), kind=kind, message=message, duration=took)
+def step(number: int, ends: float, took: float | None, message: str = "built image", kind: str = "step",
+         name: str | None = "build") -> Event:
+    """A step event recorded `ends` seconds after START, for the step `name` that took `took`."""
+    return Event(id=number, job=1, at=at(ends), kind=kind, message=message, duration=took,
+                 step=name if kind == "step" else None)
 
 
 def job(number: int = 1, state: JobState = JobState.SUCCEEDED, took: float | None = 10.0,
@@ -49,8 +51,8 @@ def percent(text: str) -> float:
 
 
 def test_a_step_starts_its_duration_before_its_event_counted_from_the_job_start():
-    events = [step(1, 5.0, 5.0, "checked out abc"), step(2, 17.3, 12.3, "built image"),
-              step(3, 20.0, 1.5, "switched proxy")]
+    events = [step(1, 5.0, 5.0, "checked out abc", name="checkout"), step(2, 17.3, 12.3, "built image"),
+              step(3, 20.0, 1.5, "switched proxy", name="switch")]
     spans = charts.step_spans(events, at(0))
     assert [(span.label, span.start, span.duration) for span in spans] == [
         ("checkout", pytest.approx(0.0, abs=1e-3), 5.0), ("build", pytest.approx(5.0, abs=1e-3), 12.3),
@@ -78,7 +80,8 @@ def test_the_origin_is_the_job_start_or_an_earlier_step_and_the_axis_spans_the_w
 
 
 def test_a_hundredth_of_a_second_beside_five_minutes_keeps_the_minimum_width():
-    events = [step(1, 0.01, 0.01, "pruned"), step(2, 300.01, 300.0, "guard: 0 of 40 requests failed")]
+    events = [step(1, 0.01, 0.01, "pruned", name="prune"),
+              step(2, 300.01, 300.0, "guard: 0 of 40 requests failed", name="watch")]
     svg = str(charts.step_timeline(job(took=None), events))
     short, long = bars(svg)
     assert percent(short["width"]) == charts.MIN_WIDTH
@@ -95,7 +98,7 @@ def test_one_step_and_fifteen_steps_each_get_a_row_a_label_and_a_tooltip():
     assert percent(one["x"]) == 0.0 and percent(one["width"]) == 100.0
 
     messages = [f"step number {number}" for number in range(15)]
-    events = [step(number, 2.0 * (number + 1), 2.0, message) for number, message in enumerate(messages)]
+    events = [step(number, 2.0 * (number + 1), 2.0, message, name=None) for number, message in enumerate(messages)]
     svg = str(charts.step_timeline(job(took=30.0), events))
     drawn = bars(svg)
     assert len(drawn) == 15 and len({bar["y"] for bar in drawn}) == 15  # a row each

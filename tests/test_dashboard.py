@@ -188,17 +188,18 @@ def test_job_page_shows_steps_and_log_and_the_feed_returns_what_is_new(dash):
     assert newer["job"]["active"] is False and newer["job"]["error"] == "build failed"
 
 
-STEPS = (("checked out abc", 0.4), ("built hookdeploy/site:abc", 12.3), ("proxy ready", 0.01),
-         ("started candidate <script>alert(1)</script>", 1.5), ("health check passed", 2.0),
-         ("switched proxy", 0.2), ("verified through the proxy in 0.3 s", 0.3))
+STEPS = (("checked out abc", 0.4, "checkout"), ("built hookdeploy/site:abc", 12.3, "build"),
+         ("proxy ready", 0.01, "proxy"), ("started candidate <script>alert(1)</script>", 1.5, "candidate"),
+         ("health check passed", 2.0, "health"), ("switched proxy", 0.2, "switch"),
+         ("verified through the proxy in 0.3 s", 0.3, "verify"))
 
 
 def ran(store, sha: str, steps=STEPS, state: JobState = JobState.SUCCEEDED):
-    """A job of `site` that ran `steps` (message, seconds) back to back and ended in `state`."""
+    """A job of `site` that ran `steps` (message, seconds, step) back to back and ended in `state`."""
     job = store.enqueue("site", sha)
     assert store.claim("test", ["site"]).id == job.id
-    for message, took in steps:
-        store.log(job.id, message, kind="step", duration=took)
+    for message, took, step in steps:
+        store.log(job.id, message, kind="step", duration=took, step=step)
     store.log(job.id, "some output")
     finished = store.finish(job.id, state, None if state is JobState.SUCCEEDED else "it broke")
     back_to_back(store, finished.id, parse_time(finished.finished_at))
@@ -367,7 +368,7 @@ def chromium():
 @pytest.mark.slow
 def test_in_a_browser_the_charts_render_under_the_pages_csp(served, web_app, chromium, tmp_path):
     release(web_app.store, "site", web_app.shas[0])
-    job = ran(web_app.store, web_app.shas[1], STEPS + (("guard: 0 of 3 requests failed", 300.0),))
+    job = ran(web_app.store, web_app.shas[1], STEPS + (("guard: 0 of 3 requests failed", 300.0, "watch"),))
     ran(web_app.store, web_app.shas[2], STEPS[:3], state=JobState.ROLLED_BACK)
 
     with served.server(tmp_path / "serve.log"):

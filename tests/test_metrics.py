@@ -24,12 +24,14 @@ from webhook_helpers import API_SECRET, SECRETS, WebApp, delivery, fixture, sign
 RELEASE_A, RELEASE_B, RELEASE_C = "a" * 12, "b" * 12, "c" * 12
 
 
-def run(store: Store, app: str, sha: str, state: JobState, steps: dict[str, float], error: str | None = None):
-    """A job taken through enqueue, claim and finish with timed step events, as the worker records them."""
+def run(store: Store, app: str, sha: str, state: JobState, steps: dict[str, tuple[str, float]],
+        error: str | None = None):
+    """A job taken through enqueue, claim and finish with timed step events ({message: (step, took)}), as the
+    worker records them."""
     job = store.enqueue(app, sha, coalesce=False)
     assert store.claim("test-worker").id == job.id
-    for message, took in steps.items():
-        store.log(job.id, message, kind="step", duration=took)
+    for message, (step, took) in steps.items():
+        store.log(job.id, message, kind="step", duration=took, step=step)
     store.log(job.id, "a build output line")
     return store.finish(job.id, state, error)
 
@@ -73,11 +75,12 @@ def test_metrics_after_real_jobs_and_webhook_deliveries(web_app):
     client, store, shas = web_app.client, web_app.store, web_app.shas
 
     live = run(store, "site", shas[0], JobState.SUCCEEDED,
-               {f"checked out {shas[0][:12]}": 0.3, "built hookdeploy/site:x": 4.0, "proxy ready": 0.05,
-                "started candidate c at 10.0.0.2:80": 0.2, "health check passed in 0.4 s": 0.4,
-                "switched proxy": 0.02, "verified through the proxy in 0.1 s": 0.1, "pruned images": 0.01})
+               {f"checked out {shas[0][:12]}": ("checkout", 0.3), "built hookdeploy/site:x": ("build", 4.0),
+                "proxy ready": ("proxy", 0.05), "started candidate c at 10.0.0.2:80": ("candidate", 0.2),
+                "health check passed in 0.4 s": ("health", 0.4), "switched proxy": ("switch", 0.02),
+                "verified through the proxy in 0.1 s": ("verify", 0.1), "pruned images": ("prune", 0.01)})
     store.record_live("site", shas[0], "hookdeploy/site:" + shas[0][:12], "hookdeploy-site-c-1", live.id)
-    run(store, "site", shas[1], JobState.FAILED, {f"checked out {shas[1][:12]}": 0.7}, "build failed")
+    run(store, "site", shas[1], JobState.FAILED, {f"checked out {shas[1][:12]}": ("checkout", 0.7)}, "build failed")
     running = store.enqueue("tea", shas[0])
     assert store.claim("test-worker").id == running.id
     store.enqueue("lab", shas[0], coalesce=False)
@@ -136,13 +139,13 @@ def test_an_empty_store_scrapes_with_zero_queues(web_app):
 
 
 def test_every_step_a_deploy_names_has_a_label():
-    """Step labels come from event messages, so each `self.step(job, NAME)` in deploy.py must map to one."""
+    """Step labels are the events' step column, from deploy.STEPS: each `self.step(job, NAME)` in deploy.py has one."""
     tree = ast.parse(Path(deploy.__file__).read_text())
     names = [node.args[1].value for node in ast.walk(tree)
              if isinstance(node, ast.Call) and getattr(node.func, "attr", None) == "step"
              and len(node.args) == 2 and isinstance(node.args[1], ast.Constant)]
     assert len(names) >= 8
-    assert [name for name in names if metrics.step_of(name) == "other"] == []
+    assert [name for name in names if name not in deploy.STEPS] == []
 
 
 def test_proxy_answers_counted_per_app_and_release_from_the_logs_end_on(web_app):

@@ -162,7 +162,7 @@ def test_a_refused_connection_ends_quickly_in_a_failure():
 def test_notify_defaults_and_every_problem_named_by_its_key(write_config, state_dir):
     loaded = load(write_config, state_dir, '[[notify]]\nurl = "https://hooks.example/x"\n')
     assert loaded.notify == (config.NotifyConfig(url="https://hooks.example/x"),)
-    assert loaded.notify[0].events == ("succeeded", "failed", "rolled_back", "interrupted")
+    assert loaded.notify[0].events == ("succeeded", "failed", "rolled_back", "interrupted", "task_failed")
     assert loaded.notify[0].format == "json"
     assert load(write_config, state_dir, "").notify == ()
 
@@ -174,7 +174,7 @@ def test_notify_defaults_and_every_problem_named_by_its_key(write_config, state_
     assert raised.value.problems == [
         "notify[0].secret: unknown key",
         "notify[0].url: must be an http:// or https:// URL, not 'ftp://x'",
-        "notify[0].events: 'exploded' is not one of succeeded, failed, rolled_back, interrupted",
+        "notify[0].events: 'exploded' is not one of succeeded, failed, rolled_back, interrupted, task_failed",
         "notify[0].format: must be one of json, slack",
         "notify[1].events: must be a list, not 'failed'",
         "notify[1].url: required (an http:// or https:// URL)",

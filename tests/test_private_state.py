@@ -195,3 +195,26 @@ def test_a_real_deploy_under_umask_077_on_a_loose_state_dir(instance):
         page = answer.read().decode()
         connection.close()
         assert answer.getheader("Server") == "nginx" and not re.search(r"nginx/\d", page), (host, page)
+
+
+def test_a_second_store_in_one_process_leaves_the_first_ones_locks_alone(tmp_path):
+    """Opening the store again in a process must not open the database file by other means: closing
+    that descriptor would drop the process's SQLite locks, another process closing its last connection
+    would then take the WAL away, and the first store's next query fail with "disk I/O error"."""
+    import subprocess
+    import sys
+
+    from hookdeploy.core.store import Store
+
+    path = tmp_path / "state" / "hookdeploy.db"
+    first = Store(path)
+    first.enqueue("site", "a" * 40)
+    Store(path)  # a second store in this process, as serve's threads and the scheduler make them
+    other = ("import sqlite3, sys; db = sqlite3.connect(sys.argv[1]); "
+             "db.execute('SELECT count(*) FROM jobs').fetchall(); db.close()")
+    subprocess.run([sys.executable, "-c", other, str(path)], check=True)
+    first.enqueue("site", "b" * 40)
+    count = ("import sqlite3, sys; db = sqlite3.connect(sys.argv[1]); "
+             "print(db.execute('SELECT count(*) FROM jobs').fetchone()[0])")
+    seen = subprocess.run([sys.executable, "-c", count, str(path)], check=True, capture_output=True, text=True)
+    assert seen.stdout.strip() == "2", "a job the first store queued is on disk for every process"

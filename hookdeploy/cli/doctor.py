@@ -49,7 +49,34 @@ def run(config: Config, report: Report) -> int:
     if any(app.tls_mode != "off" for app in config.apps.values()):
         doctor_tls.check_tls(config, check)
     _check_docker(config, check)
+    _check_orphans(config, check)
     return problems
+
+
+def _check_orphans(config: Config, check) -> None:
+    """Apps the job store knows that deploy.toml does not, with something of them left (`hookdeploy remove`)."""
+    from hookdeploy.core.store import Store
+    from hookdeploy.engine import containers, removal
+
+    if not config.server.database.exists():
+        return  # nothing deployed yet; doctor makes no store
+    try:
+        engine = containers.engine()
+    except HookdeployError:
+        engine = None  # said by the Docker check; the store and the routes still tell
+    try:
+        store = Store(config.server.database)
+        found = removal.orphans(config, store, engine)
+        store.close()
+    except HookdeployError as error:
+        check(False, "", f"cannot look for apps removed from deploy.toml: {error}")
+        return
+    finally:
+        if engine is not None:
+            engine.close()
+    for app, left in found.items():
+        check(False, "", f"app {app} is not in deploy.toml but still has {', '.join(left)}: "
+                         f"run hookdeploy remove {app} (its history stays)")
 
 
 def _check_listen(config: Config, report: Report) -> None:

@@ -190,7 +190,7 @@ def check_pull_from_nodes(config: Config, engine, app, nodes: list[dict], check)
     import docker.errors
     from docker.types import RestartPolicy, ServiceMode
 
-    from hookdeploy.engine import containers, pipeline, registry, swarm
+    from hookdeploy.engine import containers, registry, runtime, swarm
 
     live = _live_release(config, app)
     if live is None:
@@ -218,7 +218,7 @@ def check_pull_from_nodes(config: Config, engine, app, nodes: list[dict], check)
         swarm.remove_service(leftover)
     labels = {containers.INSTANCE: instance, containers.ROLE: "doctor"}
     try:
-        service = engine.services.create(pipeline.service_image(config, app, sha, digest), name=name,
+        service = engine.services.create(runtime.service_image(config, app, sha, digest), name=name,
                                          labels=labels, container_labels=labels, mode=ServiceMode("global"),
                                          constraints=list(app.placement),
                                          restart_policy=RestartPolicy(condition="none"))

@@ -97,11 +97,14 @@ def follow_push(store: Store, job: Job, url: str, out=None) -> Job:
                 say(f"{arrow}superseded by job {newer.id} ({newer.app} @ {newer.sha[:7]}); following it")
                 job, waited_for = newer, None
                 break
-            retry = store.retry_of(job.id) if current.state is JobState.INTERRUPTED else None
-            if retry is not None:
-                # "interrupted: the worker is restarting; queued again as job N"
+            then = _after_interruption(store, job) if current.state is JobState.INTERRUPTED else None
+            if then is not None:
+                # "interrupted: the worker is restarting; queued again as job N" (its retry), or
+                # "...; job N is queued after it" (a newer push, which deploys instead of a retry)
                 say(f"{arrow}interrupted: {current.error}")
-                job, waited_for, retried_at = retry, None, time.monotonic()
+                if then.retry_of != job.id:
+                    say(f"{arrow}following job {then.id} ({then.app} @ {then.sha[:7]})")
+                job, waited_for, retried_at = then, None, time.monotonic()
                 break
             if current.state.finished:
                 if current.state is not JobState.SUCCEEDED:
@@ -123,6 +126,16 @@ def follow_push(store: Store, job: Job, url: str, out=None) -> Job:
                     return current
 
 
+def _after_interruption(store: Store, job: Job) -> Job | None:
+    """What runs in place of the interrupted `job`: its retry, else the newest job of its app queued
+    after it (which is why no retry was queued), else None."""
+    retry = store.retry_of(job.id)
+    if retry is not None:
+        return retry
+    newest = store.jobs(job.app, limit=1)
+    return newest[0] if newest and newest[0].id > job.id else None
+
+
 def _push_line(event: Event, url: str) -> str | None:
     """An event as the pusher sees it, or None for what only the job log needs."""
     message = event.message
@@ -131,13 +144,10 @@ def _push_line(event: Event, url: str) -> str | None:
     if event.kind == "state":
         return None  # the queued line, the outcome and its reason are said separately
     took = f" ({event.duration:.1f} s)" if event.duration is not None else ""
-    if message.startswith("building "):
-        return "Building " + message.removeprefix("building ")
-    if message.startswith("live: "):
+    if event.step == "live":
         # "live: site serves abc123456789 (was 9f8e7d6a1b2c)"
-        rest = message.removeprefix("live: ").split(" serves ", 1)[-1]
-        return f"Switched: {url} serves {rest}"
-    if message.startswith("started candidate"):
+        return f"Switched: {url} serves " + message.split(" serves ", 1)[-1]
+    if event.step == "candidate" and event.duration is not None:
         return "Starting candidate: " + message.removeprefix("started candidate ") + took
     if " in " in message and message.endswith(" s"):  # says its own duration already
         took = ""

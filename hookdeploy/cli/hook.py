@@ -55,6 +55,8 @@ def queue_pushes(store: Store, app: AppConfig, updates: list[RefUpdate], out: Te
             continue
         job = actions.queue_push(store, app, update.ref, update.new)
         print(f"queued job {job.id} ({app.name} @ {update.new[:7]})", file=out)
+        if (stopped := actions.stopped_note(store, app)) is not None:
+            print(f"hookdeploy: {stopped}", file=out)
         jobs.append(job)
     return jobs
 

@@ -13,7 +13,7 @@ import sys
 import click
 
 from hookdeploy import actions
-from hookdeploy.cli.follow import follow as follow_job
+from hookdeploy.cli.follow import WORKER_ALIVE_SECONDS, follow as follow_job
 from hookdeploy.core import config as configuration
 from hookdeploy.core.errors import BadInput, ConfigError, HookdeployError
 from hookdeploy.core.models import Job, JobState
@@ -201,6 +201,24 @@ def rollback(context: Context, app_name: str, to_sha: str | None, wait: bool, as
     _enqueued(context, job, as_json, wait)
 
 
+@cli.command()
+@click.argument("app_name", metavar="APP")
+@enqueue_options
+@pass_context
+def stop(context: Context, app_name: str, wait: bool, as_json: bool) -> None:
+    """Queue a stop: the proxy answers the maintenance page (503), then the live release's containers stop."""
+    _enqueued(context, actions.stop_app(context.store, context.app(app_name)), as_json, wait)
+
+
+@cli.command()
+@click.argument("app_name", metavar="APP")
+@enqueue_options
+@pass_context
+def start(context: Context, app_name: str, wait: bool, as_json: bool) -> None:
+    """Queue a start of a stopped app: its release starts, passes its health check, and is routed again."""
+    _enqueued(context, actions.start_app(context.store, context.app(app_name)), as_json, wait)
+
+
 # -- looking --------------------------------------------------------------------------------------
 
 
@@ -217,6 +235,8 @@ def status(context: Context, app_name: str | None, as_json: bool) -> None:
     for app in statuses:
         live = app.live
         shown = f"live {live.sha[:12]} (job {live.job}, since {live.live_since})" if live else "live: none"
+        if app.stopped:
+            shown += ", stopped (maintenance page)"
         if live and live.digest:
             shown += f" {live.digest}"
         running = f"running job {app.running.id}" if app.running else "nothing running"
@@ -229,8 +249,8 @@ def status(context: Context, app_name: str | None, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list, newest first.")
 @pass_context
 def history(context: Context, app_name: str, limit: int, as_json: bool) -> None:
-    """The app's jobs, newest first."""
-    jobs = actions.history(context.store, context.app(app_name), limit)
+    """The app's jobs, newest first (also of an app removed from deploy.toml: its history stays)."""
+    jobs = actions.history(context.store, actions.known_app(context.config, context.store, app_name), limit)
     if as_json:
         click.echo(json.dumps([job.to_json() for job in jobs]))
         return
@@ -255,6 +275,19 @@ def logs(context: Context, job_id: int, follow: bool) -> None:
         click.echo(one_line(event.render()))  # build output and commit subjects may carry escape sequences
 
 
+@cli.command("app-logs")
+@click.argument("app_name", metavar="APP")
+@click.option("--follow", is_flag=True, help="Keep printing, across deploys (says when it switches release).")
+@click.option("--since", metavar="DURATION", help="Only lines of the last DURATION (30s, 10m, 2h, 7d).")
+@click.option("--tail", type=click.IntRange(0, 1_000_000), metavar="N", help="The last N lines of each replica or task.")
+@pass_context
+def app_logs(context: Context, app_name: str, follow: bool, since: str | None, tail: int | None) -> None:
+    """The live release's output: every container or Swarm task, each line prefixed with it."""
+    from hookdeploy.cli import applogs
+
+    applogs.run(context.store, context.app(app_name), tail, since, follow)
+
+
 @cli.command()
 @pass_context
 def doctor(context: Context) -> None:
@@ -272,22 +305,107 @@ def doctor(context: Context) -> None:
 @click.option("--drain", is_flag=True, help="Exit 0 once nothing is queued.")
 @pass_context
 def worker(context: Context, drain: bool) -> None:
-    """Run queued jobs; SIGTERM or Ctrl-C finishes or cleanly aborts the current one, then exits 0."""
+    """Run queued jobs; SIGTERM or Ctrl-C finishes or cleanly aborts the current one, then exits 0;
+    SIGHUP reads deploy.toml again for the next job."""
     import signal
     import threading
 
     from hookdeploy.core import logsetup
     from hookdeploy.core.config import missing_secrets
+    from hookdeploy.core.reload import LiveConfig
     from hookdeploy.engine.worker import Worker
 
-    problems = missing_secrets(context.config, app_env=True)
-    if problems:
-        raise ConfigError(problems)
+    def problems(config: configuration.Config) -> list[str]:
+        return missing_secrets(config, app_env=True)
+
+    if problems(context.config):
+        raise ConfigError(problems(context.config))
     logsetup.configure()
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
-    Worker(context.config, context.store).run(stop, drain=drain)
+    live = LiveConfig(context.config, problems)
+    live.on_hangup()
+    Worker(live, context.store).run(stop, drain=drain)
+
+
+# -- scheduled tasks and one-off commands ---------------------------------------------------------
+
+
+@cli.command("tasks")
+@click.argument("app_name", metavar="APP")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list, in deploy.toml's order.")
+@pass_context
+def tasks_command(context: Context, app_name: str, as_json: bool) -> None:
+    """The app's scheduled tasks: schedule, next slot, last run (state, exit status, duration)."""
+    app = context.app(app_name)
+    found = actions.tasks(context.config, context.store, app)
+    if as_json:
+        click.echo(json.dumps([task.to_json() for task in found]))
+        return
+    if not found:
+        click.echo(f"{app.name} has no tasks (add [[apps.{app.name}.tasks]] to deploy.toml)")
+    for task in found:
+        last = task.last_run
+        shown = "never ran"
+        if last is not None:
+            took = f", {last.duration:.1f} s" if last.duration is not None else ""
+            status = f", exit {last.exit_code}" if last.exit_code is not None else ""
+            shown = f"last run {last.id} {last.state.value}{status}{took} (slot {last.slot})"
+        click.echo(f"{task.task.name}  {task.task.schedule!r} ({context.config.server.timezone})  "
+                   f"next {task.next_slot or 'never'}  {shown}")
+
+
+@cli.command("task")
+@click.argument("app_name", metavar="APP")
+@click.argument("task_name", metavar="NAME")
+@click.option("--wait", is_flag=True, help="Print the run's output; exit with its command's status.")
+@click.option("--json", "as_json", is_flag=True, help="Print the run as JSON.")
+@pass_context
+def task_command(context: Context, app_name: str, task_name: str, wait: bool, as_json: bool) -> None:
+    """Run a task now (a worker starts it), recorded like a scheduled run."""
+    from hookdeploy.cli import oneoff
+
+    run = actions.run_task(context.store, context.app(app_name), task_name)
+    if as_json:
+        click.echo(json.dumps(run.to_json()))
+    else:
+        click.echo(f"queued run {run.id} of {run.app} task {run.task}", err=wait)
+    if wait:
+        if not context.store.worker_alive(WORKER_ALIVE_SECONDS):
+            click.echo("no worker is running: the run starts once one does (hookdeploy worker, or serve)", err=True)
+        final = oneoff.follow_run(context.store, run.id)
+        if as_json:
+            click.echo(json.dumps(final.to_json()))
+        else:
+            click.echo(f"run {final.id} {final.state.value}" + (f": {final.reason}" if final.reason else ""), err=True)
+        sys.exit(oneoff.exit_status(final))
+
+
+@cli.command("run", context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
+@click.argument("app_name", metavar="APP")
+@click.argument("command", metavar="[--] CMD...", nargs=-1, type=click.UNPROCESSED)
+@pass_context
+def run_command(context: Context, app_name: str, command: tuple[str, ...]) -> None:
+    """Run CMD in a new container of the app's live release; exit with its status."""
+    from hookdeploy.cli import oneoff
+
+    app = context.app(app_name)
+    command = command[1:] if command[:1] == ("--",) else command
+    sys.exit(oneoff.run_command(context.config, context.store, app, list(command)))
+
+
+@cli.command("remove")
+@click.argument("app_name", metavar="APP")
+@click.option("--volumes", is_flag=True, help="Also remove the app's named volumes, and the data in them.")
+@pass_context
+def remove_command(context: Context, app_name: str, volumes: bool) -> None:
+    """Remove an app gone from deploy.toml: its containers or services, route, images and certificates
+    (its history stays; its volumes too, unless --volumes)."""
+    from hookdeploy.engine import removal
+
+    for line in removal.remove(context.config, context.store, app_name, volumes=volumes).lines():
+        click.echo(one_line(line))
 
 
 # -- serving and API tokens ------------------------------------------------------------------------
@@ -297,14 +415,18 @@ def worker(context: Context, drain: bool) -> None:
 @click.option("--no-worker", is_flag=True, help="Serve HTTP only; run `hookdeploy worker` separately.")
 @pass_context
 def serve(context: Context, no_worker: bool) -> None:
-    """Receiver, API and dashboard on server.listen, with a worker unless --no-worker."""
+    """Receiver, API and dashboard on server.listen, with a worker unless --no-worker; SIGHUP reads
+    deploy.toml again."""
     from hookdeploy.web import server
     from hookdeploy.core.config import missing_secrets
+    from hookdeploy.core.reload import LiveConfig
 
-    problems = missing_secrets(context.config, tokens=True, webhooks=True, app_env=not no_worker)
-    if problems:
-        raise ConfigError(problems)
-    sys.exit(server.serve(context.config, context.store, with_worker=not no_worker))
+    def problems(config: configuration.Config) -> list[str]:
+        return missing_secrets(config, tokens=True, webhooks=True, app_env=not no_worker)
+
+    if problems(context.config):
+        raise ConfigError(problems(context.config))
+    sys.exit(server.serve(LiveConfig(context.config, problems), context.store, with_worker=not no_worker))
 
 
 @cli.group()

@@ -15,13 +15,13 @@ from typing import Mapping
 
 from hookdeploy.core.config_parse import parse
 from hookdeploy.core.config_schema import (NOTIFY_EVENTS, NOTIFY_FORMATS, PROVIDERS, PROXY_HEADERS, AppConfig, Config,
-                                           GuardConfig, HealthConfig, NotifyConfig, ProxyConfig, RegistryConfig, ServerConfig,
+                                           GuardConfig, HealthConfig, NotifyConfig, ProxyConfig, RegistryConfig, ServerConfig, TaskConfig,
                                            TlsConfig, TlsFiles, WebhookConfig, is_local_path, read_secret)
 from hookdeploy.core.errors import ConfigError
 
 # What callers import from here: the schema and parse re-exported, and this module's own.
 __all__ = ["NOTIFY_EVENTS", "NOTIFY_FORMATS", "PROVIDERS", "PROXY_HEADERS", "AppConfig", "Config", "GuardConfig", "HealthConfig",
-           "NotifyConfig", "ProxyConfig", "RegistryConfig", "ServerConfig", "TlsConfig", "TlsFiles", "WebhookConfig", "is_local_path", "read_secret", "parse",
+           "NotifyConfig", "ProxyConfig", "RegistryConfig", "ServerConfig", "TaskConfig", "TlsConfig", "TlsFiles", "WebhookConfig", "is_local_path", "read_secret", "parse",
            "config_path", "load", "missing_secrets"]
 
 

@@ -4,7 +4,7 @@ Each table is walked against its dataclass in config_schema.py (an unknown key o
 wrong type is a problem), then through its own checks. Every problem is collected, not just the
 first, each naming its key path (`apps.site.health.path: ...`), and ConfigError lists them all.
 Relative paths are resolved against the config file's folder; nothing here reads a file or the
-environment. Imports config_schema.py, never config.py.
+environment (but the time zone database, which names the zones [server] timezone may take). Imports config_schema.py, never config.py.
 """
 
 from __future__ import annotations
@@ -20,12 +20,13 @@ from pathlib import Path, PurePosixPath
 from types import MappingProxyType
 from typing import Any, Mapping
 
-from hookdeploy.core.config_schema import (BUILDERS, MAX_REPLICAS, NOTIFY_EVENTS, NOTIFY_FORMATS, PROVIDERS, PROXY_HEADERS, TARGETS, TLS_MODES,
+from hookdeploy.core.config_schema import (BUILD_CACHES, BUILDERS, MAX_REPLICAS, NOTIFY_EVENTS, NOTIFY_FORMATS, PROVIDERS, PROXY_HEADERS, TARGETS, TLS_MODES,
                                            AppConfig, BuildConfig, BuildSecret, Config, GuardConfig,
                                            HealthConfig, NotifyConfig, ProxyConfig, RegistryConfig, ServerConfig,
-                                           TlsConfig, TlsFiles, WebhookConfig, is_local_path)
+                                           TaskConfig, TlsConfig, TlsFiles, WebhookConfig, is_local_path)
+from hookdeploy.core import schedule
 from hookdeploy.core.errors import ConfigError
-from hookdeploy.core.names import (APP_NAME, INSTANCE_NAME, TAG, branch_problem, host_and_port, image_problem,
+from hookdeploy.core.names import (APP_NAME, INSTANCE_NAME, TAG, TASK_NAME, branch_problem, host_and_port, image_problem,
                                    printable, reference_problem, registry_host_problem, split_address)
 from hookdeploy.core.volumes import MIN_MEMORY, bind_problem, memory_bytes, parse_mount
 
@@ -140,6 +141,8 @@ def _check_server(server: dict, base: Path, problems: list[str]) -> dict:
     _check_dashboard_hosts(server, problems)
     if server.get("max_token_ttl", 1) < 1:
         problems.append("server.max_token_ttl: must be a positive number of seconds")
+    if "timezone" in server and (problem := schedule.zone_problem(server["timezone"])):
+        problems.append(f"server.timezone: {problem}")
     return server
 
 
@@ -231,6 +234,7 @@ def _app(name: str, table: Mapping, key: str, base: Path, problems: list[str]) -
     if "env" in values:
         values["env"] = MappingProxyType(_check_env(values["env"], f"{key}.env", problems))
     _check_build_args(values, key, problems)
+    _check_tasks(values, key, problems)
     _check_build_options(table, values, key, base, problems)
     if values.get("build_host"):
         if "image" in table:
@@ -238,6 +242,7 @@ def _app(name: str, table: Mapping, key: str, base: Path, problems: list[str]) -
         elif problem := _build_host_problem(values["build_host"]):
             problems.append(f"{key}.build_host: {problem}")
     _check_health(health, f"{key}.health", problems)
+    _check_maintenance_page(values, key, base, problems)
 
     if len(problems) > before:
         return None
@@ -248,6 +253,32 @@ def _app(name: str, table: Mapping, key: str, base: Path, problems: list[str]) -
         guard=GuardConfig(**guard),
         webhook=WebhookConfig(**webhook) if webhook is not None else None,
     )
+
+
+MAINTENANCE_PAGE_LIMIT = 1 << 20  # bytes; the proxy sends it whole with every 503
+
+
+def _check_maintenance_page(values: dict, key: str, base: Path, problems: list[str]) -> None:
+    """`maintenance_page` is a readable file of at most MAINTENANCE_PAGE_LIMIT bytes, resolved against the
+    config's folder."""
+    if not values.get("maintenance_page") or not isinstance(values["maintenance_page"], str):
+        return
+    path = (base / values["maintenance_page"]).resolve()
+    try:
+        if not path.is_file():  # before opening: a FIFO would block
+            problems.append(f"{key}.maintenance_page: {printable(str(path), 80)} is not a file")
+            return
+        size = path.stat().st_size
+        with open(path, "rb"):
+            pass
+    except OSError as error:
+        problems.append(f"{key}.maintenance_page: cannot read {printable(str(path), 80)} "
+                        f"({error.strerror or type(error).__name__})")
+        return
+    if size > MAINTENANCE_PAGE_LIMIT:
+        problems.append(f"{key}.maintenance_page: {printable(str(path), 80)} is {size} bytes, more than "
+                        f"{MAINTENANCE_PAGE_LIMIT}")
+    values["maintenance_page"] = str(path)
 
 
 def _check_webhook(raw: Any, key: str, problems: list[str]) -> dict | None:
@@ -537,6 +568,14 @@ def _build(raw: Any, apps: Mapping[str, AppConfig], registry: RegistryConfig | N
                                 "(the classic builder has no secret mounts)")
     if values.get("host") and (problem := _build_host_problem(values["host"])):
         problems.append(f"build.host: {problem}")
+    cache = values.get("cache", BuildConfig.cache)
+    if cache not in BUILD_CACHES:
+        problems.append(f"build.cache: must be one of {', '.join(BUILD_CACHES)}, not {printable(cache, 40)}")
+    elif cache == "registry" and builder == "classic":
+        problems.append('build.cache: "registry" needs [build] builder = "buildkit" (the classic builder has no cache import)')
+    elif cache == "registry" and registry is None:
+        problems.append('build.cache: "registry" needs a [registry] table (the build cache is kept there as '
+                        'URL/N/APP:buildcache)')
     hosts = {"build.host": values.get("host", "")} if any(app.builds for app in apps.values()) else {}
     hosts.update({f"apps.{name}.build_host": app.build_host for name, app in apps.items() if app.build_host})
     for key, host in hosts.items():
@@ -665,6 +704,37 @@ def _check_guard(guard: dict, key: str, problems: list[str]) -> None:
         problems.append(f"{key}.canary_percent: must be at least 0 (no canary) and below 100")
     if not guard.get("canary_seconds", 1) > 0:
         problems.append(f"{key}.canary_seconds: must be greater than 0")
+
+
+def _check_tasks(values: dict, key: str, problems: list[str]) -> None:
+    """`[[apps.X.tasks]]`: each a table with a unique name, a valid schedule, a command and a timeout."""
+    if "tasks" not in values:
+        return
+    tasks, names = [], set()
+    for index, table in enumerate(values["tasks"]):
+        task_key = f"{key}.tasks[{index}]"
+        task = _section(TaskConfig, table, task_key, problems)
+        if not isinstance(table, Mapping):
+            continue
+        for required in ("name", "schedule", "command"):
+            if required not in table:
+                problems.append(f"{task_key}.{required}: required")
+        name = task.get("name")
+        if isinstance(name, str) and not TASK_NAME.match(name):
+            problems.append(f"{task_key}.name: must match [a-z0-9-]{{1,40}}, not {printable(name, 50)}")
+        elif isinstance(name, str) and name in names:
+            problems.append(f"{task_key}.name: {name} names another task of the app too")
+        names.add(name)
+        if "schedule" in task and (problem := schedule.problem(task["schedule"])):
+            problems.append(f"{task_key}.schedule: {problem}")
+        command = task.get("command")
+        if command is not None and (not command or not all(isinstance(part, str) for part in command)):
+            problems.append(f"{task_key}.command: must be a non-empty list of strings (the program and its arguments)")
+        if not task.get("timeout", 1) > 0:
+            problems.append(f"{task_key}.timeout: must be greater than 0 seconds")
+        if all(required in task for required in ("name", "schedule", "command")):
+            tasks.append(TaskConfig(**{**task, "command": tuple(task["command"])}))
+    values["tasks"] = tuple(tasks)
 
 
 def _check_env(env: Any, key: str, problems: list[str]) -> dict:

@@ -15,7 +15,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Mapping
 
-from hookdeploy.core.errors import UnknownApp
+from hookdeploy.core.errors import UnknownApp, UnknownTask
 from hookdeploy.core.names import printable
 from hookdeploy.core.volumes import Mount
 
@@ -24,9 +24,11 @@ TARGETS = ("local", "swarm")
 MAX_REPLICAS = 64
 TLS_MODES = ("off", "acme")  # or a table {cert_file, key_file}: the user's own certificate
 LETS_ENCRYPT = "https://acme-v02.api.letsencrypt.org/directory"
-NOTIFY_EVENTS = ("succeeded", "failed", "rolled_back", "interrupted")
+NOTIFY_EVENTS = ("succeeded", "failed", "rolled_back", "interrupted", "task_failed")  # task_failed: a scheduled
+# or asked-for task run failed or timed out (engine/notify.py send_task)
 NOTIFY_FORMATS = ("json", "slack")
 BUILDERS = ("buildkit", "classic")
+BUILD_CACHES = ("local", "registry")
 # The forwarding headers waitress can be told to believe from server.trusted_proxy.
 PROXY_HEADERS = ("x-forwarded-for", "x-forwarded-host", "x-forwarded-proto", "x-forwarded-port",
                  "x-forwarded-by", "forwarded")
@@ -98,6 +100,16 @@ class BuildSecret:
 
 
 @dataclass(frozen=True)
+class TaskConfig:
+    """One `[[apps.X.tasks]]` entry: a command run on a schedule in the live release's image."""
+
+    name: str
+    schedule: str  # five-field cron or @hourly/@daily/@weekly/@monthly, in [server] timezone
+    command: tuple[str, ...]
+    timeout: float = 300.0
+
+
+@dataclass(frozen=True)
 class AppConfig:
     """One deployed app."""
 
@@ -116,6 +128,7 @@ class AppConfig:
     keep: int = 5
     drain_seconds: float = 5.0
     read_timeout: float = 60.0  # seconds the proxy waits for an answer; then a GET goes to another task
+    maintenance_page: str = ""  # the HTML page (a path) the proxy answers with 503 while the app is stopped; "": built in
     coalesce: bool = True
     follow_push: bool = True
     build_timeout: float = 900.0
@@ -136,6 +149,15 @@ class AppConfig:
     health: HealthConfig = HealthConfig()
     guard: GuardConfig = GuardConfig()
     webhook: WebhookConfig | None = None
+    tasks: tuple[TaskConfig, ...] = ()  # DESIGN "Data, schedules and one-off commands"
+
+    def task(self, name: str) -> TaskConfig:
+        """The app's task called `name`, or UnknownTask naming the tasks there are."""
+        for task in self.tasks:
+            if task.name == name:
+                return task
+        known = ", ".join(task.name for task in self.tasks) or "none"
+        raise UnknownTask(f"{self.name} has no task {printable(name)} (its tasks: {known})")
 
     @property
     def builds(self) -> bool:
@@ -190,6 +212,7 @@ class ServerConfig:
     hostnames: tuple[str, ...] = ()
     max_token_ttl: int = 90 * 24 * 3600  # seconds; `token create --ttl` longer is refused
     metrics_public: bool = False  # GET /metrics without a token (else it takes a read-scope one)
+    timezone: str = "UTC"  # the IANA zone of scheduled tasks' cron expressions
 
     @property
     def database(self) -> Path:
@@ -243,6 +266,7 @@ class BuildConfig:
     tls_ca: str = ""  # tcp:// with TLS: the CA, client certificate and key files (absolute once parsed)
     tls_cert: str = ""
     tls_key: str = ""
+    cache: str = "local"  # "local": the builder's own cache | "registry": also kept at [registry] as URL/N/APP:buildcache
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,10 @@ class UnknownApp(BadInput):
     """No such app in deploy.toml."""
 
 
+class UnknownTask(BadInput):
+    """No such task of the app in deploy.toml."""
+
+
 class UnknownJob(BadInput):
     """No such job."""
 

@@ -26,10 +26,13 @@ class JobState(str, enum.Enum):
 
 
 class JobKind(str, enum.Enum):
-    """What a job does: build and deploy a commit, or switch back to a kept release."""
+    """What a job does: build and deploy a commit, switch back to a kept release, or stop and start the
+    live one (DESIGN "Operating apps")."""
 
     DEPLOY = "deploy"
     ROLLBACK = "rollback"
+    STOP = "stop"
+    START = "start"
 
 
 class Trigger(str, enum.Enum):
@@ -136,6 +139,7 @@ class Event:
     kind: str
     message: str
     duration: float | None = None
+    step: str | None = None  # a step event's step: build, switch, ... (engine/deploy.py STEPS)
 
     def render(self) -> str:
         """The event as a log line."""

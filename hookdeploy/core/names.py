@@ -7,6 +7,7 @@ import urllib.parse
 from hookdeploy.core.errors import BadInput
 
 APP_NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,62}\Z")
+TASK_NAME = re.compile(r"[a-z0-9-]{1,40}\Z")
 INSTANCE_NAME = re.compile(r"[a-z0-9][a-z0-9_.-]{0,39}\Z")
 FULL_SHA = re.compile(r"[0-9a-f]{40}\Z")
 SHA_PREFIX = re.compile(r"[0-9a-f]{4,40}\Z")
@@ -65,6 +66,13 @@ def check_sha_prefix(text: str) -> str:
 def is_full_sha(text: str) -> bool:
     """True for exactly 40 lower-case hex digits."""
     return bool(FULL_SHA.match(text or ""))
+
+
+def check_task_name(name: str) -> str:
+    """Return `name` if it has the form of a task name, else raise BadInput."""
+    if not TASK_NAME.match(name or ""):
+        raise BadInput(f"task name {printable(name)}: must match [a-z0-9-]{{1,40}}")
+    return name
 
 
 def printable(text: str, limit: int = 80) -> str:

@@ -37,8 +37,16 @@ def folder(path: Path) -> Path:
 
 
 def file(path: Path) -> Path:
-    """`path` made empty if missing and 0600, an existing looser one tightened (its content kept)."""
-    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, FILE_MODE))
+    """`path` made empty if missing and 0600, an existing looser one tightened (its content kept).
+
+    An existing file is never opened: closing any descriptor of a file drops every POSIX lock this
+    process holds on it, and SQLite's locks on its database are those (another process could then
+    checkpoint and remove the WAL under this process's open connections)."""
+    if not path.exists():
+        try:
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, FILE_MODE))
+        except FileExistsError:
+            pass  # made by another process just now: as good
     tighten(path, FILE_MODE)
     return path
 

@@ -175,6 +175,99 @@ MIGRATIONS = [
         PRIMARY KEY (app, sha)
     );
     """,
+    # 6: scheduled and asked-for task runs: each schedule slot once, one running run per task
+    """
+    CREATE TABLE task_runs (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        app TEXT NOT NULL,
+        task TEXT NOT NULL,
+        slot TEXT NOT NULL,
+        trigger TEXT NOT NULL CHECK (trigger IN ('schedule', 'manual')),
+        state TEXT NOT NULL CHECK (state IN ('queued', 'running', 'succeeded', 'failed', 'timed_out',
+                                             'skipped', 'missed')),
+        reason TEXT,
+        exit_code INTEGER,
+        sha TEXT,
+        image TEXT,
+        container TEXT,
+        worker TEXT,
+        created_at TEXT NOT NULL,
+        started_at TEXT,
+        finished_at TEXT,
+        heartbeat_at TEXT,
+        duration REAL,
+        output TEXT NOT NULL DEFAULT ''
+    );
+    CREATE UNIQUE INDEX one_run_per_slot ON task_runs (app, task, slot) WHERE trigger = 'schedule';
+    CREATE UNIQUE INDEX one_running_run_per_task ON task_runs (app, task) WHERE state = 'running';
+    CREATE INDEX task_runs_by_task ON task_runs (app, task, id);
+    CREATE INDEX task_runs_by_state ON task_runs (state, id);
+    """,
+    # 7: a step event names its step (build, switch, ...), so metrics, charts and the push output need
+    # not read it from the message; earlier step events get theirs from the messages they carry
+    """
+    ALTER TABLE events ADD COLUMN step TEXT;
+    UPDATE events SET step = CASE
+        WHEN message GLOB 'checked:*' OR message GLOB 'checked order*' THEN 'order'
+        WHEN message GLOB 'checked out*' THEN 'checkout'
+        WHEN message GLOB 'built*' OR message GLOB 'building *' THEN 'build'
+        WHEN message GLOB 'proxy ready*' THEN 'proxy'
+        WHEN message GLOB 'started candidate*' THEN 'candidate'
+        WHEN message GLOB 'health check*' THEN 'health'
+        WHEN message GLOB 'switched proxy*' THEN 'switch'
+        WHEN message GLOB 'verified through*' OR message GLOB 'verification through*' THEN 'verify'
+        WHEN message GLOB 'drained and retired*' OR message GLOB 'retired*' THEN 'drain'
+        WHEN message GLOB 'pruned*' OR message GLOB 'no images to prune*' THEN 'prune'
+        WHEN message GLOB 'pulled*' THEN 'pull'
+        WHEN message GLOB 'pushed*' THEN 'push'
+        WHEN message GLOB 'certificate*' THEN 'certificates'
+        WHEN message GLOB 'canary*' THEN 'canary'
+        WHEN message GLOB 'guard*' THEN 'watch'
+        WHEN message GLOB 'release command*' THEN 'release'
+        WHEN message GLOB 'live: *' THEN 'live'
+        ELSE 'other' END
+    WHERE kind = 'step';
+    """,
+    # 8: jobs that stop and start an app (SQLite cannot alter a CHECK: the table is made anew, its rows,
+    # ids and indexes kept; Store.migrate runs migrations with foreign keys off, as SQLite's docs say),
+    # and the apps stopped on purpose (their live release stays live, its containers stopped, the proxy
+    # answering the maintenance page) until a start or a deploy
+    """
+    CREATE TABLE jobs_new (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        app TEXT NOT NULL,
+        kind TEXT NOT NULL CHECK (kind IN ('deploy', 'rollback', 'stop', 'start')),
+        trigger TEXT NOT NULL CHECK (trigger IN ('push', 'webhook', 'manual', 'replay', 'rollback', 'retry')),
+        ref TEXT,
+        sha TEXT NOT NULL CHECK (length(sha) = 40 AND sha NOT GLOB '*[^0-9a-f]*'),
+        state TEXT NOT NULL CHECK (state IN ('queued', 'running', 'succeeded', 'failed',
+                                             'rolled_back', 'superseded', 'interrupted')),
+        created_at TEXT NOT NULL,
+        started_at TEXT,
+        finished_at TEXT,
+        error TEXT,
+        image TEXT,
+        heartbeat_at TEXT,
+        worker TEXT,
+        retry_of INTEGER REFERENCES jobs (id),
+        digest TEXT CHECK (digest IS NULL OR digest GLOB 'sha256:*')
+    );
+    INSERT INTO jobs_new (id, app, kind, trigger, ref, sha, state, created_at, started_at, finished_at, error,
+                          image, heartbeat_at, worker, retry_of, digest)
+        SELECT id, app, kind, trigger, ref, sha, state, created_at, started_at, finished_at, error,
+               image, heartbeat_at, worker, retry_of, digest FROM jobs;
+    DROP TABLE jobs;
+    ALTER TABLE jobs_new RENAME TO jobs;
+    CREATE UNIQUE INDEX one_running_job_per_app ON jobs (app) WHERE state = 'running';
+    CREATE INDEX jobs_by_app ON jobs (app, id);
+    CREATE INDEX jobs_by_state ON jobs (state, app, id);
+    CREATE TABLE stopped_apps (
+        app TEXT PRIMARY KEY,
+        release INTEGER NOT NULL REFERENCES releases (id),
+        job INTEGER NOT NULL REFERENCES jobs (id),
+        stopped_at TEXT NOT NULL
+    );
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -188,6 +281,9 @@ def migrate(db: sqlite3.Connection, path: Path) -> int:
     for version in range(found, SCHEMA_VERSION):
         for statement in _statements(MIGRATIONS[version]):
             db.execute(statement)
+    if found < SCHEMA_VERSION and (broken := db.execute("PRAGMA foreign_key_check").fetchall()):
+        raise StoreError(f"job store {path}: {len(broken)} rows refer to rows gone after the migration "
+                         f"(first: {tuple(broken[0])}); the file is left as it was")
     db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
     return found
 

@@ -73,8 +73,13 @@ class Store:
 
     def migrate(self) -> int:
         """Bring the schema up to schema.SCHEMA_VERSION, keeping all data; return the version found."""
-        with self.transaction() as db:
-            return schema.migrate(db, self.path)
+        connection = self._connection()
+        connection.execute("PRAGMA foreign_keys = OFF")  # a migration may make a table anew (no-op in a transaction)
+        try:
+            with self.transaction() as db:
+                return schema.migrate(db, self.path)
+        finally:
+            connection.execute("PRAGMA foreign_keys = ON")
 
     # -- queueing jobs (each webhook delivery once) ------------------------------------
 
@@ -265,10 +270,11 @@ class Store:
 
     # -- events (the job log) ----------------------------------------------------------
 
-    def log(self, job_id: int, message: str, *, kind: str = "log", duration: float | None = None) -> None:
-        """Append a line to a job's log."""
+    def log(self, job_id: int, message: str, *, kind: str = "log", duration: float | None = None,
+            step: str | None = None) -> None:
+        """Append a line to a job's log (a step event names its `step`)."""
         with self.transaction() as db:
-            self._event(db, job_id, kind, message, duration)
+            self._event(db, job_id, kind, message, duration, step)
 
     def log_many(self, job_id: int, messages: list[str]) -> None:
         """Append several output lines in one commit."""
@@ -280,14 +286,14 @@ class Store:
     def events(self, job_id: int, after: int = 0) -> list[Event]:
         """A job's log lines with id greater than `after`, oldest first."""
         rows = self._connection().execute(
-            "SELECT id, job, at, kind, message, duration FROM events WHERE job = ? AND id > ? ORDER BY id",
+            "SELECT id, job, at, kind, message, duration, step FROM events WHERE job = ? AND id > ? ORDER BY id",
             (job_id, after)).fetchall()
         return [Event(**dict(row)) for row in rows]
 
     @staticmethod
-    def _event(db, job_id: int, kind: str, message: str, duration: float | None = None) -> None:
-        db.execute("INSERT INTO events (job, at, kind, message, duration) VALUES (?, ?, ?, ?, ?)",
-                   (job_id, utcnow(), kind, message, duration))
+    def _event(db, job_id: int, kind: str, message: str, duration: float | None = None, step: str | None = None) -> None:
+        db.execute("INSERT INTO events (job, at, kind, message, duration, step) VALUES (?, ?, ?, ?, ?, ?)",
+                   (job_id, utcnow(), kind, message, duration, step))
 
     # -- releases ----------------------------------------------------------------------
 
@@ -297,6 +303,7 @@ class Store:
             now = utcnow()
             db.execute("UPDATE releases SET state = 'retired', retired_at = ? WHERE app = ? AND state = 'live'",
                        (now, app))
+            db.execute("DELETE FROM stopped_apps WHERE app = ?", (app,))  # a new live release runs
             cursor = db.execute(
                 "INSERT INTO releases (app, sha, image, container, job, state, live_since, digest) "
                 "VALUES (?, ?, ?, ?, ?, 'live', ?, (SELECT digest FROM jobs WHERE id = ?))",
@@ -333,6 +340,23 @@ class Store:
             db.executemany("UPDATE releases SET state = 'pruned' WHERE id = ? AND state = 'retired'",
                            [(release_id,) for release_id in release_ids])
 
+    def stopped(self, app: str) -> Release | None:
+        """The live release of an app stopped on purpose (`stop APP`), or None if it is not stopped."""
+        found = self._release(self._connection(), "WHERE state = 'live' AND id = (SELECT release FROM stopped_apps "
+                                                  "WHERE app = ?)", (app,))
+        return found[0] if found else None
+
+    def set_stopped(self, app: str, release_id: int, job_id: int) -> None:
+        """Record that the app's live release `release_id` is stopped, until start_app or a new live release."""
+        with self.transaction() as db:
+            db.execute("INSERT OR REPLACE INTO stopped_apps (app, release, job, stopped_at) VALUES (?, ?, ?, ?)",
+                       (app, release_id, job_id, utcnow()))
+
+    def set_started(self, app: str) -> None:
+        """Record that the app runs again."""
+        with self.transaction() as db:
+            db.execute("DELETE FROM stopped_apps WHERE app = ?", (app,))
+
     def release_command_ran(self, app: str, sha: str) -> int | None:
         """The job whose release command succeeded for the app's commit (or image) `sha`, or None."""
         row = self._connection().execute("SELECT job FROM release_commands WHERE app = ? AND sha = ?",
@@ -350,6 +374,39 @@ class Store:
         rows = db.execute("SELECT id, app, sha, image, container, job, state, live_since, retired_at, digest "
                           f"FROM releases {tail}", params).fetchall()
         return [Release(**{**dict(row), "state": ReleaseState(row["state"])}) for row in rows]
+
+    # -- an app gone from deploy.toml ---------------------------------------------------
+
+    def known_apps(self) -> list[str]:
+        """Every app the store has a job or a release of, by name."""
+        rows = self._connection().execute("SELECT app FROM jobs UNION SELECT app FROM releases ORDER BY app").fetchall()
+        return [row["app"] for row in rows]
+
+    def close_app(self, app: str, reason: str) -> tuple[Job | None, list[Job]]:
+        """In one commit: (the app's running job, []) when one runs, and then nothing changes; else
+        (None, its queued jobs), each ended superseded with `reason`, so no worker claims one after."""
+        with self.transaction() as db:
+            running = db.execute("SELECT id FROM jobs WHERE app = ? AND state = 'running'", (app,)).fetchone()
+            if running is not None:
+                return self._job(db, running["id"]), []
+            queued = db.execute("SELECT id FROM jobs WHERE app = ? AND state = 'queued' ORDER BY id", (app,)).fetchall()
+            now = utcnow()
+            for row in queued:
+                db.execute("UPDATE jobs SET state = 'superseded', finished_at = ?, error = ? WHERE id = ?",
+                           (now, reason, row["id"]))
+                self._event(db, row["id"], "state", f"superseded: {reason}")
+            return None, [self._job(db, row["id"]) for row in queued]
+
+    def retire_app(self, app: str, images_gone: set[str]) -> None:
+        """Record that nothing of the app runs any more: its live release is retired (and not stopped),
+        and the releases whose image is in `images_gone` are pruned (a rollback to one builds or pulls it
+        again)."""
+        with self.transaction() as db:
+            db.execute("UPDATE releases SET state = 'retired', retired_at = ? WHERE app = ? AND state = 'live'",
+                       (utcnow(), app))
+            db.executemany("UPDATE releases SET state = 'pruned' WHERE app = ? AND image = ? AND state = 'retired'",
+                           [(app, image) for image in sorted(images_gone)])
+            db.execute("DELETE FROM stopped_apps WHERE app = ?", (app,))  # an app added again starts afresh
 
     # -- workers -----------------------------------------------------------------------
 

@@ -22,6 +22,7 @@ import subprocess
 import tempfile
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, Iterator
 
 from hookdeploy.core.config import AppConfig, Config
@@ -93,6 +94,7 @@ class RemoteBuilder:
     """BuildKit on a build host; the release is pushed from there and comes back by digest."""
 
     elsewhere = True
+    intermediate_images = False
 
     def __init__(self, cli: buildkit.Client, host: BuildHost, config: Config, app: AppConfig):
         self.cli, self.host, self.config, self.app = cli, host, config, app
@@ -105,21 +107,29 @@ class RemoteBuilder:
                 f"{name.rpartition(':')[2]}, through {self.cli.describe()}")
 
     def build(self, request, on_lines: Callable[[list[str]], None], stop: threading.Event | None) -> str:
-        """Build on the build host tagged URL/N/APP:SHA12, push it from there; return the registry's digest."""
+        """Build on the build host tagged URL/N/APP:SHA12, push it from there; return the registry's digest.
+        With `request.cache_from` the build takes its cache from there, and the image (its cache inline)
+        is pushed there too."""
         remote = f"{registry.remote_repository(self.config, self.app)}:{request.tag.rpartition(':')[2]}"
         _untagged(self.host.url)  # a rebuild of the same SHA must not lose its new tag to the last job's removal
-        buildkit.build(self.cli, request.context, request.dockerfile, remote, request.labels, request.build_args,
-                       request.target, request.secrets, request.timeout, on_lines, stop,
-                       engine_options=self.host.engine_options())
+        names = [remote, request.cache_from] if request.cache_from else [remote]
         try:
-            return self._push(remote, on_lines, stop)
-        finally:  # the build cache stays there; the tag would only pile up
-            self._untag(remote)
+            with (login(self.config, build=True) if request.cache_from else contextlib.nullcontext("")) as folder:
+                buildkit.build(self.cli, request.context, request.dockerfile, remote, request.labels,
+                               request.build_args, request.target, request.secrets, request.timeout, on_lines, stop,
+                               engine_options=self.host.engine_options(), cache_from=request.cache_from,
+                               docker_config=folder)
+            digest = self._push(remote, on_lines, stop)
+            if request.cache_from:
+                self._push_cache(remote, request.cache_from, on_lines, stop)
+            return digest
+        finally:  # the build cache stays there; the tags would only pile up
+            self._untag(names)
 
-    def _untag(self, remote: str) -> None:
-        """Remove the pushed tag on the build host, beside the pull and start that follow: over ssh it is one
+    def _untag(self, names: list[str]) -> None:
+        """Remove the pushed tags on the build host, beside the pull and start that follow: over ssh it is one
         more connection (a few tenths of a second), and nothing waits for it but the next build there."""
-        command = [self.cli.path, *self.host.engine_options(), "image", "rm", remote]
+        command = [self.cli.path, *self.host.engine_options(), "image", "rm", *names]
 
         def run() -> None:
             with contextlib.suppress(OSError, subprocess.SubprocessError):
@@ -130,6 +140,25 @@ class RemoteBuilder:
         with _untagging_lock:
             _untagging[self.host.url] = thread
         thread.start()
+
+    def _push_cache(self, remote: str, cache: str, on_lines: Callable[[list[str]], None],
+                    stop: threading.Event | None) -> None:
+        """The release just pushed, tagged `cache` too: the next build's cache, for any builder. Its layers
+        are there already, so this is a manifest; a failure costs the next build time only, so it is logged."""
+        try:
+            tagged = subprocess.run([self.cli.path, *self.host.engine_options(), "tag", remote, cache],
+                                    capture_output=True, text=True, timeout=PROBE_SECONDS,
+                                    env=buildkit.environment(elsewhere=True), stdin=subprocess.DEVNULL, check=False)
+        except (OSError, subprocess.SubprocessError) as error:
+            on_lines([f"build cache not pushed: {error}"])
+            return
+        if tagged.returncode != 0:
+            on_lines([f"build cache not pushed: {(tagged.stderr.strip().splitlines() or ['docker tag failed'])[-1]}"])
+            return
+        try:
+            self._push(cache, on_lines, stop)
+        except StepFailed as error:
+            on_lines([f"build cache not pushed: {error}"])
 
     def _push(self, remote: str, on_lines: Callable[[list[str]], None], stop: threading.Event | None) -> str:
         """`docker push` on the build host, logged in for this push alone; the digest the registry gave."""
@@ -162,22 +191,48 @@ def _untagged(url: str) -> None:
 
 
 @contextlib.contextmanager
-def login(config: Config) -> Iterator[str]:
+def login(config: Config, build: bool = False) -> Iterator[str]:
     """A DOCKER_CONFIG folder (0700) whose config.json holds [registry]'s login and nothing else,
-    removed at the end: a push made with it is logged in, and no file keeps the password."""
+    removed at the end: a push made with it is logged in, and no file keeps the password.
+    `build`: for a build that takes its cache from [registry] (the CLI hands BuildKit the login from
+    it): the worker's own docker config comes along too (its CLI plugins, buildx and its builders,
+    its other registries' logins), [registry]'s login in place of any it has."""
     folder = tempfile.mkdtemp(prefix="hookdeploy-login-")
     try:
         auth = registry.auth_config(config)
-        auths = {}
+        settings = _own_settings(folder) if build else {}
+        url = config.registry.url
+        auths = {name: entry for name, entry in settings.get("auths", {}).items() if name != url}
         if auth.get("username"):
             token = base64.b64encode(f"{auth['username']}:{auth['password']}".encode()).decode()
-            auths[config.registry.url] = {"auth": token}
+            auths[url] = {"auth": token}
+        settings["auths"] = auths
+        if settings.get("credsStore") or url in settings.get("credHelpers", {}):
+            settings.setdefault("credHelpers", {})[url] = ""  # "": this file, not the credential helper
         handle = os.open(os.path.join(folder, "config.json"), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(handle, "w") as file:
-            json.dump({"auths": auths}, file)
+            json.dump(settings, file)
         yield folder
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def _own_settings(folder: str) -> dict:
+    """The worker's own docker config (DOCKER_CONFIG, else ~/.docker): its plugin and buildx folders
+    linked into `folder`, its config.json's settings returned ({} if it has none)."""
+    own = Path(os.environ.get("DOCKER_CONFIG") or Path.home() / ".docker")
+    for name in ("cli-plugins", "buildx"):  # a buildx installed there, and the builder `docker buildx use` chose
+        if (own / name).is_dir():
+            os.symlink(own / name, os.path.join(folder, name))
+    try:
+        settings = json.loads((own / "config.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(settings, dict) or not isinstance(settings.get("auths", {}), dict):
+        return {}
+    if not isinstance(settings.get("credHelpers", {}), dict):
+        settings.pop("credHelpers")
+    return settings
 
 
 def check_login(config: Config, host: BuildHost, cli: buildkit.Client) -> None:

@@ -197,12 +197,28 @@ def secret_options(secrets: Mapping[str, Any]) -> list[str]:
     return options
 
 
+def cache_options(cli: Client, reference: str) -> list[str]:
+    """The options that take the build cache from the image `reference` in a registry and put this
+    build's cache in the image made (inline), to be pushed there as the next build's `reference`.
+
+    Inline, because it is the one cache export both clients have with the engine's own BuildKit:
+    `docker build` of a 20.10-22.x CLI has no --cache-to at all, and buildx's builder on the engine
+    (the docker driver) refuses `--cache-to type=registry` ("Cache export feature is currently not
+    supported for docker driver") unless the engine stores images in containerd. Inline is mode=min:
+    the cache of the image made, not of the stages it copied from."""
+    if cli.buildx:
+        return ["--cache-to", "type=inline", "--cache-from", f"type=registry,ref={reference}"]
+    return ["--build-arg", "BUILDKIT_INLINE_CACHE=1", "--cache-from", reference]
+
+
 def build(cli: Client, context: Path, dockerfile: str, tag: str, labels: Mapping[str, str],
           build_args: Mapping[str, str], target: str, secrets: Mapping[str, Any], timeout: float,
           on_lines: Callable[[list[str]], None], stop: threading.Event | None = None,
-          engine_options: Sequence[str] = ()) -> str:
+          engine_options: Sequence[str] = (), cache_from: str = "", docker_config: str = "") -> str:
     """Build `tag` with BuildKit, handing its plain progress output to `on_lines` as it comes; return the image id.
     `engine_options` (--host, TLS files) send the build to another engine than ours: a build host.
+    `cache_from`: an image in a registry to take the build cache from (and to put it in the image made);
+    `docker_config`: the DOCKER_CONFIG folder the CLI logs in to registries with for this build.
 
     A timeout (StepFailed) or `stop` (Aborted) ends the CLI, and with it the build: the engine
     cancels a build whose client is gone. The CLI dies with this thread too (a worker killed outright)."""
@@ -218,10 +234,15 @@ def build(cli: Client, context: Path, dockerfile: str, tag: str, labels: Mapping
         arguments += ["--build-arg", f"{key}={value}"]
     if target:
         arguments += ["--target", target]
+    if cache_from:
+        arguments += cache_options(cli, cache_from)
     arguments += [*options, str(context)]
+    env = environment(bool(engine_options))
+    if docker_config:
+        env["DOCKER_CONFIG"] = docker_config
     try:
         process = subprocess.Popen(arguments, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                   stderr=subprocess.STDOUT, env=environment(bool(engine_options)),
+                                   stderr=subprocess.STDOUT, env=env,
                                    start_new_session=True,
                                    preexec_fn=_die_with(os.getpid()))
     except OSError as error:

@@ -1,17 +1,19 @@
 """One deploy of one job, in order: prepare → switch and verify → retire.
 
 prepare: the image (reused, or checkout → build, or pull; pushed when the app pushes), the proxy,
-the release command (once per commit, release.py), the candidate (a container, or for target
-"swarm" a service whose every task is health-checked), its health check. switch and verify: under the proxy lock, route to the candidate's addresses,
-verify through the proxy as a visitor would, record it live. retire: drain and retire the old
-release (container or service), prune images.
+the release command (once per commit, release.py), the candidate where the app's releases run
+(runtime.py: containers, or for target "swarm" a service), every replica health-checked. switch and
+verify: under the proxy lock, route to the candidate's addresses, verify through the proxy as a
+visitor would, record it live. retire: drain and retire the old release through the runtime, prune
+images.
 
 Rules: any failure before the switch removes the candidate and a new image and leaves the live
 release as it was; a failed verification switches back. A stop is honoured only before the
 switch (Aborted); from the switch on, the deploy finishes whatever happens. A Deploy returns the
 job's final state and error and changes no job state itself: the worker (worker.py) does that.
-Each step is timed and recorded as a job event named `self.step(job, NAME)`, which is what
-/metrics labels (web/metrics.py). Imports hookdeploy.core and the engine's step modules only.
+Each step is timed and recorded as a job event `self.step(job, NAME)`, stored with its short
+name STEPS[NAME], which /metrics, the dashboard's charts and the push output go by. Imports
+hookdeploy.core and the engine's step modules only.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from hookdeploy.core.config import Config
 from hookdeploy.core.errors import Aborted, HookdeployError, StepFailed
 from hookdeploy.core.models import Job, JobKind, JobState
 from hookdeploy.core.store import Store
-from hookdeploy.engine import (builders, certs, containers, ordering, pipeline, proxy, registry, release, runspec, swarm,
+from hookdeploy.engine import (builders, certs, containers, ordering, pipeline, proxy, registry, release, runtime,
                                traffic)
 
 # The worker's lines, whichever of its modules writes them.
@@ -39,6 +41,15 @@ log = logging.getLogger("hookdeploy.engine.worker")
 # Testing only: SIGKILL the worker right after the named step; "term:STEP" sends SIGTERM instead,
 # as systemd does on a restart, at a moment a test could not hit by timing alone.
 FAULT_ENV = "HOOKDEPLOY_FAULT"
+# A step's name as said in the job log -> its short name in the store (events.step), /metrics' `step`
+# label. Also "live" (the release went live) and "build" for the build's announcement.
+STEPS = {
+    "checked order": "order", "pulled image": "pull", "pushed image": "push", "checked out": "checkout",
+    "built image": "build", "certificates": "certificates", "proxy ready": "proxy", "started candidate": "candidate",
+    "health check": "health", "switched proxy": "switch", "verified through proxy": "verify", "canary": "canary",
+    "guard": "watch", "drained and retired old container": "drain", "pruned images": "prune",
+    "release command": "release",
+}
 WATCH_READ_SECONDS = 0.5  # how often the guard reads the proxy's log
 
 Ended = tuple[JobState, str | None]  # a job's final state and error
@@ -48,7 +59,7 @@ class Deploy:
     """The deploy sequence of one claimed job; `run()` returns its final state and error."""
 
     def __init__(self, config: Config, store: Store, engine: Callable[[], docker.DockerClient], job: Job,
-                 stop: threading.Event):
+                 stop: threading.Event, runtimes: Callable[..., runtime.Runtime] = runtime.runtime_for):
         self.config = config
         self.store = store
         self._engine = engine  # the worker's client, asked for afresh at each use as before the split
@@ -56,8 +67,9 @@ class Deploy:
         self.stop = stop
         self.app = None
         self.image: str | None = None
-        self.candidate = None  # a container (the first, when there are several), or a swarm service
-        self.started: list = []  # a local candidate's containers, one a replica
+        self._runtimes = runtimes  # (config, app, engine) -> the app's Runtime; a test may hand in its own
+        self.runtime: runtime.Runtime | None = None  # where the app's releases run, chosen once in prepare
+        self.candidate: runtime.Candidate | None = None  # the started candidate: its release name, its addresses
         self.addresses: list[str] = []  # where the candidate answers on the instance network
         self.digest: str | None = job.digest
         self.proxy_container = None
@@ -99,10 +111,8 @@ class Deploy:
         job, app, stop = self.job, self.app, self.stop
         try:
             client = self.client
-            if app.on_swarm:
-                manager, why = swarm.is_manager(client)
-                if not manager:
-                    raise StepFailed(why)
+            self.runtime = self._runtimes(self.config, app, self._engine)
+            self.runtime.check()
             superseded = self._order(client)
             if superseded is not None:
                 return JobState.SUPERSEDED, superseded
@@ -114,12 +124,9 @@ class Deploy:
             if app.tls_mode != "off":
                 self._certificates()
             if app.release_command:
-                self._release_phase(client)
+                self._release_phase()
                 check_stop(stop)
-            if app.on_swarm:
-                self._start_service(client)
-            else:
-                self._start_containers(client)
+            self._start_candidate()
             fault("health")
             check_stop(stop)
         except Aborted:  # before HookdeployError, of which it is one: a stop is no failure
@@ -142,7 +149,8 @@ class Deploy:
         self.old = old = self.store.live_release(app.name)
         with proxy.locked(self.config):
             self.reader = traffic.LogReader(traffic.log_path(self.config, app.name))
-            if app.guard.canary_percent > 0 and old is not None and job.kind is not JobKind.ROLLBACK:
+            if app.guard.canary_percent > 0 and old is not None and job.kind is not JobKind.ROLLBACK \
+                    and self.store.stopped(app.name) is None:  # a stopped release takes no share
                 failed = self._canary(path, old)
                 if failed is not None:
                     return failed
@@ -166,9 +174,10 @@ class Deploy:
                 self._discard()
                 back = f"; {old.sha[:12]} is live again" if old else "; no release is live"
                 return JobState.ROLLED_BACK, f"verification through the proxy failed: {last.detail}{back}"
+            stopped = self.store.stopped(app.name) is not None  # record_live ends the stop
             self.release = self.store.record_live(app.name, job.sha, self.image, self.candidate.name, job.id)
-        was = f" (was {old.sha[:12]})" if old else ""
-        self.store.log(job.id, f"live: {app.name} serves {job.sha[:12]}{was}", kind="step")
+        was = f" (was {old.sha[:12]}{', stopped: the app runs again' if stopped else ''})" if old else ""
+        self.store.log(job.id, f"live: {app.name} serves {job.sha[:12]}{was}", kind="step", step="live")
         return None
 
     def _canary(self, path, old) -> Ended | None:
@@ -185,7 +194,7 @@ class Deploy:
             return JobState.FAILED, str(error)
         with self.step(job, "canary") as note:
             self.store.log(job.id, f"canary: {guard.canary_percent:g} % of requests go to {job.sha[:12]} for "
-                                   f"{guard.canary_seconds:g} s", kind="step")
+                                   f"{guard.canary_seconds:g} s", kind="step", step="canary")
             tally = self._watch(guard.canary_seconds)
             failed = guard.fails(tally.requests, tally.failed)
             note(f"canary: {tally.describe()} in {guard.canary_seconds:g} s at {guard.canary_percent:g} %"
@@ -211,7 +220,8 @@ class Deploy:
         if guard.watch_seconds <= 0 or job.kind is JobKind.ROLLBACK:  # a rollback goes back to a known release
             return None
         if old is None:
-            self.store.log(job.id, "guard: no earlier release to switch back to; not watching", kind="step")
+            self.store.log(job.id, "guard: no earlier release to switch back to; not watching", kind="step",
+                           step="watch")
             return None
         with self.step(job, "guard") as note:
             left = guard.watch_seconds - (time.monotonic() - self.switched_at)
@@ -254,7 +264,7 @@ class Deploy:
         its containers or service are retired, and its image removed unless a release uses it."""
         self.stop.wait(self.app.drain_seconds)
         with contextlib.suppress(Exception):
-            pipeline.retire_release(self.client, self.candidate.name)
+            self.runtime.retire(self.candidate.name)
             pipeline.discard_image(self.client, self.store, self.app, self.image)
 
     def _render(self, addresses, sha: str, canary: proxy.Canary | None = None) -> str:
@@ -267,11 +277,13 @@ class Deploy:
             with self.step(job, "drained and retired old container") as note:
                 self.stop.wait(app.drain_seconds)
                 fault("drain")
-                what = pipeline.retire_release(self.client, old.container)
+                what = self.runtime.retire(old.container)
                 note(f"retired {what or old.container} after {app.drain_seconds:g} s drain")
         with self.step(job, "pruned images") as note:
             pruned = pipeline.prune(self.client, self.store, app)
-            note(f"pruned {', '.join(pruned)}" if pruned else "no images to prune")
+            note("pruned none now: a build with the classic builder is running, and may be using their layers; "
+                 "the app's next job prunes" if pruned is None else
+                 f"pruned {', '.join(pruned)}" if pruned else "no images to prune")
 
     # -- parts ---------------------------------------------------------------------------------
 
@@ -303,7 +315,8 @@ class Deploy:
         name = containers.image_name(self.config.server.name, app.name, job.sha)
         if containers.image_exists(client, name):
             self.store.set_image(job.id, name)
-            self.store.log(job.id, f"using image {name} (already {'built' if app.builds else 'pulled'})", kind="step")
+            self.store.log(job.id, f"using image {name} (already {'built' if app.builds else 'pulled'})",
+                           kind="step", step="build")
             if not app.builds and job.digest is None:
                 self._record_digest()
         elif not app.builds:
@@ -320,7 +333,7 @@ class Deploy:
         job, app = self.job, self.app
         digest = self._record_digest()
         with self.step(job, "pulled image") as note:
-            self.store.log(job.id, f"pulling {app.image}@{digest}", kind="step")
+            self.store.log(job.id, f"pulling {app.image}@{digest}", kind="step", step="pull")
             registry.pull(client, self.config, app, digest, name, lambda lines: self.store.log_many(job.id, lines),
                           self.stop)
             self.store.set_image(job.id, name)
@@ -347,7 +360,8 @@ class Deploy:
         job, app = self.job, self.app
         check_stop(self.stop)
         with self.step(job, "pushed image") as note:
-            self.store.log(job.id, f"pushing {registry.remote_repository(self.config, app)}:{job.sha[:12]}", kind="step")
+            self.store.log(job.id, f"pushing {registry.remote_repository(self.config, app)}:{job.sha[:12]}",
+                           kind="step", step="push")
             remote, digest = registry.push(client, self.config, app, name, job.sha,
                                            lambda lines: self.store.log_many(job.id, lines), self.stop)
             registry.forget(client, self.config, app, job.sha)
@@ -360,7 +374,7 @@ class Deploy:
         """Check out the job's commit and build it."""
         job, app = self.job, self.app
         if job.kind is JobKind.ROLLBACK:
-            self.store.log(job.id, f"image {name} was pruned; rebuilding it from git", kind="step")
+            self.store.log(job.id, f"image {name} was pruned; rebuilding it from git", kind="step", step="build")
         # None that can build (no BuildKit client, a build host that does not answer): fail before the checkout.
         builder = builders.chosen(self.config, client, app)
         with self.step(job, "checked out") as note:
@@ -369,9 +383,10 @@ class Deploy:
         fault("checkout")
         check_stop(self.stop)
         with self.step(job, "built image") as note:
-            self.store.log(job.id, builder.announce(name), kind="step")
+            self.store.log(job.id, builder.announce(name), kind="step", step="build")
             name, built = pipeline.build(builder, self.config, app, job, context,
-                                         lambda lines: self.store.log_many(job.id, lines), self.stop)
+                                         lambda lines: self.store.log_many(job.id, lines), self.stop,
+                                         lambda text: self.store.log(job.id, text, kind="step"))
             if not builder.elsewhere:
                 self.store.set_image(job.id, name)
             note(f"built {name} (image {built})" if not builder.elsewhere else
@@ -390,7 +405,7 @@ class Deploy:
         check_stop(self.stop)
         source = registry.remote_repository(self.config, app)
         with self.step(job, "pulled image") as note:
-            self.store.log(job.id, f"pulling {source}@{digest}", kind="step")
+            self.store.log(job.id, f"pulling {source}@{digest}", kind="step", step="pull")
             self.image = name  # removed by _discard if the job fails from here on
             registry.pull(client, self.config, app, digest, name, lambda lines: self.store.log_many(job.id, lines),
                           self.stop, source=source)
@@ -413,99 +428,58 @@ class Deploy:
                                    backoff=False, check_stop=lambda: check_stop(self.stop))
             for host, reason in outcome.failed.items():
                 self.store.log(job.id, f"{reason}; {host} is served over HTTP until the worker gets one "
-                                       f"(next try {certs.retry_text(config, host)})", kind="step")
+                                       f"(next try {certs.retry_text(config, host)})", kind="step", step="certificates")
             have = [host for host in app.hostnames if certs.pem_path(config, app, host).exists()]
             note(f"certificates: {len(have)} of {len(app.hostnames)} hostnames have one"
                  + (f" ({len(outcome.obtained)} new)" if outcome.obtained else ""))
 
-    def _release_phase(self, client) -> None:
+    def _release_phase(self) -> None:
         """The app's release command in a container of the new image, unless it succeeded for this
         commit already (a rollback to it, a retry, a replay); its output goes to the job log."""
         job, app = self.job, self.app
         ran = self.store.release_command_ran(app.name, job.sha)
         if ran is not None:
             self.store.log(job.id, f"release command: ran for {job.sha[:12]} already (job {ran}); not run again",
-                           kind="step")
+                           kind="step", step="release")
             return
 
         def on_lines(lines: list[str]) -> None:
             self.store.log_many(job.id, lines)
 
         with self.step(job, "release command") as note:
-            self.store.log(job.id, f"release command: running {release.describe(app)} in {self.image}", kind="step")
+            self.store.log(job.id, f"release command: running {release.describe(app)} in {self.image}", kind="step",
+                           step="release")
             started = time.monotonic()
-            if app.on_swarm:  # on the node its volumes are on, as its tasks will be
-                if self.digest is None:
-                    self._record_digest()
-                release.run_as_job(client, self.config, app, job,
-                                   pipeline.service_image(self.config, app, job.sha, self.digest),
-                                   registry.auth_config(self.config), on_lines, self.stop)
-            else:
-                release.run_command(client, self.config, app, job, self.image, on_lines, self.stop)
+            self.runtime.run_release_command(job, self.image, self._digest, on_lines, self.stop)
             self.store.record_release_command(app.name, job.sha, job.id)
             note(f"release command exited 0 in {time.monotonic() - started:.1f} s")
         fault("release")
 
-    def _start_service(self, client) -> None:
-        """The swarm candidate: a service of `replicas` tasks pinned by digest, each task health-checked."""
-        job, app, config = self.job, self.app, self.config
-        if self.digest is None:
-            self._record_digest()
-        name = containers.container_name(config.server.name, app.name, job.sha, job.id)
-        pinned = pipeline.service_image(config, app, job.sha, self.digest)
+    def _digest(self) -> str:
+        """The release's digest, recorded first if the job has none yet (a runtime that pins by digest asks)."""
+        return self.digest if self.digest is not None else self._record_digest()
+
+    def _start_candidate(self) -> None:
+        """The candidate where the app's releases run (runtime.py), then every replica of it health-checked."""
+        job = self.job
         with self.step(job, "started candidate") as note:
-            self.candidate = swarm.create_service(
-                client, app, name, pinned, config.server.name,
-                containers.release_labels(config.server.name, app.name, job.sha, job.id),
-                registry.auth_config(config), runspec.service_options(config, app))
-            note(f"started candidate service {name}: {app.replicas} task{'s' if app.replicas != 1 else ''} "
-                 f"of {pinned}")
+            self.candidate = self.runtime.start_candidate(job, self.image, self._digest, self.stop)
+            note(self.candidate.note)
         fault("candidate")
         check_stop(self.stop)
+        if self.candidate.addresses and self.app.guard.canary_percent <= 0:  # a canary's switch changes the file first
+            self.pretest = proxy.Pretest(self.proxy_container, proxy.app_file(self.config, self.app.name),
+                                         self._render(self.candidate.addresses, job.sha))
         with self.step(job, "health check") as note:
-            started = time.monotonic()
-            healthy = swarm.wait_serving(
-                client, self.candidate, self.proxy_container, app, config.server.name,
-                lambda: check_stop(self.stop), lambda text: self.store.log(job.id, text))
-            self.addresses = sorted(task.address for task in healthy)
-            nodes = sorted({task.node for task in healthy})
-            count = len(self.addresses)
-            note(f"health check passed in {time.monotonic() - started:.1f} s: {count} task{'s' if count != 1 else ''} "
-                 f"on {len(nodes)} node{'s' if len(nodes) != 1 else ''} ({', '.join(nodes)})")
-
-    def _start_containers(self, client) -> None:
-        """The local candidate: `replicas` containers, each health-checked."""
-        job, app, stop = self.job, self.app, self.stop
-        with self.step(job, "started candidate") as note:
-            for replica in range(1, app.replicas + 1):
-                container, ip = pipeline.start_candidate(client, self.config, app, job, self.image, replica)
-                self.started.append(container)
-                self.candidate = self.started[0]
-                self.addresses.append(ip)
-                check_stop(stop)
-            where = ", ".join(f"{ip}:{app.port}" for ip in self.addresses)
-            note(f"started candidate {self.candidate.name} at {where}" if app.replicas == 1 else
-                 f"started candidate {self.candidate.name} and {app.replicas - 1} more at {where}")
-        fault("candidate")
-        check_stop(stop)
-        if app.guard.canary_percent <= 0:  # a canary's switch comes first and changes the file
-            self.pretest = proxy.Pretest(self.proxy_container, proxy.app_file(self.config, app.name),
-                                         self._render(self.addresses, job.sha))
-        with self.step(job, "health check") as note:
-            started = time.monotonic()
-            for container, ip in zip(self.started, self.addresses):
-                pipeline.check_health(container, ip, app, stop)
-            took = time.monotonic() - started
-            note(f"health check passed in {took:.1f} s" if app.replicas == 1 else
-                 f"health check passed in {took:.1f} s: {app.replicas} containers")
+            note(self.runtime.check_health(self.candidate, self.proxy_container, self.stop,
+                                           lambda text: self.store.log(job.id, text)))
+            self.addresses = self.candidate.addresses
 
     def _discard(self) -> None:
         """Remove what a failed job made; the live release is not touched."""
         with contextlib.suppress(Exception):
-            for container in self.started:
-                containers.remove(container)
-            if self.app.on_swarm and self.candidate is not None:
-                swarm.remove_service(self.candidate)
+            if self.candidate is not None:
+                self.runtime.discard(self.candidate)
             pipeline.discard_image(self.client, self.store, self.app, self.image)
 
     @contextlib.contextmanager
@@ -515,7 +489,7 @@ class Deploy:
         started = time.monotonic()
         yield lambda text: message.__setitem__(0, text)
         took = time.monotonic() - started
-        self.store.log(job.id, message[0], kind="step", duration=round(took, 3))
+        self.store.log(job.id, message[0], kind="step", duration=round(took, 3), step=STEPS.get(name, name))
         log.info("%s: %s (%.2f s)", job_name(job), message[0], took)
 
 

@@ -106,3 +106,42 @@ def _deliver_all(store: Store, job: Job, messages: list[tuple[int, NotifyConfig,
         log.exception("%s job %s: notifications failed", job.app, job.id)
     finally:
         store.close()
+
+
+# -- task runs ---------------------------------------------------------------------------------------
+
+
+def send_task(config: Config, run) -> threading.Thread | None:
+    """Notify every target that wants `task_failed` of a task run that failed or timed out, in a
+    background thread; None if none does. The body carries the run without its output (what a task
+    prints is the app's, and may hold what its environment holds): `hookdeploy tasks APP` shows it."""
+    try:
+        targets = [(index, target) for index, target in enumerate(config.notify) if "task_failed" in target.events]
+        if not targets:
+            return None
+        line = task_summary(config, run)
+        messages = [(index, target, json.dumps({"text": line} if target.format == "slack" else {
+            "instance": config.server.name, "app": run.app, "event": "task_failed", "task": run.task,
+            "run": run.to_json(output=False)}).encode()) for index, target in targets]
+        thread = threading.Thread(target=_deliver_task, args=(run, messages), name=f"notify-task-{run.id}")
+        thread.start()
+        return thread
+    except Exception:  # noqa: BLE001 - a notification must never end the scheduler
+        log.exception("%s task %s run %s: notifications not sent", run.app, run.task, run.id)
+        return None
+
+
+def task_summary(config: Config, run) -> str:
+    """One line for people: `[N] site task cleanup timed_out (run 12, slot ...): reason`."""
+    line = f"{run.app} task {run.task} {run.state.value} (run {run.id}, {run.trigger} {run.slot})"
+    return f"[{config.server.name}] {line}" + (f": {run.reason}" if run.reason else "")
+
+
+def _deliver_task(run, messages: list[tuple[int, NotifyConfig, bytes]]) -> None:
+    for index, target, data in messages:
+        sent, tries, problem = deliver(target.url, data)
+        if sent:
+            log.info("%s task %s run %s: notified %s", run.app, run.task, run.id, where(target, index))
+        else:
+            log.warning("%s task %s run %s: notifying %s failed after %d tries: %s", run.app, run.task, run.id,
+                        where(target, index), tries, problem)

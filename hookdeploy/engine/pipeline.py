@@ -6,11 +6,13 @@ or raises StepFailed with the reason a person needs, and touches nothing it was 
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import logging
 import shutil
 import threading
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import docker
 import git
@@ -20,11 +22,13 @@ from hookdeploy.core.errors import Aborted, GitError, StepFailed
 from hookdeploy.core.models import Job, ReleaseState
 from hookdeploy.core.names import split_address
 from hookdeploy.core.store import Store
-from hookdeploy.engine import builders, certs, containers, gitops, health, proxy, registry, runspec, swarm, traffic
+from hookdeploy.engine import builders, certs, containers, gitops, health, proxy, registry, runtime, traffic
 
 log = logging.getLogger(__name__)
 
 VERIFY_DEADLINE = 15.0
+BUILD_TRIES = 3  # builds of one job in all, when the engine loses an image under them
+BUILD_AGAIN_AFTER = (1.0, 3.0)  # seconds before the second and third: the prune that took it may still be at work
 
 
 def build_dir(config: Config, job: Job) -> Path:
@@ -60,13 +64,49 @@ def checkout(config: Config, app: AppConfig, job: Job, fetch: bool = True) -> Pa
 
 
 def build(builder: builders.Builder, config: Config, app: AppConfig, job: Job, context: Path,
-          on_lines: Callable[[list[str]], None], stop: threading.Event | None = None) -> tuple[str, str]:
-    """Build `N/APP:SHA12` from the checked-out context; return the image name and id (Aborted once `stop` is set)."""
+          on_lines: Callable[[list[str]], None], stop: threading.Event | None = None,
+          on_note: Callable[[str], None] = lambda text: None) -> tuple[str, str]:
+    """Build `N/APP:SHA12` from the checked-out context; return the image name and id (Aborted once `stop` is set).
+
+    A build the engine lost an image under (a prune elsewhere: builders.lost_image) is built again,
+    `BUILD_TRIES` times in all, each new try told to `on_note`; any other failure ends it at once."""
     name = containers.image_name(config.server.name, app.name, job.sha)
     request = builders.BuildRequest(
         context, app.dockerfile, name, containers.release_labels(config.server.name, app.name, job.sha, job.id),
-        app.build_args, app.build_target, app.build_secrets, app.build_timeout)
-    return name, builder.build(request, on_lines, stop)
+        app.build_args, app.build_target, app.build_secrets, app.build_timeout, registry.build_cache(config, app))
+    with building(config, builder):
+        for attempt in range(1, BUILD_TRIES + 1):
+            try:
+                return name, builder.build(request, on_lines, stop)
+            except StepFailed as error:
+                lost = builders.lost_image(str(error))
+                if lost is None:
+                    raise
+                if attempt == BUILD_TRIES:
+                    raise StepFailed(f"{error} (the engine lost an image under each of {BUILD_TRIES} builds)") from None
+                on_note(f"build: the engine lost an image under the build ({lost}); "
+                        f"building again ({attempt + 1} of {BUILD_TRIES})")
+            if (stop or threading.Event()).wait(BUILD_AGAIN_AFTER[attempt - 1]):
+                raise Aborted()
+    raise AssertionError("unreachable")
+
+
+@contextlib.contextmanager
+def building(config: Config, builder: builders.Builder) -> Iterator[None]:
+    """Hold the instance's build lock shared while a builder with intermediate images builds: a prune
+    (which takes it alone) must not remove an untagged parent image a build has reached by its cache."""
+    if not builder.intermediate_images:
+        yield
+        return
+    with open(_lock_path(config.server.database.parent, "build"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_SH)
+        yield
+
+
+def _lock_path(folder: Path, name: str) -> Path:
+    """A lock of everything sharing the store in `folder` (state_dir): the instance's workers."""
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder / f"{name}.lock"
 
 
 def clean_build_dir(config: Config, job: Job) -> None:
@@ -79,10 +119,7 @@ def ensure_proxy(client: docker.DockerClient, config: Config):
     """The instance network and running proxy, created on first use by one process at a time."""
     with proxy.locked(config, "setup"):
         proxy.prepare(config)
-        if any(app.on_swarm for app in config.apps.values()):
-            swarm.ensure_overlay(client, config.server.name)
-        else:
-            containers.ensure_network(client, config.server.name)
+        runtime.ensure_network(client, config)
         return containers.ensure_proxy(client, config.server.name, config.proxy.image, config.proxy.publish,
                                        proxy.conf_dir(config), config.proxy.publish_tls, traffic.log_dir(config))
 
@@ -101,97 +138,6 @@ def heal_networks(client: docker.DockerClient, config: Config) -> set[str]:
     return {container.labels.get(containers.APP) for container in moved} - {None}
 
 
-def start_candidate(client: docker.DockerClient, config: Config, app: AppConfig, job: Job, image: str,
-                    replica: int = 1):
-    """Start one of the job's candidate containers on the instance network; return (container, ip).
-
-    The first is `N-APP-SHA12-JOB`, the others (replicas > 1) `N-APP-SHA12-JOB-2` and on."""
-    name = containers.container_name(config.server.name, app.name, job.sha, job.id) + (
-        f"-{replica}" if replica > 1 else "")
-    labels = containers.release_labels(config.server.name, app.name, job.sha, job.id)
-    candidate = containers.start_candidate(client, image, name, labels, runspec.run_options(config, app))
-    try:
-        return candidate, containers.address(candidate, config.server.name)
-    except StepFailed:
-        # It exited before it had an address: say so with its output, and take it away here, as
-        # the caller never gets hold of it.
-        failure = StepFailed(_with_output(_exit_reason(candidate), candidate))
-        containers.remove(candidate)
-        raise failure from None
-
-
-def service_image(config: Config, app: AppConfig, sha: str, digest: str) -> str:
-    """The image a swarm release's tasks run, pinned by digest: URL/N/APP:SHA12@DIGEST (IMAGE@DIGEST
-    for an image app): every node runs exactly the bytes that were checked, whatever a tag says later."""
-    if app.builds:
-        return f"{registry.remote_repository(config, app)}:{sha[:12]}@{digest}"
-    return f"{app.image}@{digest}"
-
-
-def release_containers(client: docker.DockerClient, container) -> list:
-    """The containers of the release `container` belongs to (its job's replicas), itself first."""
-    labels = container.labels
-    siblings = [each for each in containers.find_containers(client, labels.get(containers.INSTANCE, ""),
-                                                           app=labels.get(containers.APP, ""),
-                                                           job=labels.get(containers.JOB, ""))
-                if each.id != container.id and swarm.SERVICE_LABEL not in each.labels
-                and containers.ROLE not in each.labels]  # not the proxy, a release command, a task or a run
-    return [container] + sorted(siblings, key=lambda each: each.name)
-
-
-def retire_release(client: docker.DockerClient, name: str) -> str | None:
-    """Retire the release running as `name`: stop and remove its containers (the one named and the
-    other replicas of its job), or remove its service (Swarm stops each task with its grace period).
-    Returns what was retired, None if it was gone."""
-    container = containers.get_container(client, name)
-    if container is not None:
-        siblings = release_containers(client, container)
-        for each in siblings:
-            containers.retire(each)
-        return f"container {name}" if len(siblings) == 1 else f"{len(siblings)} containers of {name}"
-    service = swarm.get_service(client, name) if swarm.swarm_active(client) else None
-    if service is not None:
-        swarm.remove_service(service)
-        return f"service {name}"
-    return None
-
-
-def check_health(candidate, ip: str, app: AppConfig, stop: threading.Event | None = None) -> float:
-    """Probe the candidate until healthy; return seconds taken, or StepFailed with the reason and its last logs.
-
-    Aborted as soon as `stop` is set: a worker told to stop does not wait out the health deadline."""
-    exited: list[str] = []
-
-    def running() -> bool:
-        if stop is not None and stop.is_set():
-            raise Aborted()
-        # Its restart policy may have started it again already: a restart counts as an exit,
-        # and the reason is taken when the exit is first seen.
-        candidate.reload()
-        if candidate.status in ("created", "running") and not candidate.attrs.get("RestartCount"):
-            return True
-        exited.append(_exit_reason(candidate))
-        return False
-
-    took, last = health.wait_healthy(ip, app.port, app.health, running)
-    if last.ok:
-        return took
-    reason = exited[0] if exited else f"unhealthy after {took:.1f} s: GET {app.health.path} {last.detail}"
-    raise StepFailed(_with_output(reason, candidate))
-
-
-def _exit_reason(candidate) -> str:
-    state = candidate.attrs.get("State", {})
-    if state.get("Status") == "running":  # restarted since: the exit status is gone
-        return "container exited (and was restarted) before it was healthy"
-    return f"container exited with status {state.get('ExitCode')} before it was healthy"
-
-
-def _with_output(reason: str, candidate) -> str:
-    output = containers.tail_logs(candidate)
-    return reason + ("\nlast container output:\n  " + "\n  ".join(output) if output else "")
-
-
 def verify_through_proxy(config: Config, app: AppConfig, sha: str) -> tuple[float, health.Probe]:
     """Ask the proxy, as a visitor would, until the new release answers healthily: over HTTPS when
     the app's first name is redirected there, else over HTTP."""
@@ -206,8 +152,12 @@ def verify_through_proxy(config: Config, app: AppConfig, sha: str) -> tuple[floa
                                tls_name=(host_header or "hookdeploy-verify") if secure else None)
 
 
-def prune(client: docker.DockerClient, store: Store, app: AppConfig) -> list[str]:
-    """Remove release images beyond the newest `keep` (live included); never the live one or the rollback target."""
+def prune(client: docker.DockerClient, store: Store, app: AppConfig) -> list[str] | None:
+    """Remove release images beyond the newest `keep` (live included); never the live one or the rollback target.
+
+    None (nothing removed; the app's next job prunes) while a build of this instance with the legacy
+    builder runs: removing an image takes its untagged parents along, and such a build may be at one
+    of them (a step its cache found). Removals hold the build lock, so no such build starts meanwhile."""
     releases = [release for release in store.releases(app.name) if release.state is not ReleaseState.PRUNED]
     kept: list[str] = []
     for release in releases:
@@ -215,11 +165,22 @@ def prune(client: docker.DockerClient, store: Store, app: AppConfig) -> list[str
             kept.append(release.image)
     protected = set(kept) | {release.image for release in (store.live_release(app.name),
                                                            store.rollback_target(app.name)) if release}
+    unwanted = list(dict.fromkeys(release.image for release in releases if release.image not in protected))
+    if not unwanted:
+        return []
     pruned: list[str] = []
-    for image in dict.fromkeys(release.image for release in releases if release.image not in protected):
-        if containers.remove_image(client, image):
-            store.mark_pruned([release.id for release in releases if release.image == image])
-            pruned.append(image)
+    # One prune at a time (two apps' jobs may end together); then none while such a build runs.
+    folder = store.path.parent
+    with open(_lock_path(folder, "prune"), "a") as prune_lock, open(_lock_path(folder, "build"), "a") as lock:
+        fcntl.flock(prune_lock, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return None
+        for image in unwanted:
+            if containers.remove_image(client, image):
+                store.mark_pruned([release.id for release in releases if release.image == image])
+                pruned.append(image)
     return pruned
 
 

@@ -15,6 +15,7 @@ import fcntl
 import os
 import re
 import shutil
+import signal
 import tempfile
 import threading
 import time
@@ -437,13 +438,47 @@ def nginx_workers(proxy) -> set[str] | None:
 
 def wait_retired(proxy, workers: set[str]) -> None:
     """Wait (up to RELOAD_WAIT_SECONDS, as RELOAD_AND_WAIT) until none of `workers` takes new connections:
-    each is gone or shutting down, which nginx's master tells them ~0.1 s after the new ones started."""
+    each is gone or shutting down.
+
+    nginx's master tells the old workers to shut down 0.1 s after it started the new ones (it sleeps to
+    "allow new processes to start"). Where the engine runs here and we may signal its processes, the old
+    workers are told as soon as a new one exists instead, with the signal nginx documents for a worker's
+    graceful shutdown (QUIT: it stops accepting and finishes the requests it holds, exactly what the
+    master's own signal does). The listening sockets are the master's, inherited by every worker, so a
+    connection that arrives in between waits in their backlog for a new worker; none is refused."""
     deadline = time.monotonic() + RELOAD_WAIT_SECONDS
+    told = False
     while time.monotonic() < deadline:
         processes = _processes(proxy)
-        if processes is None or not any(processes.get(pid) == "nginx: worker process" for pid in workers):
+        if processes is None:
             return
+        serving = {pid for pid, command in processes.items() if command == "nginx: worker process"}
+        if not serving & workers:
+            return
+        if not told and serving - workers and _engine_is_here():
+            told = _quit(serving & workers, processes)
         time.sleep(0.005)
+
+
+def _engine_is_here() -> bool:
+    """True if the engine's PIDs are this machine's (its socket is local), so that /proc and signals reach
+    its processes."""
+    host = os.environ.get("DOCKER_HOST", "")
+    return host == "" or host.startswith("unix://")
+
+
+def _quit(pids: set[str], seen: dict[str, str]) -> bool:
+    """SIGQUIT to each of `pids` that is still the nginx worker it was seen as; False if we may not."""
+    for pid in pids:
+        if _command_line(pid) != seen.get(pid):  # gone, or its PID already another process's
+            continue
+        try:
+            os.kill(int(pid), signal.SIGQUIT)
+        except ProcessLookupError:
+            continue
+        except PermissionError:  # not root, nor the proxy's user: the master tells them, 0.1 s later
+            return False
+    return True
 
 
 def _main_pid(proxy) -> str:

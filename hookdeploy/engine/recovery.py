@@ -1,15 +1,15 @@
 """What follows an interruption: ending a job `interrupted` with its one retry, recovering the
 jobs of a worker that died, and repairing an app's routing and leftovers.
 
-Rules: a job is interrupted, and its retry queued, in one place (Recovery.interrupt), by the
-store's rule: once, in the same commit, unless a newer job of the app is queued; a job that went
-live before its worker died is not retried. A worker is dead when its process is gone from this
-host or its jobs' heartbeats are older than STALE_SECONDS; a worker never recovers its own jobs.
-Repair points the proxy at the recorded live release and removes the app's other containers (and,
-for a swarm app, services), sparing those of running jobs. Following a swarm app keeps the proxy's
-upstream equal to the live service's serving tasks as Swarm replaces them (a node lost, a task
-died): a task gone is dropped at once, a new one added once it answered the health check. Imports
-hookdeploy.core and the engine's step modules only.
+Rules: a job is interrupted, and its retry queued, in one place (Recovery.interrupt), by the store's
+rule: once, in the same commit, unless a newer job of the app is queued; a job that went live before
+its worker died is not retried. A worker is dead when its process is gone from this host or its
+jobs' heartbeats are older than STALE_SECONDS; a worker never recovers its own jobs. Repair points
+the proxy at the recorded live release and removes the app's other release objects (its runtime's
+leftovers: containers, and for a swarm app services), sparing those of running jobs. Following a
+swarm app keeps the proxy's upstream equal to the live service's serving tasks as Swarm replaces
+them (a node lost, a task died): a task gone is dropped at once, a new one added once it answered
+the health check. Imports hookdeploy.core and the engine's step modules only.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from hookdeploy.core.config import Config
 from hookdeploy.core.errors import HookdeployError
 from hookdeploy.core.models import Job, JobState
 from hookdeploy.core.store import Store
-from hookdeploy.engine import certs, containers, notify, pipeline, proxy, swarm
+from hookdeploy.engine import certs, containers, maintenance, notify, pipeline, proxy, runtime
 from hookdeploy.engine.deploy import job_name
 
 # The worker's lines, whichever of its modules writes them.
@@ -83,56 +83,50 @@ class Recovery:
         return recovered
 
     def repair(self, app_name: str) -> None:
-        """Point the proxy at the recorded live release and remove the app's other containers.
+        """Point the proxy at the recorded live release and remove the app's other release objects.
 
         Its facts are read after what they decide on: the live release under the proxy lock (a job
         switching holds it until its release is recorded live), the running jobs after the objects
         are listed (an object's job was running when it was made)."""
         app = self.config.app(app_name)
         client = self.client
+        where = runtime.runtime_for(self.config, app, client)
         path = proxy.app_file(self.config, app.name)
         with proxy.locked(self.config):
             live = self.store.live_release(app.name)
             proxy_container = pipeline.ensure_proxy(client, self.config)
-            live_container = containers.get_container(client, live.container) if live and live.container else None
-            on_swarm = app.on_swarm and swarm.swarm_active(client)  # else there are no services to look at
-            live_service = (swarm.get_service(client, live.container)
-                            if live and live.container and live_container is None and on_swarm else None)
-            addresses = []
-            if live_service is not None:
-                addresses = swarm.serving_addresses(client, live_service, self.config.server.name)
-            elif live_container is not None:
-                for container in pipeline.release_containers(client, live_container):
-                    if container.status != "running":
-                        container.start()
-                    addresses.append(containers.address(container, self.config.server.name))
+            if live is not None and self.store.stopped(app.name) is not None:
+                self._keep_stopped(app, live, proxy_container, path)
+                live = None  # nothing to start or route below; its containers are the live release's, kept
+            addresses = (where.repair(live.container) if live and live.container else None) or []
             if addresses:  # none while no task serves: the routes stay as they are
                 if not proxy.routes_exactly(path, addresses, app.port):
                     proxy.switch(proxy_container, path, proxy.render(app, addresses, live.sha, certs.tls_routes(self.config, app)))
                     log.warning("%s: proxy repaired to serve %s (%d address%s)", app.name, live.sha[:12],
                                 len(addresses), "" if len(addresses) == 1 else "es")
-            elif live is None and path.exists():
+            elif live is None and path.exists() and self.store.live_release(app.name) is None:
                 path.unlink()
                 proxy.reload(proxy_container)
-        found = containers.find_containers(client, self.config.server.name, app=app.name)
-        services = swarm.find_services(client, self.config.server.name, app=app.name) if on_swarm else []
+        found = where.leftovers()
         now_live = self.store.live_release(app.name)
         busy = {str(job.id) for job in self.store.jobs(app.name, states=(JobState.RUNNING,))}
-        for container in found:
-            if container.labels.get(containers.ROLE) == "proxy" or swarm.SERVICE_LABEL in container.labels:
-                continue  # the proxy, or a task of a service (Swarm's to remove, with its service)
-            if (now_live is None or container.labels.get(containers.JOB) != str(now_live.job)) and \
-                    container.labels.get(containers.JOB) not in busy:
-                log.info("%s: removing leftover container %s", app.name, container.name)
-                containers.remove(container)
-        for service in services:
-            if (now_live is None or service.name != now_live.container) and \
-                    service.attrs["Spec"]["Labels"].get(containers.JOB) not in busy:
-                log.info("%s: removing leftover service %s", app.name, service.name)
-                swarm.remove_service(service)
+        for leftover in found:
+            if (now_live is None or leftover.job != str(now_live.job)) and leftover.job not in busy:
+                log.info("%s: removing leftover %s %s", app.name, leftover.what, leftover.name)
+                leftover.remove()
+
+    def _keep_stopped(self, app, live, proxy_container, path) -> None:
+        """A stopped app (`stop APP`): its maintenance page stays routed and its containers stay stopped."""
+        maintenance.write_page(self.config, app)  # unchanged: not written
+        if not maintenance.is_page_route(proxy.read(path)):
+            maintenance.route_to_page(self.config, app, proxy_container, live.sha)
+            log.warning("%s: proxy repaired to answer the maintenance page (the app is stopped)", app.name)
+        with contextlib.suppress(HookdeployError, docker.errors.APIError):  # gone: a start says so
+            maintenance.stop_release(self.client, self.config, app, live)
 
     def follow(self, app_name: str) -> bool:
-        """Route a swarm app to its live service's serving tasks as they are now; True if the proxy changed.
+        """Route an app whose runtime moves its replicas (a swarm service) to the live release's serving
+        addresses as they are now; True if the proxy changed.
 
         A task no longer serving (its node lost, its container dead, replaced by Swarm) is dropped at
         once; a new task is added once it passed one health check. While no task serves, the routes
@@ -140,17 +134,16 @@ class Recovery:
         app = self.config.app(app_name)
         client = self.client
         live = self.store.live_release(app.name)
-        if live is None or not live.container:
-            return False
-        service = swarm.get_service(client, live.container)
+        if live is None or not live.container or self.store.stopped(app.name) is not None:
+            return False  # a stopped app's route is its maintenance page
+        where = runtime.runtime_for(self.config, app, client)
+        serving = where.addresses(live.container)
         proxy_container = containers.get_container(client, f"{self.config.server.name}-proxy")
-        if service is None or proxy_container is None or proxy_container.status != "running":
+        if serving is None or proxy_container is None or proxy_container.status != "running":
             return False
         path = proxy.app_file(self.config, app.name)
         routed = set(proxy.routed_addresses(path))
-        serving = swarm.serving_addresses(client, service, self.config.server.name)
-        wanted = [ip for ip in serving
-                  if ip in routed or swarm.probe(proxy_container, ip, app.port, app.health).ok]
+        wanted = [ip for ip in serving if ip in routed or where.probe(proxy_container, ip).ok]
         if not wanted or set(wanted) == routed:
             return False
         with proxy.locked(self.config):
@@ -159,7 +152,7 @@ class Recovery:
                 return False  # a deploy switched meanwhile; the next look follows the new release
             proxy.switch(proxy_container, path, proxy.render(app, wanted, live.sha, certs.tls_routes(self.config, app)))
         added, dropped = sorted(set(wanted) - routed), sorted(routed - set(wanted))
-        log.warning("%s: proxy follows %s's tasks: %s", app.name, service.name,
+        log.warning("%s: proxy follows %s's tasks: %s", app.name, live.container,
                     ", ".join([f"+{ip}" for ip in added] + [f"-{ip}" for ip in dropped]))
         return True
 

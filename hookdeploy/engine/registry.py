@@ -25,6 +25,7 @@ from hookdeploy.core.names import DIGEST, split_image
 from hookdeploy.engine import containers
 
 PROGRESS_EVERY = 1.0  # seconds between two progress lines of one layer
+CACHE_TAG = "buildcache"  # URL/N/APP:buildcache, an image whose config carries its build cache (inline)
 TRANSFER_TIMEOUT = 600  # seconds a push or pull may go without a word from the engine
 # What reading a stream raises when the engine stops talking, besides OSError and DockerException.
 STREAM_ERRORS = (requests.exceptions.RequestException, urllib3.exceptions.HTTPError)
@@ -47,12 +48,20 @@ def remote_repository(config: Config, app: AppConfig) -> str:
     return f"{config.registry.url}/{config.server.name}/{app.name}"
 
 
+def build_cache(config: Config, app: AppConfig) -> str:
+    """Where `[build] cache = "registry"` keeps an app's build cache: URL/N/APP:buildcache; "" for "local"."""
+    if config.build.cache != "registry" or config.registry is None:
+        return ""
+    return f"{remote_repository(config, app)}:{CACHE_TAG}"
+
+
 def push(client: docker.DockerClient, config: Config, app: AppConfig, local_image: str, sha: str,
-         on_lines: Callable[[list[str]], None], stop: threading.Event | None = None) -> tuple[str, str]:
-    """Tag a built release URL/N/APP:SHA12 and push it; return (that name, the registry's digest).
+         on_lines: Callable[[list[str]], None], stop: threading.Event | None = None,
+         tag: str = "") -> tuple[str, str]:
+    """Tag a built release URL/N/APP:SHA12 (or `tag`) and push it; return (that name, the registry's digest).
 
     StepFailed with the registry's reason when the push fails (down, refused credentials, full disk)."""
-    repository, tag = remote_repository(config, app), sha[:12]
+    repository, tag = remote_repository(config, app), tag or sha[:12]
     try:
         client.images.get(local_image).tag(repository, tag=tag)
         api = _transfer_api(client)

@@ -6,9 +6,9 @@ Rules: the worker owns every job state change (finish, or interrupt with its ret
 once per final state, and never lets a job's error end the loop. What a job does is deploy.py's
 (Deploy); recovering interrupted jobs and repairing an app's routing is recovery.py's
 (Recovery). Threads of their own, also while a job runs, follow the swarm apps' live tasks
-(Recovery.follow, every FOLLOW_SECONDS) and keep HTTPS certificates renewed (certs.maintain, every
-CERTS_SECONDS). It imports hookdeploy.core and those engine modules; no
-engine module imports it.
+(Recovery.follow, every FOLLOW_SECONDS), keep HTTPS certificates renewed (certs.maintain, every
+CERTS_SECONDS) and run scheduled tasks (scheduler.py; not with --drain). It imports hookdeploy.core
+and those engine modules; no engine module imports it.
 """
 
 from __future__ import annotations
@@ -25,10 +25,12 @@ from typing import Callable
 from hookdeploy.core.config import Config
 from hookdeploy.core.errors import Aborted, DockerUnavailable, HookdeployError
 from hookdeploy.core.models import Job, JobState
+from hookdeploy.core.reload import LiveConfig
 from hookdeploy.core.store import Store
-from hookdeploy.engine import certs, containers, notify, pipeline, traffic
+from hookdeploy.engine import certs, containers, maintenance, notify, pipeline, runtime, traffic
 from hookdeploy.engine.deploy import Deploy, job_name
 from hookdeploy.engine.recovery import Recovery
+from hookdeploy.engine.scheduler import Scheduler
 
 log = logging.getLogger(__name__)
 
@@ -44,13 +46,18 @@ ENGINE_RETRY_SECONDS = (1.0, 30.0)  # first and longest wait between tries while
 class Worker:
     """Runs queued jobs, one at a time, until told to stop."""
 
-    def __init__(self, config: Config, store: Store, name: str | None = None):
-        self.config = config
+    def __init__(self, config: Config | LiveConfig, store: Store, name: str | None = None,
+                 clock: Callable | None = None):
+        # A SIGHUP may put a new config in `live`; the worker takes it between jobs (_take_config).
+        self.live = config if isinstance(config, LiveConfig) else LiveConfig(config)
+        self.config = self.live.current
+        self.clock = clock  # the scheduler's now (tests inject one); None: the real clock
+        self.scheduler: Scheduler | None = None  # made by run()
         self.store = store
         self.id = name or f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
         self._client = None
         self._engine_lost = False
-        self.recovery = Recovery(config, store, lambda: self.client, self.id)
+        self.recovery = Recovery(self.config, store, lambda: self.client, self.id)
 
     @property
     def client(self):
@@ -67,6 +74,9 @@ class Worker:
         done = threading.Event()
         threads = [] if drain else [threading.Thread(target=self._every, args=(done, seconds, work), name=name, daemon=True)
                                     for name, seconds, work in self._background_work()]
+        self.scheduler = Scheduler(self.config, self.store, self.id, **({"clock": self.clock} if self.clock else {}))
+        if not drain:  # scheduled tasks: threads of their own, never in a job's way
+            threads.append(threading.Thread(target=self.scheduler.run, args=(done,), name="tasks", daemon=True))
         try:
             if self.wait_for_engine(stop, give_up=drain):
                 self.heal()
@@ -85,6 +95,7 @@ class Worker:
         """Claim and run jobs; while idle, beat and now and then recover."""
         last_recovery = last_beat = time.monotonic()
         while not stop.is_set():
+            self._take_config()
             queued = any(self.store.queued_count(app) for app in self.config.apps)
             if queued and not self.wait_for_engine(stop, give_up=drain):
                 return
@@ -114,6 +125,13 @@ class Worker:
         while not stop.wait(WAKE_SECONDS) and time.monotonic() < deadline:
             if self.store.data_version() != version:
                 return
+
+    def _take_config(self) -> None:
+        """Use the config in force now from here on: a job that runs keeps the one it started with."""
+        if self.live.current is not self.config:
+            self.config = self.recovery.config = self.live.current
+            if self.scheduler is not None:
+                self.scheduler.use(self.config)
 
     def wait_for_engine(self, stop: threading.Event, give_up: bool = False) -> bool:
         """True once the Docker engine answers; False if told to stop first.
@@ -173,7 +191,8 @@ class Worker:
         beat.start()
         unexpected = None
         try:
-            state, error = Deploy(self.config, self.store, lambda: self.client, job, stop).run()
+            runner = maintenance.RUNNERS.get(job.kind.value, Deploy)  # stop and start; else a deploy or rollback
+            state, error = runner(self.config, self.store, lambda: self.client, job, stop).run()
         except Aborted:
             state, error = JobState.INTERRUPTED, "the worker is restarting"
         except Exception as raised:  # noqa: BLE001 - a bug must end the job, not the worker
@@ -200,10 +219,10 @@ class Worker:
         `work(engine)` is one round."""
         apps = self.config.apps.values()
         work = []
-        if any(app.on_swarm for app in apps):
+        if any(runtime.followed(app) for app in apps):
             def follow(engine) -> None:
                 follower, failed = Recovery(self.config, self.store, engine, self.id), None
-                for app in [app.name for app in apps if app.on_swarm]:
+                for app in [app.name for app in self.config.apps.values() if runtime.followed(app)]:  # a reload may add one
                     try:
                         follower.follow(app)
                     except Exception as error:  # noqa: BLE001 - the other apps are followed all the same

@@ -80,7 +80,46 @@ def job_log(job_id: int) -> Response:
     return reply(200, {"job": found.to_json(), "events": [event_json(event) for event in events]})
 
 
+@api.get("/apps/<app_name>/tasks")
+def app_tasks(app_name: str) -> Response:
+    """The app's tasks, each with its next slot and its newest runs with their output (`?runs=N`, default 20)."""
+    app = services().config.app(app_name)
+    runs = int_argument("runs", 20, 1, 1000)
+    found = actions.tasks(services().config, services().store, app, runs=runs)
+    return reply(200, {"app": app.name, "timezone": services().config.server.timezone,
+                       "tasks": [task.to_json(runs=True) for task in found]})
+
+
+@api.get("/apps/<app_name>/logs")
+def app_logs(app_name: str) -> Response:
+    """The live release's last lines (`?tail=N` per replica or task, default 100), oldest first:
+    {"app", "sha", "job", "lines": [{"source": "replica 2", "line": "..."}]}; 404 with no live release."""
+    from hookdeploy.engine import applogs, containers
+
+    app = services().config.app(app_name)
+    tail = int_argument("tail", 100, 0, 10_000)
+    live = services().store.live_release(app.name)
+    if live is None or not live.container:
+        raise Refused(404, f"{app.name} has no live release")
+    client = containers.engine()
+    try:
+        lines = [{"source": label, "line": line} for label, line in applogs.logs(client, live.container, tail)]
+    finally:
+        client.close()
+    return reply(200, {"app": app.name, "sha": live.sha, "job": live.job, "lines": lines})
+
+
 # -- enqueueing ---------------------------------------------------------------------------------
+
+
+@api.post("/apps/<app_name>/tasks/<task_name>/run")
+def run_task(app_name: str, task_name: str) -> Response:
+    """Ask for a run of the task now (a worker starts it): 202 with the run."""
+    app = services().config.app(app_name)
+    _json_body()
+    run = actions.run_task(services().store, app, task_name)
+    log.info("api run task: queued run %d of %s task %s", run.id, run.app, run.task)
+    return reply(202, run.to_json())
 
 
 @api.post("/apps/<app_name>/deploy")
@@ -110,6 +149,22 @@ def rollback(app_name: str) -> Response:
     app = services().config.app(app_name)
     fields = _json_body(optional=("to",))
     return _queued(actions.rollback(services().store, app, fields.get("to")), "rollback")
+
+
+@api.post("/apps/<app_name>/stop")
+def stop(app_name: str) -> Response:
+    """Queue a stop of the app's live release (the maintenance page answers, then its containers stop)."""
+    app = services().config.app(app_name)
+    _json_body()
+    return _queued(actions.stop_app(services().store, app), "stop")
+
+
+@api.post("/apps/<app_name>/start")
+def start(app_name: str) -> Response:
+    """Queue a start of the app's stopped live release."""
+    app = services().config.app(app_name)
+    _json_body()
+    return _queued(actions.start_app(services().store, app), "start")
 
 
 def _queued(job: Job, verb: str) -> Response:

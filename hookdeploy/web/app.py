@@ -7,6 +7,7 @@ from __future__ import annotations
 from flask import Flask, Response, request
 
 from hookdeploy.core.config import Config
+from hookdeploy.core.reload import LiveConfig
 from hookdeploy.core.store import Store
 from hookdeploy.web.api import api, authenticate
 from hookdeploy.web.dashboard import dashboard
@@ -18,11 +19,12 @@ from hookdeploy.web.receiver import hooks
 ANSWER_HEADERS = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
 
 
-def create_app(config: Config, store: Store) -> Flask:
+def create_app(config: Config | LiveConfig, store: Store) -> Flask:
     """The application; every error outside the dashboard is answered as one line of JSON."""
+    live = config if isinstance(config, LiveConfig) else LiveConfig(config)
     app = Flask(__name__)
-    app.config["MAX_CONTENT_LENGTH"] = config.server.max_body
-    app.extensions["hookdeploy"] = Services(config, store)
+    app.config["MAX_CONTENT_LENGTH"] = live.current.server.max_body  # [server] stays as started (reload.py)
+    app.extensions["hookdeploy"] = Services(live, store)
     app.register_blueprint(hooks)
     app.register_blueprint(api)
     app.register_blueprint(dashboard)

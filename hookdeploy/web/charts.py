@@ -17,7 +17,6 @@ from markupsafe import Markup
 
 from hookdeploy.core.models import Event, Job, JobKind, parse_time
 from hookdeploy.web.display import duration, format_seconds, format_step_seconds
-from hookdeploy.web.metrics import step_of
 
 ROW = 30  # px per step: its label, then its bar
 BAR = 10  # px, the height of a step's bar
@@ -37,7 +36,7 @@ MIN_HEIGHT = 3  # px: a job that never ran (superseded, queued) still shows as a
 class StepSpan:
     """One timed step of a job, in seconds after the job started."""
 
-    label: str  # metrics.step_of's label: build, switch, ... or other
+    label: str  # the event's step (engine/deploy.py STEPS): build, switch, ... or other
     message: str
     start: float
     duration: float
@@ -61,7 +60,7 @@ def step_spans(events: Iterable[Event], started_at: str | None = None) -> list[S
     origin = min(start for start, _ in timed)
     if started_at:
         origin = min(origin, parse_time(started_at).timestamp())
-    return [StepSpan(step_of(event.message), event.message, start - origin, max(0.0, event.duration))
+    return [StepSpan(event.step or "other", event.message, start - origin, max(0.0, event.duration))
             for start, event in timed]
 
 

@@ -1,5 +1,6 @@
 """The dashboard's views at GET /: apps and their live release, the queue, recent jobs; an app's
-page with its recent jobs drawn by duration and outcome; a job's steps on a time line, the traffic
+page with its recent jobs drawn by duration and outcome and its scheduled tasks (next slot, last
+runs, a run's output page, a run-now button); a job's steps on a time line, the traffic
 the proxy counted for its release, and its log; replay and rollback buttons for a deploy-scope
 session; the sign-in and sign-out pages.
 
@@ -34,6 +35,7 @@ dashboard = Blueprint("dashboard", __name__, template_folder="templates", static
                       static_url_path="/static")
 
 RECENT_JOBS = 30
+TASK_RUNS_SHOWN = 5  # each task's newest runs on its app's page
 ACTIVE_STATES = (JobState.QUEUED, JobState.RUNNING)
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; frame-ancestors 'none'; form-action 'self'; base-uri 'none'",
@@ -110,7 +112,17 @@ def app_page(app_name: str) -> str:
     summary = _app_summary(config, actions.app_status(store, app.name))
     jobs = actions.history(store, app, RECENT_JOBS)
     chart = charts.job_history(jobs[::-1], lambda job: url_for("dashboard.job_page", job_id=job.id))
-    return render_template("app.html", app=summary, jobs=jobs, chart=chart)
+    tasks = actions.tasks(config, store, app, runs=TASK_RUNS_SHOWN)
+    return render_template("app.html", app=summary, jobs=jobs, chart=chart, tasks=tasks,
+                           timezone=config.server.timezone)
+
+
+@dashboard.get("/task-runs/<int:run_id>")
+@requires("read")
+def task_run_page(run_id: int) -> str:
+    """One task run: its slot, state, exit status, duration and output (the page reloads while it runs)."""
+    run = actions.task_run(services().store, run_id)
+    return render_template("task_run.html", run=run, active=not run.state.finished)
 
 
 @dashboard.get("/jobs/<int:job_id>")
@@ -146,6 +158,20 @@ def rollback(app_name: str) -> Response:
     return _queued(actions.rollback(services().store, app, to_sha), "rollback")
 
 
+@dashboard.post("/apps/<app_name>/stop")
+@requires("deploy")
+def stop(app_name: str) -> Response:
+    """Queue a stop: the maintenance page answers, then the live release's containers stop."""
+    return _queued(actions.stop_app(services().store, _app(app_name)), "stop")
+
+
+@dashboard.post("/apps/<app_name>/start")
+@requires("deploy")
+def start(app_name: str) -> Response:
+    """Queue a start of the stopped app."""
+    return _queued(actions.start_app(services().store, _app(app_name)), "start")
+
+
 @dashboard.post("/apps/<app_name>/replay")
 @requires("deploy")
 def replay(app_name: str) -> Response:
@@ -155,6 +181,15 @@ def replay(app_name: str) -> Response:
     if not sha_text:
         raise BadInput("type the SHA of the commit to replay")
     return _queued(actions.replay_sha(services().config, services().store, app, sha_text), "replay")
+
+
+@dashboard.post("/apps/<app_name>/tasks/<task_name>/run")
+@requires("deploy")
+def run_task(app_name: str, task_name: str) -> Response:
+    """Ask for a run of the task now; show its page."""
+    run = actions.run_task(services().store, _app(app_name), task_name)
+    log.info("dashboard: queued run %d of %s task %s", run.id, run.app, run.task)
+    return redirect(url_for("dashboard.task_run_page", run_id=run.id), 303)
 
 
 def _queued(job: Job, verb: str) -> Response:
@@ -188,7 +223,7 @@ def _app_summary(config: Config, status: actions.AppStatus) -> dict:
     live = status.live
     return {"name": status.name, "live": live, "queued": status.queued, "running": status.running,
             "subject": commit_subject(config, config.apps[status.name], live.sha) if live else "",
-            "can_roll_back": live is not None and status.can_roll_back}
+            "can_roll_back": live is not None and status.can_roll_back, "stopped": status.stopped}
 
 
 # -- templates and errors ------------------------------------------------------------------------------

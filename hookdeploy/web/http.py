@@ -20,8 +20,9 @@ from werkzeug.exceptions import HTTPException
 
 from hookdeploy.core.config import Config
 from hookdeploy.core.errors import (BadInput, DockerUnavailable, GitError, HookdeployError, StoreError, UnknownApp,
-                                   UnknownJob)
+                                   UnknownJob, UnknownTask)
 from hookdeploy.core.models import Event
+from hookdeploy.core.reload import LiveConfig
 from hookdeploy.core.names import printable
 from hookdeploy.core.store import Store
 from hookdeploy.web.deliveries import GroupCommit
@@ -36,14 +37,19 @@ DOCKER_UNAVAILABLE = "the Docker engine does not answer; retry later"
 
 @dataclass
 class Services:
-    """What the request handlers share: the config, the store and its group committer."""
+    """What the request handlers share: the config (as a reload leaves it), the store and its group committer."""
 
-    config: Config
+    live: LiveConfig
     store: Store
     deliveries: GroupCommit = field(init=False)
 
     def __post_init__(self):
         self.deliveries = GroupCommit(self.store)
+
+    @property
+    def config(self) -> Config:
+        """The config in force: a request reads it once and keeps that object."""
+        return self.live.current
 
 
 def services() -> Services:
@@ -73,7 +79,7 @@ def answer(error: BaseException) -> tuple[int, str, dict]:
         allowed = getattr(error, "valid_methods", None)
         status = error.code if error.code and error.code < 500 else 400
         return status, error.description or error.name, {"Allow": ", ".join(allowed)} if allowed else {}
-    if isinstance(error, (UnknownApp, UnknownJob)):
+    if isinstance(error, (UnknownApp, UnknownJob, UnknownTask)):
         return 404, _public(error, level=logging.INFO), {}
     if isinstance(error, Unauthorized):
         return 401, str(error), {}

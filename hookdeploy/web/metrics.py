@@ -23,6 +23,7 @@ from prometheus_client.core import (CounterMetricFamily, GaugeMetricFamily, Hist
 
 from hookdeploy.core.config import Config
 from hookdeploy.core.models import JobState, parse_time
+from hookdeploy.core.reload import LiveConfig
 from hookdeploy.core.store import Store
 from hookdeploy.engine import traffic
 from hookdeploy.web.api import authenticate
@@ -31,16 +32,6 @@ log = logging.getLogger(__name__)
 
 BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
 FINISHED = tuple(state.value for state in JobState if state.finished)
-
-# A step event's message starts with the step's name, or with the note the worker gave it
-# instead (Deploy.step); this maps both to one stable label.
-STEP_PREFIXES = (
-    ("checked:", "order"), ("checked order", "order"), ("checked out", "checkout"), ("built", "build"), ("proxy ready", "proxy"), ("started candidate", "candidate"),
-    ("health check", "health"), ("switched proxy", "switch"), ("verified through", "verify"),
-    ("verification through", "verify"), ("drained and retired", "drain"), ("retired", "drain"),
-    ("pruned", "prune"), ("no images to prune", "prune"), ("pulled", "pull"), ("pushed", "push"),
-    ("certificate", "certificates"), ("canary", "canary"), ("guard", "watch"), ("release command", "release"),
-)
 
 # Each deploy brings a new release label; only the releases an app served last are kept, so the
 # series of an app that deploys daily stay bounded.
@@ -54,7 +45,7 @@ def install_metrics(app: Flask) -> None:
     services = app.extensions["hookdeploy"]
     registry = CollectorRegistry()
     deliveries = DeliveryCounter()
-    registry.register(StoreCollector(services.config, services.store, deliveries, ProxyTraffic(services.config)))
+    registry.register(StoreCollector(services.live, services.store, deliveries, ProxyTraffic(services.config)))
     app.extensions["hookdeploy.metrics"] = registry
     app.register_blueprint(metrics)
     app.after_request(deliveries.count_response)
@@ -66,14 +57,6 @@ def scrape() -> Response:
     if not current_app.extensions["hookdeploy"].config.server.metrics_public:
         authenticate()  # the API's own check: app names, SHAs and traffic are not for everyone
     return Response(generate_latest(current_app.extensions["hookdeploy.metrics"]), mimetype=CONTENT_TYPE_LATEST)
-
-
-def step_of(message: str) -> str:
-    """The step label of a step event's message."""
-    for prefix, step in STEP_PREFIXES:
-        if message.startswith(prefix):
-            return step
-    return "other"
 
 
 class DeliveryCounter:
@@ -113,9 +96,13 @@ class ProxyTraffic:
         self.tallies: dict[str, OrderedDict[str, traffic.Tally]] = {app: OrderedDict() for app in config.apps}
         self._unreadable: dict[str, str] = {}
 
-    def snapshot(self) -> list[tuple[tuple[str, str], traffic.Tally]]:
-        """((app, release), tally) pairs after reading what every log gained since the last call, sorted."""
+    def snapshot(self, config: Config) -> list[tuple[tuple[str, str], traffic.Tally]]:
+        """((app, release), tally) pairs after reading what every log gained since the last call, sorted
+        (an app that a reload added is read from then on)."""
         with self._lock:
+            for app in set(config.apps) - set(self.readers):
+                self.readers[app] = traffic.LogReader(traffic.log_path(config, app))
+                self.tallies[app] = OrderedDict()
             for app, reader in self.readers.items():
                 self._count(app, reader)
             return [((app, release), traffic.Tally(tally.requests, tally.failed))
@@ -142,8 +129,8 @@ class ProxyTraffic:
 class StoreCollector:
     """Builds every metric from the job store (the proxy's, from its access logs) when scraped."""
 
-    def __init__(self, config: Config, store: Store, deliveries: DeliveryCounter, proxy: ProxyTraffic):
-        self.config = config
+    def __init__(self, live: LiveConfig, store: Store, deliveries: DeliveryCounter, proxy: ProxyTraffic):
+        self.live = live  # the config in force at each scrape (a reload adds or removes apps)
         self.store = store
         self.deliveries = deliveries
         self.proxy = proxy
@@ -155,7 +142,8 @@ class StoreCollector:
     def collect(self):
         """The metric families, read from the store now."""
         store = self.store
-        apps = set(self.config.apps)
+        config = self.live.current
+        apps = set(config.apps)
 
         jobs = CounterMetricFamily("hookdeploy_jobs", "Jobs that reached a final state, by app, kind and state",
                                    labels=("app", "kind", "state"))
@@ -188,19 +176,35 @@ class StoreCollector:
             last.add_metric((app,), parse_time(finished).timestamp())
         yield last
 
+        yield from self._task_runs()
         yield self._step_durations()
         yield self._deliveries()
         yield from self._proxy_traffic()
+
+    def _task_runs(self) -> tuple[CounterMetricFamily, GaugeMetricFamily]:
+        runs = CounterMetricFamily("hookdeploy_task_runs", "Scheduled task runs and slots that ended, by app, task "
+                                   "and state (succeeded, failed, timed_out, skipped, missed)", labels=("app", "task", "state"))
+        for app, task, state, count in self.store.query(
+                "SELECT app, task, state, count(*) FROM task_runs WHERE state NOT IN ('queued', 'running') "
+                "GROUP BY app, task, state ORDER BY app, task, state"):
+            runs.add_metric((app, task, state), count)
+        last = GaugeMetricFamily("hookdeploy_task_last_success_timestamp_seconds",
+                                 "When each task's last successful run finished (Unix time)", labels=("app", "task"))
+        for app, task, finished in self.store.query(
+                "SELECT app, task, max(finished_at) FROM task_runs WHERE state = 'succeeded' GROUP BY app, task "
+                "ORDER BY app, task"):
+            last.add_metric((app, task), parse_time(finished).timestamp())
+        return runs, last
 
     def _step_durations(self) -> HistogramMetricFamily:
         histogram = HistogramMetricFamily("hookdeploy_step_duration_seconds",
                                           "How long each pipeline step took, by app and step", labels=("app", "step"))
         store = self.store
         observed: dict[tuple[str, str], list[float]] = {}
-        for app, message, duration in store.query(
-                "SELECT jobs.app, events.message, events.duration FROM events JOIN jobs ON jobs.id = events.job "
-                "WHERE events.kind = 'step' AND events.duration IS NOT NULL"):
-            observed.setdefault((app, step_of(message)), []).append(duration)
+        for app, step, duration in store.query(
+                "SELECT jobs.app, coalesce(events.step, 'other'), events.duration FROM events "
+                "JOIN jobs ON jobs.id = events.job WHERE events.kind = 'step' AND events.duration IS NOT NULL"):
+            observed.setdefault((app, step), []).append(duration)
         for labels, durations in sorted(observed.items()):
             buckets = [(str(bound), sum(1 for took in durations if took <= bound)) for bound in BUCKETS]
             buckets.append(("+Inf", len(durations)))
@@ -228,7 +232,7 @@ class StoreCollector:
                                      "Requests the proxy answered with a 5xx (its own 502 and 504 for an upstream "
                                      "that did not answer included), by app and release" + since,
                                      labels=("app", "release"))
-        for labels, tally in self.proxy.snapshot():
+        for labels, tally in self.proxy.snapshot(self.live.current):
             requests.add_metric(labels, tally.requests)
             errors.add_metric(labels, tally.failed)
         return requests, errors

@@ -2,6 +2,7 @@
 
 SIGTERM or SIGINT stops it cleanly: no new connections are accepted, requests in flight are
 answered (so no committed delivery loses its 202), the worker is told to stop and joined.
+SIGHUP reads deploy.toml again (core/reload.py): requests and the worker's next job use it.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import waitress.task
 from hookdeploy.core import logsetup
 from hookdeploy.core.config import Config
 from hookdeploy.core.errors import HookdeployError
+from hookdeploy.core.reload import LiveConfig
 from hookdeploy.web.app import create_app
 from hookdeploy.core.store import Store
 
@@ -81,10 +83,10 @@ def adjustments(config: Config) -> dict:
     return settings
 
 
-def serve(config: Config, store: Store, with_worker: bool = True) -> int:
-    """Serve until SIGTERM/SIGINT (or the worker dies); return the exit status."""
+def serve(config: Config | LiveConfig, store: Store, with_worker: bool = True) -> int:
+    """Serve until SIGTERM/SIGINT (or the worker dies), reloading the config on SIGHUP; return the exit status."""
     with background_logging():
-        return _serve(config, store, with_worker)
+        return _serve(config if isinstance(config, LiveConfig) else LiveConfig(config), store, with_worker)
 
 
 @contextlib.contextmanager
@@ -125,11 +127,12 @@ def allow_connections(limit: int) -> int:
     return limit
 
 
-def _serve(config: Config, store: Store, with_worker: bool) -> int:
+def _serve(live: LiveConfig, store: Store, with_worker: bool) -> int:
     dispatchers: dict = {}
+    config = live.current  # [server] as started: a reload keeps it (core/reload.py)
     settings = adjustments(config)
     settings["connection_limit"] = allow_connections(settings["connection_limit"])
-    http = waitress.create_server(create_app(config, store), map=dispatchers, **settings)
+    http = waitress.create_server(create_app(live, store), map=dispatchers, **settings)
     for dispatcher in list(dispatchers.values()):
         if isinstance(dispatcher, waitress.server.BaseWSGIServer):
             dispatcher.channel_class = _Channel
@@ -140,13 +143,14 @@ def _serve(config: Config, store: Store, with_worker: bool) -> int:
     failed = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
+    live.on_hangup()
 
     worker_thread = None
     worker_stop = threading.Event()
     if with_worker:
         from hookdeploy.engine.worker import Worker
 
-        worker = Worker(config, store)
+        worker = Worker(live, store)
 
         def run_worker() -> None:
             try:
