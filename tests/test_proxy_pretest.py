@@ -78,3 +78,24 @@ def test_a_tested_switch_signals_nginx_and_returns_once_the_old_workers_take_no_
     assert previous is not None and NEW_SHA[:12] not in previous
     # Fresh connections, right after the switch returned: every one gets the new routes.
     assert [instance.get().release for _ in range(20)] == [NEW_SHA[:12]] * 20
+
+
+def test_routes_tested_with_stand_in_addresses_switch_with_the_real_ones(instance, monkeypatch):
+    """The deploy tests its file while the candidate starts, before it has addresses: the same routes with
+    placeholders() stand in, and the switch to the real addresses uses that test."""
+    container, path, app = live(instance)
+    real = proxy.routed_addresses(path)
+    stand_in = proxy.render(app, proxy.placeholders(len(real)), NEW_SHA)
+    assert "192.0.2.1" in stand_in and real[0] not in stand_in
+    staged = proxy.test_staged(container, path, stand_in)
+    assert staged is not None and staged.refused is None
+    calls = []
+    monkeypatch.setattr(proxy, "switch", lambda *arguments: calls.append(arguments))
+    with proxy.locked(instance.config):
+        # Routes of another shape than those tested (one address more) are tested in the switch.
+        proxy.switch_tested(container, staged, path, proxy.render(app, real * 2, NEW_SHA),
+                            proxy.render(app, proxy.placeholders(len(real) * 2), NEW_SHA))
+        assert len(calls) == 1
+        proxy.switch_tested(container, staged, path, proxy.render(app, real, NEW_SHA), stand_in)
+    assert len(calls) == 1  # the second switch was the rename and signal
+    assert [instance.get().release for _ in range(20)] == [NEW_SHA[:12]] * 20

@@ -156,8 +156,9 @@ class Deploy:
                     return failed
             try:
                 with self.step(job, "switched proxy"):
-                    previous = proxy.switch_tested(self.proxy_container, self.pretest and self.pretest.result(),
-                                                   path, self._render(self.addresses, job.sha))
+                    previous = proxy.switch_tested(
+                        self.proxy_container, self.pretest and self.pretest.result(), path,
+                        self._render(self.addresses, job.sha), self._render(proxy.placeholders(len(self.addresses)), job.sha))
             except StepFailed as error:
                 self._discard()
                 return JobState.FAILED, str(error)
@@ -462,14 +463,14 @@ class Deploy:
     def _start_candidate(self) -> None:
         """The candidate where the app's releases run (runtime.py), then every replica of it health-checked."""
         job = self.job
+        if self.app.guard.canary_percent <= 0:  # a canary's switch changes the file first
+            self.pretest = proxy.Pretest(self.proxy_container, proxy.app_file(self.config, self.app.name),
+                                         self._render(proxy.placeholders(self.app.replicas), job.sha))
         with self.step(job, "started candidate") as note:
             self.candidate = self.runtime.start_candidate(job, self.image, self._digest, self.stop)
             note(self.candidate.note)
         fault("candidate")
         check_stop(self.stop)
-        if self.candidate.addresses and self.app.guard.canary_percent <= 0:  # a canary's switch changes the file first
-            self.pretest = proxy.Pretest(self.proxy_container, proxy.app_file(self.config, self.app.name),
-                                         self._render(self.candidate.addresses, job.sha))
         with self.step(job, "health check") as note:
             note(self.runtime.check_health(self.candidate, self.proxy_container, self.stop,
                                            lambda text: self.store.log(job.id, text)))

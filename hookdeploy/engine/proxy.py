@@ -383,9 +383,17 @@ def test_staged(proxy, path: Path, text: str) -> Staged | None:
     return Staged(path, text, state, refused)
 
 
+def placeholders(count: int) -> list[str]:
+    """Stand-ins for a candidate's addresses before it has any (TEST-NET-1, RFC 5737, never routed): nginx -t
+    judges a file's syntax, certificates and includes, which do not depend on which addresses it names, so
+    routes rendered with these test as the real ones will."""
+    return [f"192.0.2.{number}" for number in range(1, count + 1)]
+
+
 class Pretest:
-    """test_staged() in a thread, started as soon as the candidate's addresses are known, so that it runs
-    beside the health check; result() waits for it (None if it could not run)."""
+    """test_staged() in a thread, started before the candidate runs (with placeholders() for its addresses),
+    so that it runs beside the candidate's start and health check; result() waits for it (None if it could
+    not run)."""
 
     def __init__(self, proxy, path: Path, text: str):
         self._staged: Staged | None = None
@@ -402,14 +410,16 @@ class Pretest:
         return self._staged
 
 
-def switch_tested(proxy, staged: Staged | None, path: Path, text: str) -> str | None:
-    """switch(), without testing again when `staged` tested exactly `text` as `path` beside conf.d as it is
-    now: rename, SIGHUP to the proxy's nginx, wait until the workers from before stop taking connections.
+def switch_tested(proxy, staged: Staged | None, path: Path, text: str, tested_as: str | None = None) -> str | None:
+    """switch(), without testing again when `staged` tested exactly `text` (or `tested_as`: the same routes
+    with stand-in addresses, see placeholders()) as `path` beside conf.d as it is now: rename, SIGHUP to the
+    proxy's nginx, wait until the workers from before stop taking connections.
 
     A refusal is StepFailed with nginx's message, nothing changed. If conf.d changed since the test (another
     app's switch, a certificate) or the proxy's nginx cannot be signalled, switch() tests in the switch as
     before. Call with the lock held."""
-    if staged is None or staged.path != path or staged.text != text or conf_state(path.parent) != staged.state:
+    if staged is None or staged.path != path or staged.text not in (text, tested_as) \
+            or conf_state(path.parent) != staged.state:
         return switch(proxy, path, text)
     if staged.refused is not None:
         raise StepFailed(staged.refused)
