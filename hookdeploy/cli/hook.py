@@ -6,9 +6,7 @@ This runs inside every `git push`, so it imports nothing heavy (no git, no Docke
 from __future__ import annotations
 
 import os
-import shlex
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, TextIO
@@ -123,6 +121,9 @@ def hookdeploy_command() -> list[str]:
 
 def install(repo: Path, app_name: str, config_file: Path, name: str = TEMPLATE_NAME) -> Path:
     """Write the hook `name` (post-receive, or pre-receive) into a bare repo atomically and make it executable."""
+    import shlex  # here: the hook itself, inside every push, needs neither
+    import tempfile
+
     text = template_path(name).read_text()
     text = (text.replace("@HOOKDEPLOY@", shlex.join(hookdeploy_command()))
                 .replace("@CONFIG@", shlex.quote(str(config_file.absolute())))

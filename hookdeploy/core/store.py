@@ -251,6 +251,11 @@ class Store:
         where = f"WHERE {' AND '.join(clauses)} " if clauses else ""
         return self._jobs(f"{where}ORDER BY id DESC LIMIT ?", (*params, limit))
 
+    def data_version(self) -> int:
+        """A number that changes when another connection commits to the store (SQLite's data_version):
+        cheap enough for an idle worker to look at every few milliseconds."""
+        return self._connection().execute("PRAGMA data_version").fetchone()[0]
+
     def queued_count(self, app: str) -> int:
         """How many jobs of the app wait."""
         return self._connection().execute("SELECT count(*) FROM jobs WHERE state = 'queued' AND app = ?",

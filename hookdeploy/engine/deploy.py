@@ -80,6 +80,7 @@ class Deploy:
         self.switched_at = 0.0
         self.fetched = False  # the app's mirror was fetched for this job already (the order check)
         self.pushed = False  # the release is in [registry] already: a build host pushed it
+        self.pretest: proxy.Pretest | None = None  # the routes file's nginx -t, run beside the health check
 
     @property
     def client(self) -> docker.DockerClient:
@@ -157,7 +158,9 @@ class Deploy:
                     return failed
             try:
                 with self.step(job, "switched proxy"):
-                    previous = proxy.switch(self.proxy_container, path, self._render(self.addresses, job.sha))
+                    previous = proxy.switch_tested(
+                        self.proxy_container, self.pretest and self.pretest.result(), path,
+                        self._render(self.addresses, job.sha), self._render(proxy.placeholders(len(self.addresses)), job.sha))
             except StepFailed as error:
                 self._discard()
                 return JobState.FAILED, str(error)
@@ -474,6 +477,9 @@ class Deploy:
     def _start_candidate(self) -> None:
         """The candidate where the app's releases run (runtime.py), then every replica of it health-checked."""
         job = self.job
+        if self.app.guard.canary_percent <= 0:  # a canary's switch changes the file first
+            self.pretest = proxy.Pretest(self.proxy_container, proxy.app_file(self.config, self.app.name),
+                                         self._render(proxy.placeholders(self.app.replicas), job.sha))
         with self.step(job, "started candidate") as note:
             self.candidate = self.runtime.start_candidate(job, self.image, self._digest, self.stop)
             note(self.candidate.note)
