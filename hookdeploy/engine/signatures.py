@@ -51,14 +51,14 @@ def required(app: AppConfig) -> bool:
     return app.builds and app.signatures is not None
 
 
-def verify(config: Config, app: AppConfig, git_dir: str | os.PathLike, sha: str,
-           environment: Mapping[str, str] | None = None) -> Signer:
+def verify(config: Config, app: AppConfig, git_dir: str | os.PathLike, sha: str) -> Signer:
     """Who signed commit `sha` of the repo at `git_dir`, if git verifies the signature against the app's keys;
     else NotSigned, saying `commit SHA12 is not signed by an allowed key (why)`. StepFailed when the commit or
-    a key file cannot be read. `environment` is the whole environment git runs in (the pre-receive hook's
-    carries the quarantine where the pushed objects wait); default: this process's."""
+    a key file cannot be read."""
     command = _git(config, app, git_dir)
-    env = {**(os.environ if environment is None else environment), "GNUPGHOME": str(gnupg_home(config, app))}
+    # This process's environment passed on: in a pre-receive hook it names the quarantine where the pushed
+    # objects wait, which git must read.
+    env = {**os.environ, "GNUPGHOME": str(gnupg_home(config, app))}
     shown = _run(command + ["log", "-1", "--no-walk", f"--format={FIELDS}", sha, "--"], env)
     if shown.returncode != 0:
         raise StepFailed(f"commit {sha[:12]} is not in the repo of {app.name}, so its signature cannot be checked")
