@@ -23,7 +23,7 @@ from hookdeploy.core.models import (ApiToken, Event, Job, JobKind, JobState, Rel
                                     parse_time, utcnow)
 
 _JOB_COLUMNS = ("id, app, kind, trigger, ref, sha, state, created_at, started_at, finished_at, "
-                "error, image, heartbeat_at, retry_of, worker, digest")
+                "error, image, heartbeat_at, retry_of, worker, digest, signer_fingerprint, signer_principal")
 
 
 class Store:
@@ -164,6 +164,12 @@ class Store:
         """Record the registry digest of the image a job pushed."""
         with self.transaction() as db:
             db.execute("UPDATE jobs SET digest = ? WHERE id = ?", (digest, job_id))
+
+    def set_signer(self, job_id: int, fingerprint: str, principal: str) -> None:
+        """Record who signed a job's commit: the key's fingerprint and its principal or user id."""
+        with self.transaction() as db:
+            db.execute("UPDATE jobs SET signer_fingerprint = ?, signer_principal = ? WHERE id = ?",
+                       (fingerprint, principal, job_id))
 
     def digests(self, app: str, prefix: str) -> list[str]:
         """The distinct registry digests recorded for the app whose hexadecimal part starts with `prefix`."""

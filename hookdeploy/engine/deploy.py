@@ -32,8 +32,8 @@ from hookdeploy.core.config import Config
 from hookdeploy.core.errors import Aborted, HookdeployError, StepFailed
 from hookdeploy.core.models import Job, JobKind, JobState
 from hookdeploy.core.store import Store
-from hookdeploy.engine import (builders, certs, containers, ordering, pipeline, proxy, registry, release, runtime,
-                               traffic)
+from hookdeploy.engine import (builders, certs, containers, gitops, ordering, pipeline, proxy, registry, release,
+                               runtime, signatures, traffic)
 
 # The worker's lines, whichever of its modules writes them.
 log = logging.getLogger("hookdeploy.engine.worker")
@@ -48,7 +48,7 @@ STEPS = {
     "built image": "build", "certificates": "certificates", "proxy ready": "proxy", "started candidate": "candidate",
     "health check": "health", "switched proxy": "switch", "verified through proxy": "verify", "canary": "canary",
     "guard": "watch", "drained and retired old container": "drain", "pruned images": "prune",
-    "release command": "release",
+    "release command": "release", "checked signature": "signature",
 }
 WATCH_READ_SECONDS = 0.5  # how often the guard reads the proxy's log
 
@@ -116,6 +116,8 @@ class Deploy:
             superseded = self._order(client)
             if superseded is not None:
                 return JobState.SUPERSEDED, superseded
+            if signatures.required(app):
+                self._check_signature()
             self.image = self._image(client)
             check_stop(stop)
             with self.step(job, "proxy ready"):
@@ -308,6 +310,18 @@ class Deploy:
                 current = f"{digest[:19]} is the newest push of {app.image}:{tag}"
             note(f"checked: {why or current}")
         return why
+
+    def _check_signature(self) -> None:
+        """The job's commit signed by one of the app's keys (signatures.py), before anything is built or reused:
+        else NotSigned ends the job. A rollback is checked too: a key taken out of the file stops its commits."""
+        job, app = self.job, self.app
+        with self.step(job, "checked signature") as note:
+            repo = pipeline.source(self.config, app, fetch=False)
+            if not self.fetched and not gitops.has_commit(repo, job.sha):
+                repo, self.fetched = pipeline.source(self.config, app), True
+            signer = signatures.verify(self.config, app, repo.git_dir, job.sha)
+            self.store.set_signer(job.id, signer.fingerprint, signer.principal)
+            note(f"checked signature: {job.sha[:12]} signed by {signer.describe()}")
 
     def _image(self, client) -> str:
         """The job's image: reused when the engine has it (rollback, replay, retry), else built from
