@@ -47,6 +47,22 @@ def wait_for(job_id: int, instance: Instance, timeout: float = 120) -> None:
         time.sleep(0.1)
 
 
+def webhook_deploy(instance: Instance, sha: str, log: Path, env: dict | None = None):
+    """POST a signed push of `sha` to `hookdeploy serve` (with its worker) on the instance; the finished job,
+    which must have succeeded and made `sha` live."""
+    port = int(instance.config.server.listen.rpartition(":")[2])
+    body = push_body("github", sha)
+    with Server(instance.config_path, port, log, worker=True, env=env):
+        status, answer, _ = request(port, "POST", "/hooks/site", body,
+                                    signed_headers("github", SECRETS["SITE_SECRET"], body))
+        assert status == 202, answer
+        wait_for(answer["job"], instance)
+    job = instance.store.job(answer["job"])
+    assert job.state is JobState.SUCCEEDED, (job.error, instance.events(job.id))
+    assert instance.get(host="site.test")[:2] == (200, sha[:12])
+    return job
+
+
 def doctor_line(instance: Instance, env: dict | None = None) -> str:
     """doctor's line about the site's repo."""
     completed = instance.cli("doctor", env=env)
@@ -61,16 +77,7 @@ def test_a_webhook_deploys_from_a_private_repo_over_ssh_with_a_deploy_key(sshd, 
     try:
         sha = instance.commit("site", site_files("private over ssh"))
         assert doctor_line(instance).startswith("ok    site: repo ssh://")
-        port = int(instance.config.server.listen.rpartition(":")[2])
-        body = push_body("github", sha)
-        with Server(instance.config_path, port, tmp_path / "serve.log", worker=True):
-            status, answer, _ = request(port, "POST", "/hooks/site", body,
-                                        signed_headers("github", SECRETS["SITE_SECRET"], body))
-            assert status == 202, answer
-            wait_for(answer["job"], instance)
-        job = instance.store.job(answer["job"])
-        assert job.state is JobState.SUCCEEDED, (job.error, instance.events(job.id))
-        assert instance.get(host="site.test")[:2] == (200, sha[:12])
+        webhook_deploy(instance, sha, tmp_path / "serve.log")
         # The pinned line is the whole known_hosts ssh used; nothing was recorded beside it.
         assert (instance.state_dir / "ssh" / "site.known_hosts").read_text() == sshd.known_host + "\n"
         assert not (instance.state_dir / "known_hosts").exists()
@@ -159,16 +166,7 @@ def test_https_token_fetches_and_is_never_shown(token_server, docker_engine, tmp
     try:
         sha = instance.commit("site", site_files("private over https"))
         assert doctor_line(instance, env).startswith("ok    site: repo http://")
-        port = int(instance.config.server.listen.rpartition(":")[2])
-        body = push_body("github", sha)
-        with Server(instance.config_path, port, tmp_path / "serve.log", worker=True, env=env):
-            status, answer, _ = request(port, "POST", "/hooks/site", body,
-                                        signed_headers("github", SECRETS["SITE_SECRET"], body))
-            assert status == 202, answer
-            wait_for(answer["job"], instance)
-        job = instance.store.job(answer["job"])
-        assert job.state is JobState.SUCCEEDED, (job.error, instance.events(job.id))
-        assert instance.get(host="site.test")[:2] == (200, sha[:12])
+        job = webhook_deploy(instance, sha, tmp_path / "serve.log", env)
         assert any(status == 200 for _, status in token_server.requests)
 
         wrong = {"SITE_REPO_TOKEN": "tok-wrong-" + secrets.token_hex(8)}

@@ -60,7 +60,8 @@ def open_repo(app: AppConfig, state_dir: str | Path, fetch: bool = False) -> git
             mirror.parent.mkdir(parents=True, exist_ok=True)
             return git.Repo.clone_from(app.repo, mirror, mirror=True, env=gitauth.environment(app, state_dir))
         repo = git.Repo(mirror)
-        if fetch:
+        repo.git.update_environment(**gitauth.SAFE_ENVIRONMENT)
+        if fetch:  # the credentials only when they are used (a token read now, a pinned host key written)
             repo.git.update_environment(**gitauth.environment(app, state_dir))
             repo.git.fetch("--prune", "origin")
         return repo
