@@ -119,3 +119,13 @@ def test_a_missing_token_stops_the_worker_naming_it(write_config, run_cli, monke
     completed = run_cli("worker", "--drain", config=path)
     assert completed.returncode == 2
     assert "apps.site.repo_token_env: environment variable HD_NO_SUCH_TOKEN is not set" in completed.stderr
+
+
+def test_a_pinned_host_key_that_cannot_be_written_is_one_clear_error(write_config, host_key, tmp_path):
+    app = load(write_config, repo_key_file="/k", repo_host_key=f"[git.example.com]:2222 {host_key}").apps["site"]
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / "ssh").write_text("not a folder")  # as root the test cannot take a folder's permission away
+    with pytest.raises(GitError, match=f"cannot write {state / 'ssh' / 'site.known_hosts'} .*: state_dir must "
+                                       "belong to the user hookdeploy runs as"):
+        gitauth.environment(app, state)

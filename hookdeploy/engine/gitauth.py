@@ -25,6 +25,7 @@ import shlex
 import urllib.parse
 from pathlib import Path
 
+from hookdeploy.core import private
 from hookdeploy.core.config import AppConfig, ssh_host
 from hookdeploy.core.errors import GitError
 
@@ -69,8 +70,11 @@ def environment(app: AppConfig, state_dir: str | Path) -> dict[str, str]:
 def _ssh_command(app: AppConfig, state_dir: str | Path) -> list[str]:
     if app.repo_host_key:
         known_hosts = pinned_hosts(app, state_dir)
-        known_hosts.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        _write_if_changed(known_hosts, app.repo_host_key.strip() + "\n")
+        try:
+            _write_if_changed(private.folder(known_hosts.parent) / known_hosts.name, app.repo_host_key.strip() + "\n")
+        except OSError as error:
+            raise GitError(f"cannot write {known_hosts} ({error.strerror or error}): state_dir must belong to the "
+                           "user hookdeploy runs as", public=f"the pinned host key of {app.name} cannot be written") from None
         checking = "yes"
     else:
         known_hosts = recorded_hosts(state_dir)
