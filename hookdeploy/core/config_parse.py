@@ -9,6 +9,7 @@ environment (but the time zone database, which names the zones [server] timezone
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import ipaddress
 import json
@@ -23,7 +24,8 @@ from typing import Any, Mapping
 from hookdeploy.core.config_schema import (BUILD_CACHES, BUILDERS, MAX_REPLICAS, NOTIFY_EVENTS, NOTIFY_FORMATS, PROVIDERS, PROXY_HEADERS, TARGETS, TLS_MODES,
                                            AppConfig, BuildConfig, BuildSecret, Config, GuardConfig,
                                            HealthConfig, NotifyConfig, ProxyConfig, RegistryConfig, ServerConfig,
-                                           SignaturesConfig, TaskConfig, TlsConfig, TlsFiles, WebhookConfig, is_local_path)
+                                           SignaturesConfig, TaskConfig, TlsConfig, TlsFiles, WebhookConfig, is_local_path,
+                                           ssh_host)
 from hookdeploy.core import schedule
 from hookdeploy.core.errors import ConfigError
 from hookdeploy.core.names import (APP_NAME, INSTANCE_NAME, TAG, TASK_NAME, branch_problem, host_and_port, image_problem,
@@ -220,6 +222,7 @@ def _app(name: str, table: Mapping, key: str, base: Path, problems: list[str]) -
     _check_guard(guard, f"{key}.guard", problems)
     webhook = _check_webhook(table.get("webhook"), f"{key}.webhook", problems)
     _check_repo(table, values, key, base, problems)
+    _check_repo_access(values, key, base, problems)
     provider = (webhook or {}).get("provider", "github")
     if webhook is not None and provider in PROVIDERS and ("image" in table) != (provider == "registry"):
         problems.append(f"{key}.webhook.provider: \"registry\" is for image apps, and image apps take only it")
@@ -341,6 +344,61 @@ def _check_repo(table: Mapping, values: dict, key: str, base: Path, problems: li
             problems.append(f"{key}.repo: {problem}, not {printable(values['repo'], 60)}")
         elif is_local_path(values["repo"]):
             values["repo"] = str((base / values["repo"]).resolve())
+
+
+# The key types ssh writes in known_hosts lines (ssh-keyscan, ~/.ssh/known_hosts).
+HOST_KEY_TYPES = ("ssh-ed25519", "ssh-rsa", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384", "ecdsa-sha2-nistp521",
+                  "sk-ssh-ed25519@openssh.com", "sk-ecdsa-sha2-nistp256@openssh.com")
+
+
+def _check_repo_access(values: dict, key: str, base: Path, problems: list[str]) -> None:
+    """repo_key_file and repo_host_key go with an ssh clone URL, repo_token_env with an https one."""
+    repo = values.get("repo")
+    if not isinstance(repo, str) or not repo:
+        for option in ("repo_key_file", "repo_host_key", "repo_token_env"):
+            if values.get(option):
+                problems.append(f"{key}.{option}: only for an app built from a clone URL (repo)")
+        return
+    host = ssh_host(repo)
+    for option in ("repo_key_file", "repo_host_key"):
+        if values.get(option) and host is None:
+            problems.append(f"{key}.{option}: only for an ssh clone URL (ssh://... or user@host:path), "
+                            f"not {printable(repo, 60)}")
+    if values.get("repo_key_file") and host is not None:
+        values["repo_key_file"] = str((base / values["repo_key_file"]).resolve())
+    if values.get("repo_host_key") and host is not None:
+        if problem := _host_key_problem(values["repo_host_key"], host):
+            problems.append(f"{key}.repo_host_key: {problem}")
+    token_env = values.get("repo_token_env")
+    if token_env:
+        url = urllib.parse.urlsplit(repo) if "://" in repo else None
+        if url is None or url.scheme.lower() not in ("https", "http"):
+            problems.append(f"{key}.repo_token_env: only for an https:// clone URL, not {printable(repo, 60)}")
+        elif url.password is not None:
+            problems.append(f"{key}.repo: the clone URL carries a password; with repo_token_env the token is "
+                            "sent as a header, keep it out of the URL")
+        if not ENV_NAME.match(token_env):
+            problems.append(f"{key}.repo_token_env: not an environment variable name")
+
+
+def _host_key_problem(line: str, host: str) -> str | None:
+    """Why `line` is not a known_hosts line for `host` (as ssh names it: host or [host]:port), or None."""
+    fields = line.split()
+    if len(fields) < 3 or "\n" in line:
+        return f"must be one known_hosts line \"{host} KEYTYPE BASE64\" (as ssh-keyscan prints it)"
+    names, kind, blob = fields[:3]
+    if host not in [name.lower() for name in names.split(",")]:
+        return (f"names {printable(names, 60)}, not the repo's host {host} (write it as ssh-keyscan"
+                f"{'' if host[:1] != '[' else ' -p PORT'} prints it)")
+    if kind not in HOST_KEY_TYPES:
+        return f"key type {printable(kind, 40)} is not one of {', '.join(HOST_KEY_TYPES)}"
+    try:
+        decoded = base64.b64decode(blob, validate=True)
+    except ValueError:
+        decoded = b""
+    if not decoded.startswith(len(kind).to_bytes(4, "big") + kind.encode()):
+        return f"the key is not a base64 {kind} public key"
+    return None
 
 
 def _repo_problem(repo: str) -> str | None:

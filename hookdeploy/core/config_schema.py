@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -124,6 +125,10 @@ class AppConfig:
     name: str
     repo: str = ""  # built here from this git repo ...
     image: str = ""  # ... or built elsewhere: REGISTRY/REPOSITORY, deployed by tag or digest
+    # DESIGN "The source": credentials for fetching a private clone URL (never in the URL itself)
+    repo_key_file: str = ""  # ssh deploy key, used alone (IdentitiesOnly); "": ssh's own keys
+    repo_host_key: str = ""  # the ssh host's key, a known_hosts line, pinned; "": the first fetch records it
+    repo_token_env: str = ""  # https: environment variable holding a token, sent as an HTTP header
     push: bool = False  # also push each built release to [registry] (a swarm app always does)
     target: str = "local"  # local: containers on this engine | swarm: a Swarm service per release
     replicas: int = 1  # containers (local) or tasks (swarm) of a release, all behind the proxy
@@ -330,3 +335,16 @@ def read_secret(env_name: str | None, file_name: str | None) -> bytes | None:
 def is_local_path(repo: str) -> bool:
     """True for a filesystem path, False for a clone URL (scheme:// or user@host:path)."""
     return "://" not in repo and not re.match(r"[^/]+@[^/:]+:", repo)
+
+
+def ssh_host(repo: str) -> str | None:
+    """How ssh names the host of an ssh clone URL in known_hosts (`host`, or `[host]:port` off port 22);
+    None for a path or another transport."""
+    if repo.startswith("ssh://"):
+        url = urllib.parse.urlsplit(repo)
+        host = url.hostname or ""
+        port = url.port
+        return host if port in (None, 22) else f"[{host}]:{port}"
+    if "://" not in repo and not is_local_path(repo):
+        return repo.partition("@")[2].partition(":")[0].lower()
+    return None
