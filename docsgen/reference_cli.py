@@ -3,6 +3,7 @@ usage, its help and each option's help, so no command or option can go undocumen
 
 from __future__ import annotations
 
+import inspect
 from typing import Iterator
 
 import click
@@ -24,7 +25,7 @@ def commands(group: click.Group = cli, parent: click.Context | None = None) -> I
 def options_table(command: click.Command, context: click.Context) -> list[str]:
     rows = []
     for parameter in command.get_params(context):
-        if not isinstance(parameter, click.Option) or parameter.name == "help":
+        if not isinstance(parameter, click.Option) or "--help" in parameter.opts:
             continue  # arguments are in the usage line; --help is on every command
         record = parameter.get_help_record(context)
         if record is None:
@@ -42,12 +43,12 @@ def markdown() -> str:
     """The reference's body: the global options, then a section per command."""
     root = click.Context(cli, info_name="hookdeploy")
     out = ["## Global options { #global-options }", "", "```", cli.get_usage(root).removeprefix("Usage: "), "```", "",
-           *options_table(cli, root)]
+           *options_table(cli, root), "Every command also takes `-h` or `--help`.", ""]
     for command, context in commands():
         out += [f"## `{context.command_path}` {{ #{anchor(context)} }}", "",
                 "```", command.get_usage(context).removeprefix("Usage: "), "```", ""]
         if command.help:
-            out += [click.unstyle(command.help).strip().replace("\b\n", ""), ""]
+            out += [inspect.cleandoc(command.help).replace("\b\n", ""), ""]
         out += options_table(command, context)
     return "\n".join(out) + "\n"
 
@@ -59,5 +60,5 @@ def undocumented() -> list[str]:
         if not (command.help or "").strip():
             missing.append(context.command_path)
         missing += [f"{context.command_path} {option.opts[0]}" for option in command.get_params(context)
-                    if isinstance(option, click.Option) and option.name != "help" and not (option.help or "").strip()]
+                    if isinstance(option, click.Option) and "--help" not in option.opts and not (option.help or "").strip()]
     return missing

@@ -171,9 +171,10 @@ def tables(cls: type = config_schema.Config, path: str = "", array: bool = False
         yield from tables(inner, child, is_array, comments)
 
 
-def undocumented() -> list[str]:
-    """Keys whose field has no comment beside it."""
-    return [f"{table.path}.{key.name}" for table in tables() for key in table.keys if not key.meaning]
+def undocumented(source: str | None = None) -> list[str]:
+    """Keys whose field has no comment beside it (in `source`, default config_schema.py as it is)."""
+    comments = field_comments(source if source is not None else SOURCE.read_text(encoding="utf-8"))
+    return [f"{table.path}.{key.name}" for table in tables(comments=comments) for key in table.keys if not key.meaning]
 
 
 def cell(text: str) -> str:

@@ -12,12 +12,13 @@ import sys
 import time
 from pathlib import Path
 
+import click
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # docsgen lives beside the package, not in it
 
-from docsgen import checks  # noqa: E402
+from docsgen import checks, reference_cli, reference_config  # noqa: E402
 
 BUILD_SECONDS = 15.0  # a few seconds here (1.5 s measured); far past that, something fetches or loops
 
@@ -137,3 +138,37 @@ def test_shell_lines_are_read_as_a_shell_would():
     assert list(checks.hookdeploy_commands("runuser -u hookdeploy -- /opt/hookdeploy/bin/hookdeploy doctor | less")) == [["doctor"]]
     assert checks.cli_problem(["token", "create", "--scope", "admin"]) is not None
     assert checks.cli_problem(["run", "site", "--", "ls", "-la"]) is None
+
+
+# -- the references, made from the code -------------------------------------------------------------
+
+
+def test_every_deploy_toml_key_has_its_meaning_beside_it():
+    assert reference_config.undocumented() == [], "add a trailing `# what it means` to these fields in config_schema.py"
+
+
+def test_a_key_without_its_comment_is_named():
+    source = reference_config.SOURCE.read_text(encoding="utf-8")
+    line = next(line for line in source.splitlines() if line.strip().startswith("read_timeout: float"))
+    assert reference_config.undocumented(source.replace(line, line.split("  #")[0])) == ["apps.NAME.read_timeout"]
+
+
+def test_the_reference_has_every_table_and_key_with_type_and_default():
+    text = reference_config.markdown()
+    for header in ("[server]", "[proxy]", "[apps.NAME]", "[apps.NAME.health]", "[apps.NAME.guard]", "[apps.NAME.webhook]",
+                   "[[apps.NAME.tasks]]", "[[notify]]", "[registry]", "[tls]", "[build]"):
+        assert f"## `{header}`" in text
+    assert "| `read_timeout` | number | `60.0` | seconds the proxy waits for an answer" in text
+    assert "| `placement` | array of strings | `[]` |" in text
+    assert "| `state_dir` | string | `required` |" in text
+    assert "| `status` | integer or string | `200` |" in text
+
+
+def test_every_command_and_option_has_help_and_a_section():
+    assert reference_cli.undocumented() == []
+    text = reference_cli.markdown()
+    for command, context in reference_cli.commands():
+        assert f"## `{context.command_path}`" in text
+        for option in command.params:
+            if isinstance(option, click.Option) and "--help" not in option.opts:
+                assert f"`{option.opts[0]}" in text, f"{context.command_path} {option.opts[0]}"
