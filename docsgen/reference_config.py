@@ -166,7 +166,8 @@ def tables(cls: type = config_schema.Config, path: str = "", array: bool = False
         keys.append(Key(path, field.name, shown_type(annotation), default, meaning))
     if path:
         doc = (cls.__doc__ or "").strip().split("\n\n")[0]
-        yield Table(path, array, " ".join(doc.split()), tuple(keys))
+        doc = re.sub(r'\s*\(DESIGN "[^"]*"\)', "", " ".join(doc.split()))  # the contract's sections are not the reader's
+        yield Table(path, array, doc, tuple(keys))
     for inner, child, is_array in nested:
         yield from tables(inner, child, is_array, comments)
 

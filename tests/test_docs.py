@@ -74,6 +74,8 @@ def test_the_handbook_builds_strict_in_a_few_seconds(tmp_path):
     cli = (tmp_path / "site" / "reference" / "cli" / "index.html").read_text(encoding="utf-8")
     assert "hookdeploy app-logs" in cli and "--since DURATION" in cli
     assert "<!-- generated" not in reference + cli
+    home = (tmp_path / "site" / "index.html").read_text(encoding="utf-8")
+    assert "fonts.googleapis.com" not in home and "fonts.gstatic.com" not in home, "the theme must not load web fonts"
 
 
 def test_every_example_in_the_docs_and_readme_parses():
