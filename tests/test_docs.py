@@ -174,3 +174,11 @@ def test_every_command_and_option_has_help_and_a_section():
         for option in command.params:
             if isinstance(option, click.Option) and "--help" not in option.opts:
                 assert f"`{option.opts[0]}" in text, f"{context.command_path} {option.opts[0]}"
+
+
+def test_a_file_an_example_names_need_not_exist_here_but_every_other_problem_counts():
+    fragment = '[apps.site]\nmaintenance_page = "/nonexistent/page.html"\n'
+    assert checks.config_problems(fragment) == []
+    assert checks.config_problems(fragment + "keep = 1\n") == [
+        "apps.site.keep: must be at least 2 (the live release and one to roll back to)"]
+    assert checks.config_problems('[apps.site]\nrepo = "/srv/git/site.git"\nport = "80"\n') != []
