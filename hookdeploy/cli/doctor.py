@@ -92,7 +92,7 @@ def _check_listen(config: Config, report: Report) -> None:
     else:
         report(f"WARN  server.listen {listen} is not a loopback address and no server.trusted_proxy is set: "
                f"{config.server.connection_limit} slow clients would leave serve answering no one; "
-               "listen on 127.0.0.1 behind the README's nginx (\"Behind that proxy\"), "
+               "listen on 127.0.0.1 behind a TLS proxy (the handbook's guides/tls-proxy.md), "
                "or set server.trusted_proxy to the proxy's address")
 
 

@@ -259,7 +259,7 @@ def status(context: Context, app_name: str | None, as_json: bool) -> None:
 
 @cli.command()
 @click.argument("app_name", metavar="APP")
-@click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 10_000))
+@click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 10_000), help="How many jobs to show.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list, newest first.")
 @pass_context
 def history(context: Context, app_name: str, limit: int, as_json: bool) -> None:
