@@ -81,10 +81,10 @@ def _receive(services: Services, app_name: str, seen: dict) -> tuple[int, dict]:
         return 200, {"ignored": "ping"}
     if event is None:
         raise BadInput(f"missing {' or '.join(webhooks.EVENT_HEADERS[provider])} header")
-    if event not in webhooks.PUSH_EVENTS[provider] or (provider == "gitlab" and payload.get("object_kind") != "push"):
-        return 200, {"ignored": f"event {printable(event, 40)} is not a push"}
     if event == "delete" and provider in ("github", "gitea"):  # a branch deleted: its preview goes
         return 200, {"ignored": _preview_deleted(services, app, payload)}
+    if event not in webhooks.PUSH_EVENTS[provider] or (provider == "gitlab" and payload.get("object_kind") != "push"):
+        return 200, {"ignored": f"event {printable(event, 40)} is not a push"}
     push = webhooks.read_push(provider, payload)
     if (previewed := _preview_push(services, app, provider, delivery_id, push, seen)) is not None:
         return previewed
