@@ -12,6 +12,7 @@ Gitea webhook push to a feature branch each deploy a preview.
 
 from __future__ import annotations
 
+import json
 import re
 import signal
 import time
@@ -124,7 +125,7 @@ def test_three_branches_become_three_previews_and_the_app_is_untouched(rig):
     # The hook follows the last job; its output ends with where the preview answers.
     assert output.rstrip().splitlines()[-1] == (f"remote: -----> preview of feature/c: "
                                                 f"http://feature-c.preview.test:{rig.instance.port}/")
-    assert f"preview feature-a of feature/a: feature-a.preview.test" in output
+    assert "preview feature-a of feature/a: feature-a.preview.test" in output
     store = rig.instance.store
     for name, sha in shas.items():
         label = f"feature-{name}"
@@ -139,10 +140,14 @@ def test_three_branches_become_three_previews_and_the_app_is_untouched(rig):
         assert [job.to_json()["preview"] for job in store.jobs(f"site.{label}")] == [label]
     rig.app_untouched()
     status = rig.instance.cli("status", "--json")
-    shown = __import__("json").loads(status.stdout)["apps"]["site"]
+    shown = json.loads(status.stdout)["apps"]["site"]
     assert shown["live"]["sha"] == rig.app_sha
     assert shown["previews"]["feature-b"] == {"url": f"http://feature-b.preview.test:{rig.instance.port}/",
                                               "sha": shas["b"], "since": store.live_release("site.feature-b").live_since}
+    doctor = [line for line in rig.instance.cli("doctor").stdout.splitlines() if " preview " in line]
+    assert [re.sub(r"last push \d+ min ago", "last push N min ago", line) for line in doctor] == [
+        f"ok    preview feature-{name} of site (feature/{name}): http://feature-{name}.preview.test:"
+        f"{rig.instance.port}/, live {sha[:12]}, last push N min ago" for name, sha in shas.items()]
     listed = rig.instance.cli("previews", "site")
     assert [line.split()[:2] for line in listed.stdout.splitlines()] == [
         ["feature-a", "feature/a"], ["feature-b", "feature/b"], ["feature-c", "feature/c"]]
@@ -236,7 +241,7 @@ def test_a_github_and_a_gitea_webhook_push_to_a_feature_branch_deploy_previews(r
              what="the gitea webhook table in force")
     _webhook_push(rig, "gitea", "feature/from-gitea", "from gitea")
     deleted = {"ref": "feature/from-gitea", "ref_type": "branch"}
-    body = __import__("json").dumps(deleted).encode()
+    body = json.dumps(deleted).encode()
     status, answer, _ = request(rig.server.port, "POST", "/hooks/site", body,
                                 signed_headers("gitea", SECRETS["GITEA_SECRET"], body, event="delete"))
     assert (status, answer) == (200, {"ignored": "deletion of refs/heads/feature/from-gitea: the worker removes its "

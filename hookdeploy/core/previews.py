@@ -110,6 +110,13 @@ def previews_problems(found: dict, app_hostnames: Iterable[str]) -> list[str]:
     return problems
 
 
+def release_sets(config: Config, store: Store) -> list[AppConfig]:
+    """The apps of the config, then the release set of each of their previews the store records."""
+    found = [config.app(preview.name) for preview in Previews(store).of()
+             if preview.app in config.apps and config.apps[preview.app].previews is not None]
+    return [*config.apps.values(), *found]
+
+
 def for_job(app: AppConfig, ref: str | None) -> AppConfig:
     """`app` for a job of it: a preview's release set follows the job's branch (the order check asks
     whether the commit is still its head)."""
@@ -210,6 +217,28 @@ class Previews:
                     > timedelta(hours=app.previews.ttl_hours):
                 found.append((preview, f"no push for {app.previews.ttl_hours:g} hours (ttl_hours)"))
         return found
+
+
+def find(store: Store, app: AppConfig, branch_or_label: str) -> Preview:
+    """The app's preview of a branch (or by its label); BadInput naming the previews there are."""
+    recorded = Previews(store).of(app.name)
+    for preview in recorded:
+        if branch_or_label in (preview.branch, preview.label):
+            return preview
+    known = ", ".join(f"{preview.branch} ({preview.label})" for preview in recorded) or "none"
+    raise BadInput(f"{app.name} has no preview of {printable(branch_or_label)} (its previews: {known})")
+
+
+def ask_removal(store: Store, app: AppConfig, branch_or_label: str) -> Preview:
+    """Mark the preview for the worker to remove (the API's and dashboard's way: they never talk to Docker)."""
+    return Previews(store).request_removal(app.name, find(store, app, branch_or_label).branch)
+
+
+def age_text(hours: float) -> str:
+    """An age for people: "40 min", "5 h", "3 days"."""
+    if hours < 1:
+        return f"{round(hours * 60)} min"
+    return f"{hours:.0f} h" if hours < 48 else f"{hours / 24:.0f} days"
 
 
 def describe(preview: Preview, config: Config, store: Store, now: str | None = None) -> dict[str, Any]:

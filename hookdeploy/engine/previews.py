@@ -14,11 +14,9 @@ import logging
 from datetime import datetime
 from typing import Callable
 
-from hookdeploy.core.config import AppConfig, Config
-from hookdeploy.core.errors import BadInput
+from hookdeploy.core.config import Config
 from hookdeploy.core.models import iso_time, utcnow
-from hookdeploy.core.names import printable
-from hookdeploy.core.previews import Preview, Previews, label_for
+from hookdeploy.core.previews import Preview, Previews
 from hookdeploy.core.store import Store
 from hookdeploy.engine import removal
 
@@ -32,17 +30,6 @@ def remove(config: Config, store: Store, preview: Preview, why: str) -> removal.
     Previews(store).forget(preview.app, preview.label)
     log.info("%s: preview %s of %s removed (%s)", preview.app, preview.label, preview.branch, why)
     return done
-
-
-def find(store: Store, app: AppConfig, branch_or_label: str) -> Preview:
-    """The app's preview of a branch (or by its label); BadInput naming the previews there are."""
-    recorded = Previews(store).of(app.name)
-    for preview in recorded:
-        if branch_or_label in (preview.branch, preview.label):
-            return preview
-    known = ", ".join(f"{preview.branch} ({preview.label})" for preview in recorded) or "none"
-    raise BadInput(f"{app.name} has no preview of {printable(branch_or_label)} (its previews: {known}; "
-                   f"a branch would go by {label_for(branch_or_label)})")
 
 
 def lines(preview: Preview, done: removal.Removal) -> list[str]:
