@@ -20,7 +20,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from docker_helpers import Instance, Load, git, site_files
+from docker_helpers import Instance, Load, git, site_files, wait_for
 from webhook_helpers import SECRETS, Server, push_body, request, signed_headers
 
 from hookdeploy.core import previews
@@ -34,16 +34,6 @@ PREVIEWS = {"branches": ["feature/*"], "hostname": "{branch}.preview.test", "max
 def site_table(provider: str = "github") -> dict:
     return {"hostnames": ["site.test"], "previews": PREVIEWS,
             "webhook": {"provider": provider, "secret_env": "SITE_SECRET" if provider == "github" else "GITEA_SECRET"}}
-
-
-def wait_for(condition, timeout: float = 30.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = condition()
-        if found:
-            return found
-        time.sleep(0.1)
-    raise AssertionError(f"no {what} within {timeout} s")
 
 
 class Rig:
