@@ -20,7 +20,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from docker_helpers import Instance, Load, git, site_files, wait_for
+from docker_helpers import Instance, Load, died_of_sigkill, git, site_files, wait_for
 from webhook_helpers import SECRETS, Server, push_body, request, signed_headers
 
 from hookdeploy.core import previews
@@ -238,4 +238,26 @@ def test_a_github_and_a_gitea_webhook_push_to_a_feature_branch_deploy_previews(r
                                                  "preview feature-from-gitea"})
     wait_for(lambda: rig.objects_of("site.feature-from-gitea") == {"containers": [], "images": [], "route": []},
              what="the gitea preview removed")
+    rig.app_untouched()
+
+
+def test_a_worker_killed_mid_preview_deploy_is_recovered_like_the_app(rig):
+    rig.server.stop()  # from here on the workers are this test's: one killed after the health check, then one
+    sha = rig.branch("feature/crash", "feature crash")
+    rig.push("feature/crash", "--no-verify")
+    queued = rig.instance.cli("deploy", "site", "--ref", "feature/crash", "--json")
+    assert queued.returncode == 0, queued.stderr
+    job = json.loads(queued.stdout)
+    assert (job["app"], job["preview"], job["trigger"]) == ("site", "feature-crash", "manual")
+    assert died_of_sigkill(rig.instance.worker_process(fault="health"))
+    finished = rig.instance.worker_process()
+    assert finished.returncode == 0, finished.stderr
+    store = rig.instance.store
+    interrupted = store.job(job["id"])
+    assert interrupted.state is JobState.INTERRUPTED
+    retry = store.retry_of(job["id"])
+    assert retry is not None and store.job(retry.id).state is JobState.SUCCEEDED
+    assert (rig.preview("feature-crash").status, rig.preview("feature-crash").release) == (200, sha[:12])
+    live = store.live_release("site.feature-crash").container
+    assert rig.objects_of("site.feature-crash")["containers"] == [live]  # the killed job's candidate is gone
     rig.app_untouched()

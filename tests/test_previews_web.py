@@ -13,7 +13,8 @@ from hookdeploy.cli.previews import check_previews
 from hookdeploy.core import previews
 from webhook_helpers import ORIGIN, SECRETS, WebApp, push_body, signed_headers
 
-TABLE = '\n[apps.site.previews]\nbranches = ["feature/*", "other"]\nhostname = "{branch}.pr.example"\nmax = 2\n'
+TABLE = ('\n[apps.site.previews]\nbranches = ["feature/*", "other"]\nhostname = "{branch}.pr.example"\nmax = 2\n'
+         '\n[apps.lab.previews]\nbranches = ["other"]\nhostname = "{branch}.lab.example"\n')
 
 
 @pytest.fixture
@@ -45,6 +46,18 @@ def test_a_webhook_push_to_a_preview_branch_queues_the_preview_once_and_a_deleti
     # another branch than the previews' still says why it deploys nothing
     status, answer = github_push(web, "refs/heads/main", sha)
     assert status == 200 and "is not the deploy branch" in answer["ignored"]
+
+
+def test_a_gitlab_push_to_a_preview_branch_and_its_deletion(web):
+    sha = web.other_sha
+    body = push_body("gitlab", sha, ref="refs/heads/other")
+    response = web.post("lab", body, signed_headers("gitlab", SECRETS["GITLAB_SECRET"], body))
+    assert response.status_code == 202
+    assert web.store.job(response.get_json()["job"]).to_json()["preview"] == "other"
+    body = push_body("gitlab", "0" * 40, ref="refs/heads/other")  # GitLab deletes a branch with a zero after
+    response = web.post("lab", body, signed_headers("gitlab", SECRETS["GITLAB_SECRET"], body))
+    assert (response.status_code, response.get_json()) == (
+        200, {"ignored": "deletion of refs/heads/other: the worker removes its preview other"})
 
 
 def test_a_webhook_past_max_is_answered_200_naming_the_previews(web):
@@ -94,7 +107,8 @@ def test_metrics_count_previews_per_app(web, read_token):
     response = web.client.get("/metrics", headers={"Authorization": f"Bearer {read_token}"})
     lines = response.get_data(as_text=True).splitlines()
     assert 'hookdeploy_previews{app="site"} 1.0' in lines
-    assert not any(line.startswith('hookdeploy_previews{app="lab"}') for line in lines)  # no previews table
+    assert 'hookdeploy_previews{app="lab"} 0.0' in lines
+    assert not any(line.startswith('hookdeploy_previews{app="tea"}') for line in lines)  # no previews table
 
 
 def test_doctor_lists_previews_with_their_age_and_names_an_overdue_one(web):

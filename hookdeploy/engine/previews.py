@@ -14,11 +14,12 @@ import logging
 from datetime import datetime
 from typing import Callable
 
+from hookdeploy.core import private
 from hookdeploy.core.config import Config
 from hookdeploy.core.models import iso_time, utcnow
 from hookdeploy.core.previews import Preview, Previews
 from hookdeploy.core.store import Store
-from hookdeploy.engine import removal
+from hookdeploy.engine import removal, traffic
 
 log = logging.getLogger("hookdeploy.engine.worker")
 
@@ -42,6 +43,10 @@ def sweep(config: Config, store: Store, now: Callable[[], datetime] | None = Non
     """Remove every preview that is due (Previews.due) and has no job running; return those removed.
     A preview that cannot be removed now (the engine away, a reload refused) is tried again next time."""
     removed = []
+    for preview in Previews(store).of():  # made here, as proxy.prepare makes the apps': hookdeploy's to rotate
+        path = traffic.log_path(config, preview.name)
+        if path.parent.is_dir() and not path.exists():
+            private.file(path)
     at = iso_time(now().timestamp()) if now is not None else utcnow()
     for preview, why in Previews(store).due(config, at):
         if store.running(preview.name) is not None:

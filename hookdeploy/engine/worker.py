@@ -116,7 +116,7 @@ class Worker:
                 previews.sweep(self.config, self.store, self.clock)  # deleted branches, ttl_hours
                 last_previews = now
             if now - last_recovery > RECOVER_EVERY_SECONDS:
-                for app in self.config.apps:
+                for app in self.release_sets():
                     traffic.rotate(self.config, app)
                 try:
                     self.recover()
