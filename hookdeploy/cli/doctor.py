@@ -8,7 +8,7 @@ import shutil
 from pathlib import Path
 from typing import Callable
 
-from hookdeploy.cli import doctor_swarm, doctor_tls, previews
+from hookdeploy.cli import doctor_signatures, doctor_swarm, doctor_tls, previews
 from hookdeploy.core.config import Config, missing_secrets
 from hookdeploy.core.errors import HookdeployError
 from hookdeploy.core.names import split_address
@@ -43,6 +43,7 @@ def run(config: Config, report: Report) -> int:
         check(False, "", f"{problem}: {_secret_fix(problem)}")
     for app in config.apps.values():
         _check_app(config, app, check)
+    doctor_signatures.check_signatures(config, check, report)
     _check_builds(config, check)
     if config.registry is not None:
         _check_registry(config, check)

@@ -23,7 +23,7 @@ from typing import Any, Mapping
 from hookdeploy.core.config_schema import (BUILD_CACHES, BUILDERS, MAX_REPLICAS, NOTIFY_EVENTS, NOTIFY_FORMATS, PROVIDERS, PROXY_HEADERS, TARGETS, TLS_MODES,
                                            AppConfig, BuildConfig, PreviewsConfig, BuildSecret, Config, GuardConfig,
                                            HealthConfig, NotifyConfig, ProxyConfig, RegistryConfig, ServerConfig,
-                                           TaskConfig, TlsConfig, TlsFiles, WebhookConfig, is_local_path)
+                                           SignaturesConfig, TaskConfig, TlsConfig, TlsFiles, WebhookConfig, is_local_path)
 from hookdeploy.core import schedule
 from hookdeploy.core.previews import previews_problems
 from hookdeploy.core.errors import ConfigError
@@ -214,7 +214,7 @@ def _check_trusted_proxy(server: dict, problems: list[str]) -> None:
 def _app(name: str, table: Mapping, key: str, base: Path, problems: list[str]) -> AppConfig | None:
     """One `[apps.NAME]` table; None if it has any problem."""
     before = len(problems)
-    values = _section(AppConfig, {k: v for k, v in table.items() if k not in ("health", "webhook", "tls", "guard", "previews")}, key, problems,
+    values = _section(AppConfig, {k: v for k, v in table.items() if k not in ("health", "webhook", "tls", "guard", "signatures", "previews")}, key, problems,
                       skip=("name",))
     health = _section(HealthConfig, table.get("health", {}), f"{key}.health", problems)
     guard = _section(GuardConfig, table.get("guard", {}), f"{key}.guard", problems)
@@ -244,6 +244,7 @@ def _app(name: str, table: Mapping, key: str, base: Path, problems: list[str]) -
             problems.append(f"{key}.build_host: {problem}")
     _check_health(health, f"{key}.health", problems)
     _check_maintenance_page(values, key, base, problems)
+    signatures = _signatures(table.get("signatures"), "image" in table, f"{key}.signatures", base, problems)
     previews = _previews(table.get("previews"), values, f"{key}.previews", problems)
 
     if len(problems) > before:
@@ -254,6 +255,7 @@ def _app(name: str, table: Mapping, key: str, base: Path, problems: list[str]) -
         health=HealthConfig(**health),
         guard=GuardConfig(**guard),
         webhook=WebhookConfig(**webhook) if webhook is not None else None,
+        signatures=signatures,
         previews=previews,
     )
 
@@ -296,6 +298,31 @@ def _check_maintenance_page(values: dict, key: str, base: Path, problems: list[s
         problems.append(f"{key}.maintenance_page: {printable(str(path), 80)} is {size} bytes, more than "
                         f"{MAINTENANCE_PAGE_LIMIT}")
     values["maintenance_page"] = str(path)
+
+
+def _signatures(raw: Any, image_app: bool, key: str, base: Path, problems: list[str]) -> SignaturesConfig | None:
+    """`[apps.X.signatures]`: allowed_signers and/or gpg_keyring, each a readable file (resolved against the
+    config's folder); for apps built from git only. None when the app has no such table."""
+    if raw is None or not _is_table(raw, key, problems):
+        return None
+    values = _section(SignaturesConfig, raw, key, problems)
+    if image_app:
+        problems.append(f"{key}: an image app deploys images, not git commits; signatures are for apps built from a repo")
+        return None
+    if not any(values.values()):
+        problems.append(f"{key}: needs allowed_signers (an SSH allowed-signers file) or gpg_keyring (OpenPGP public keys)")
+        return None
+    for name, value in values.items():
+        if not value:
+            continue
+        if problem := _path_problem(value):
+            problems.append(f"{key}.{name}: {problem}")
+            continue
+        path = (base / value).resolve()
+        if not path.is_file() or not os.access(path, os.R_OK):
+            problems.append(f"{key}.{name}: {path} is not a readable file")
+        values[name] = str(path)
+    return SignaturesConfig(**values)
 
 
 def _check_webhook(raw: Any, key: str, problems: list[str]) -> dict | None:

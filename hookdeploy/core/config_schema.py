@@ -101,6 +101,14 @@ class BuildSecret:
 
 
 @dataclass(frozen=True)
+class SignaturesConfig:
+    """`[apps.X.signatures]`: only a commit signed by one of these keys is deployed (DESIGN "signed commits only")."""
+
+    allowed_signers: str = ""  # git's SSH allowed-signers file (gpg.ssh.allowedSignersFile), absolute once parsed
+    gpg_keyring: str = ""  # a file of OpenPGP public keys (gpg --export) whose keys may sign, absolute once parsed
+
+
+@dataclass(frozen=True)
 class TaskConfig:
     """One `[[apps.X.tasks]]` entry: a command run on a schedule in the live release's image."""
 
@@ -162,6 +170,7 @@ class AppConfig:
     guard: GuardConfig = GuardConfig()
     webhook: WebhookConfig | None = None
     tasks: tuple[TaskConfig, ...] = ()  # DESIGN "Data, schedules and one-off commands"
+    signatures: SignaturesConfig | None = None  # set: only commits signed by its keys deploy (push, webhook, rollback...)
     previews: PreviewsConfig | None = None  # DESIGN "Previews of branches"; None: pushes to other branches are ignored
 
     def task(self, name: str) -> TaskConfig:

@@ -268,7 +268,13 @@ MIGRATIONS = [
         stopped_at TEXT NOT NULL
     );
     """,
-    # 9: previews of branches: each branch's DNS label, claimed once per app (its jobs and releases go by
+    # 9: who signed a job's commit (an app with [apps.X.signatures]): the key's fingerprint and the principal
+    # (SSH) or user id (GPG), as git reported them when the job checked the signature
+    """
+    ALTER TABLE jobs ADD COLUMN signer_fingerprint TEXT;
+    ALTER TABLE jobs ADD COLUMN signer_principal TEXT;
+    """,
+    # 10: previews of branches: each branch's DNS label, claimed once per app (its jobs and releases go by
     # APP.LABEL), when it was made and last pushed (ttl_hours), and whether its branch was deleted
     """
     CREATE TABLE previews (
