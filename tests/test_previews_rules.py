@@ -202,3 +202,18 @@ def test_hook_and_deploy_ref_queue_preview_jobs_and_a_deletion_marks_removal(wri
     assert [entry["label"] for entry in json.loads(listed.stdout)] == ["feature-a", "feature-b"]
     status = json.loads(run_cli("status", "--json", config=path).stdout)["apps"]["site"]["previews"]
     assert status["feature-a"] == {"url": "http://feature-a.preview.example.com:18081/", "sha": None, "since": None}
+
+
+def test_a_preview_branch_push_must_be_signed_when_the_app_checks_signatures(write_config, tmp_path):
+    from hookdeploy.cli.prereceive import checked
+
+    signers = tmp_path / "allowed_signers"
+    signers.write_text("")
+    loaded = config.load(write_config({"site": {"repo": "/srv/git/site.git", "previews": PREVIEWS,
+                                                 "signatures": {"allowed_signers": str(signers)}}}))
+    app = loaded.app("site")
+    assert checked(app, "refs/heads/feature/x", fake_sha(1))  # a preview's head deploys: it is checked
+    assert checked(app, "refs/heads/deploy", fake_sha(1))
+    assert not checked(app, "refs/heads/main", fake_sha(1))  # deploys nothing
+    assert not checked(app, "refs/heads/feature/x", "0" * 40)  # a deletion
+    assert loaded.app("site.feature-x").signatures == app.signatures  # its jobs are checked as the app's
