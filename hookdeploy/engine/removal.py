@@ -183,9 +183,12 @@ def remove_images(client: docker.DockerClient, config: Config, app: str) -> tupl
     for repository in sorted(repositories):
         found.update({raw["Id"]: raw for raw in client.api.images(name=repository)})
     removed, kept, gone = [], [], set()
-    for image_id, raw in found.items():
-        # A list filtered by name shows only the matching names: the image's other names are asked below.
-        tags = [tag for tag in raw.get("RepoTags") or () if tag != "<none>:<none>"]
+    for image_id in found:
+        # A list filtered by name shows only the matching names: the image's own are asked for.
+        references = _references(client, image_id)
+        if references is None:
+            continue  # gone meanwhile (the untagged parent of one removed)
+        tags = references[0]
         ours = [tag for tag in tags if tag.rpartition(":")[0] in repositories]
         refused = False
         for name in ours or ([] if tags else [image_id]):  # an untagged one goes by its id
@@ -199,18 +202,34 @@ def remove_images(client: docker.DockerClient, config: Config, app: str) -> tupl
                 continue
             removed.append(_short(name))
             gone.add(name)
-        others = [tag for tag in _names(client, image_id) if tag not in ours] if tags and not refused else []
+        if ours and not refused:
+            # A swarm release's image keeps URL/N/APP@DIGEST from its push; the engine drops a digest only
+            # with the last tag of its own repository, so N/APP's going last would leave the image behind.
+            left = [digest for digest in (_references(client, image_id) or ([], []))[1]
+                    if digest.partition("@")[0] in repositories]
+            for digest in left:
+                try:
+                    client.api.remove_image(digest)
+                except docker.errors.NotFound:
+                    pass
+                except docker.errors.APIError as error:
+                    kept.append(f"{_short(image_id)} ({error.explanation or error})")
+                    refused = True
+        others = [tag for tag in (_references(client, image_id) or ([], []))[0]
+                  if tag not in ours] if tags and not refused else []
         if others:
             kept.append(f"{_short(image_id)} (also named {', '.join(others)})")
     return removed, kept, gone
 
 
-def _names(client: docker.DockerClient, image_id: str) -> list[str]:
-    """The names an image has now (none once it is gone)."""
+def _references(client: docker.DockerClient, image_id: str) -> tuple[list[str], list[str]] | None:
+    """The names (tags) and digest references an image has now; None once it is gone."""
     try:
-        return [tag for tag in client.api.inspect_image(image_id).get("RepoTags") or () if tag != "<none>:<none>"]
+        raw = client.api.inspect_image(image_id)
     except docker.errors.NotFound:
-        return []
+        return None
+    return ([tag for tag in raw.get("RepoTags") or () if tag != "<none>:<none>"],
+            [digest for digest in raw.get("RepoDigests") or () if "@" in digest])
 
 
 def _short(name: str) -> str:
