@@ -273,6 +273,8 @@ class SwarmService(Containers):
 
     def check_health(self, candidate, proxy, stop, on_note) -> str:
         """Every task health-checked from inside the proxy (the host cannot reach the overlay)."""
+        if isinstance(candidate.handle, list):  # containers of a release from before the move to Swarm, started
+            return super().check_health(candidate, proxy, stop, on_note)
         started = time.monotonic()
 
         def check_stop() -> None:
@@ -321,6 +323,8 @@ class SwarmService(Containers):
 
     def stop(self, name: str) -> None:
         """Scaled to 0 tasks, returned once none runs (Swarm stops each with its grace period)."""
+        if containers.get_container(self.client, name) is not None:  # a release from before the move to Swarm
+            return super().stop(name)
         service = self._service(name)
         if service is None:
             return
@@ -329,6 +333,8 @@ class SwarmService(Containers):
 
     def start(self, name: str) -> Candidate:
         """Scaled back to `replicas` tasks; `check_health` waits for new ones (those from before are ignored)."""
+        if containers.get_container(self.client, name) is not None:  # a release from before the move to Swarm
+            return super().start(name)
         service = self._service(name)
         if service is None:
             raise StepFailed(f"release {name} is gone from the engine")
