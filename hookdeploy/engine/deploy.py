@@ -173,9 +173,9 @@ class Deploy:
                 self._discard()
                 back = f"; {old.sha[:12]} is live again" if old else "; no release is live"
                 return JobState.ROLLED_BACK, f"verification through the proxy failed: {last.detail}{back}"
-            self.stopped_by = self.store.stopped_by(app.name)  # record_live ends the stop
+            stopped = self.store.stopped(app.name) is not None  # record_live ends the stop
+            self.stopped_by = self.store.stopped_by(app.name)  # the guard's switch back makes it again
             self.release = self.store.record_live(app.name, job.sha, self.image, self.candidate.name, job.id)
-        stopped = self.stopped_by is not None
         was = f" (was {old.sha[:12]}{', stopped: the app runs again' if stopped else ''})" if old else ""
         self.store.log(job.id, f"live: {app.name} serves {job.sha[:12]}{was}", kind="step", step="live")
         return None
