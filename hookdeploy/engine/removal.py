@@ -22,6 +22,7 @@ import re
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import docker
 import docker.errors
@@ -192,12 +193,9 @@ def remove_images(client: docker.DockerClient, config: Config, app: str) -> tupl
         ours = [tag for tag in tags if tag.rpartition(":")[0] in repositories]
         refused = False
         for name in ours or ([] if tags else [image_id]):  # an untagged one goes by its id
-            try:
-                client.api.remove_image(name)
-            except docker.errors.NotFound:
-                pass
-            except docker.errors.APIError as error:
-                kept.append(f"{_short(name)} ({error.explanation or error})")
+            refusal = _remove(client.api.remove_image, name)
+            if refusal:
+                kept.append(f"{_short(name)} ({refusal})")
                 refused = True
                 continue
             removed.append(_short(name))
@@ -207,14 +205,9 @@ def remove_images(client: docker.DockerClient, config: Config, app: str) -> tupl
             # with the last tag of its own repository, so N/APP's going last would leave the image behind.
             left = [digest for digest in (_references(client, image_id) or ([], []))[1]
                     if digest.partition("@")[0] in repositories]
-            for digest in left:
-                try:
-                    client.api.remove_image(digest)
-                except docker.errors.NotFound:
-                    pass
-                except docker.errors.APIError as error:
-                    kept.append(f"{_short(image_id)} ({error.explanation or error})")
-                    refused = True
+            for refusal in filter(None, (_remove(client.api.remove_image, digest) for digest in left)):
+                kept.append(f"{_short(image_id)} ({refusal})")
+                refused = True
         others = [tag for tag in (_references(client, image_id) or ([], []))[0]
                   if tag not in ours] if tags and not refused else []
         if others:
@@ -281,15 +274,23 @@ def remove_volumes(client: docker.DockerClient, names: list[str]) -> tuple[list[
     """Remove these volumes; (removed, kept with the engine's reason)."""
     removed, kept = [], []
     for name in names:
-        try:
-            client.api.remove_volume(name)
-        except docker.errors.NotFound:
-            pass
-        except docker.errors.APIError as error:
-            kept.append(f"{name} ({error.explanation or error})")
-            continue
-        removed.append(name)
+        refusal = _remove(client.api.remove_volume, name)
+        if refusal:
+            kept.append(f"{name} ({refusal})")
+        else:
+            removed.append(name)
     return removed, kept
+
+
+def _remove(remove: Callable[[str], object], name: str) -> str | None:
+    """Remove one engine object by name (gone already is fine); the engine's reason if it refused, else None."""
+    try:
+        remove(name)
+    except docker.errors.NotFound:
+        pass
+    except docker.errors.APIError as error:
+        return str(error.explanation or error)
+    return None
 
 
 # -- apps not removed yet ---------------------------------------------------------------------------
