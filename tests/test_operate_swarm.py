@@ -32,7 +32,8 @@ def labelled_containers(instance) -> dict[str, list[str]]:
 
 def test_stop_start_and_remove_of_a_service_of_three_tasks(swarm_instance):
     instance = swarm_instance
-    instance.configure({"site": {"replicas": 3}})
+    # A nested engine under load can take a few seconds to answer: the tests' usual 4 s deadline is too tight here.
+    instance.configure({"site": {"replicas": 3, "health": {"deadline": 30.0, "timeout": 2.0}}})
     job = instance.deploy("site", site_files("v1"))
     assert job.state is JobState.SUCCEEDED, job.error
     name = instance.store.live_release("site").container
