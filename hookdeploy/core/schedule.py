@@ -13,7 +13,9 @@ import zoneinfo
 from datetime import datetime, timedelta, timezone
 from typing import Iterator
 
-from cronsim import CronSim, CronSimError
+# cronsim is imported where a schedule is read, not here: the post-receive hook loads this module with
+# deploy.toml inside every push and never needs it, and cronsim brings calendar and locale, about a
+# sixth of what the hook imports.
 
 # crontab(5)'s nicknames, as Debian's cron reads them.
 NICKNAMES = {"@hourly": "0 * * * *", "@daily": "0 0 * * *", "@weekly": "0 0 * * 0", "@monthly": "0 0 1 * *"}
@@ -44,6 +46,8 @@ def problem(expression: str) -> str | None:
         return f"{expression!r}: the nicknames are {', '.join(NICKNAMES)}"
     if len(text.split()) != 5:
         return f"{expression!r} must have five fields (minute hour day-of-month month day-of-week) or be one of {', '.join(NICKNAMES)}"
+    from cronsim import CronSim, CronSimError
+
     try:
         CronSim(text, _REFERENCE)
     except CronSimError as error:
@@ -65,10 +69,14 @@ class Schedule:
 
     def next_after(self, now: datetime) -> datetime | None:
         """The first slot after `now` (None if there is none in 50 years)."""
+        from cronsim import CronSim
+
         return next(iter(CronSim(self._text, now.astimezone(self.zone))), None)
 
     def before(self, moment: datetime) -> Iterator[datetime]:
         """The slots strictly before `moment`, newest first."""
+        from cronsim import CronSim
+
         return iter(CronSim(self._text, moment.astimezone(self.zone), reverse=True))
 
 
