@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from hookdeploy.core.errors import Aborted, StepFailed
-from hookdeploy.engine import containers
+from hookdeploy.engine import streams
 
 log = logging.getLogger(__name__)
 
@@ -255,7 +255,7 @@ def build(cli: Client, context: Path, dockerfile: str, tag: str, labels: Mapping
                               name="buildkit-output", daemon=True)
     reader.start()
     try:
-        containers.relay_output(chunks, on_lines, timeout, stop, lambda: _end(process, reader))
+        streams.relay(chunks, on_lines, stop, lambda: _end(process, reader), timeout, "build")
         status = process.wait()
         reader.join()
         if status != 0:
@@ -272,9 +272,10 @@ def build(cli: Client, context: Path, dockerfile: str, tag: str, labels: Mapping
 
 
 def stream(arguments: list[str], env: Mapping[str, str], on_lines: Callable[[list[str]], None], timeout: float,
-           stop: threading.Event | None = None) -> tuple[int, list[str]]:
-    """Run another docker CLI command (a push from a build host) as a build runs: its output to `on_lines`
-    as it comes, ended on a timeout (StepFailed) or `stop` (Aborted); return its status and last lines."""
+           stop: threading.Event | None = None, what: str = "push") -> tuple[int, list[str]]:
+    """Run another docker CLI command (`what`: a push from a build host) as a build runs: its output to
+    `on_lines` as it comes, ended by `stop` (Aborted) or after `timeout` s without a line (StepFailed,
+    the rule of a push from this engine); return its status and last lines."""
     try:
         process = subprocess.Popen(arguments, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                    stderr=subprocess.STDOUT, env=dict(env), start_new_session=True,
@@ -287,10 +288,7 @@ def stream(arguments: list[str], env: Mapping[str, str], on_lines: Callable[[lis
                               name="docker-cli-output", daemon=True)
     reader.start()
     try:
-        try:
-            containers.relay_output(chunks, on_lines, timeout, stop, lambda: _end(process, reader))
-        except StepFailed:
-            raise StepFailed(f"no end after {timeout:.0f} s") from None
+        streams.relay(chunks, on_lines, stop, lambda: _end(process, reader), timeout, what, quiet=True)
         status = process.wait()
         reader.join()
     finally:

@@ -24,7 +24,7 @@ from hookdeploy.core.config import AppConfig, Config
 from hookdeploy.core.errors import StepFailed
 from hookdeploy.core.models import Job
 from hookdeploy.core.names import printable
-from hookdeploy.engine import containers, runspec, swarm
+from hookdeploy.engine import containers, runspec, streams, swarm
 
 ROLE = "release"
 
@@ -117,7 +117,7 @@ def run_as_job(client: docker.DockerClient, config: Config, app: AppConfig, job:
     for thread in threads:
         thread.start()
     try:
-        containers.relay_output(chunks, on_lines, app.release_timeout, stop, ended.set, what="release command")
+        streams.relay(chunks, on_lines, stop, ended.set, app.release_timeout, "release command")
     finally:
         ended.set()
         api.close()
@@ -158,7 +158,7 @@ def _relay(client: docker.DockerClient, container, timeout: float, on_lines: Cal
     reader = threading.Thread(target=stream, name=f"release-{container.name}", daemon=True)
     reader.start()
     try:
-        containers.relay_output(chunks, on_lines, timeout, stop, kill, what="release command")
+        streams.relay(chunks, on_lines, stop, kill, timeout, "release command")
     finally:
         api.close()
 

@@ -277,12 +277,7 @@ class SwarmService(Containers):
     def check_health(self, candidate, proxy, stop, on_note) -> str:
         """Every task health-checked from inside the proxy (the host cannot reach the overlay)."""
         started = time.monotonic()
-
-        def check_stop() -> None:
-            if stop.is_set():
-                raise Aborted()
-
-        healthy = swarm.wait_serving(self.client, candidate.handle, proxy, self.app, self.network, check_stop, on_note)
+        healthy = swarm.wait_serving(self.client, candidate.handle, proxy, self.app, self.network, stop, on_note)
         candidate.addresses = sorted(task.address for task in healthy)
         nodes = sorted({task.node for task in healthy})
         count = len(candidate.addresses)
@@ -444,7 +439,7 @@ def check_health(candidate, ip: str, app: AppConfig, stop: threading.Event | Non
         exited.append(_exit_reason(candidate))
         return False
 
-    took, last = health.wait_healthy(ip, app.port, app.health, running)
+    took, last = health.wait_healthy(ip, app.port, app.health, running, stop=stop)
     if last.ok:
         return took
     reason = exited[0] if exited else f"unhealthy after {took:.1f} s: GET {app.health.path} {last.detail}"

@@ -23,7 +23,7 @@ import docker.errors
 from docker.types import EndpointSpec, NetworkAttachmentConfig, RestartPolicy, ServiceMode
 
 from hookdeploy.core.config import AppConfig, HealthConfig
-from hookdeploy.core.errors import StepFailed
+from hookdeploy.core.errors import Aborted, StepFailed
 from hookdeploy.engine import containers, health
 
 log = logging.getLogger(__name__)
@@ -254,20 +254,21 @@ class _Bytes:
         return io.BufferedReader(io.BytesIO(self._data))
 
 
-def wait_serving(client: docker.DockerClient, service, proxy, app: AppConfig, network: str, stop_check,
+def wait_serving(client: docker.DockerClient, service, proxy, app: AppConfig, network: str, stop: threading.Event,
                  on_note=lambda text: None) -> list[Task]:
     """Wait until `app.replicas` tasks are running and each passed the health check; return those tasks.
 
     A task has START_SECONDS to start running (its node pulls the image first), then the app's health
     deadline to pass the check. StepFailed when a task fails on its own (the app exits, a node cannot
     pull: the task's error says why) or a deadline passes. A task lost with its node is not the
-    release's fault: Swarm puts a new one elsewhere, which is checked in turn."""
+    release's fault: Swarm puts a new one elsewhere, which is checked in turn. Aborted once `stop` is set."""
     started = time.monotonic()
     running_since: dict[str, float] = {}
     healthy: set[str] = set()  # task ids
     last: dict[str, health.Probe] = {}
     while True:
-        stop_check()
+        if stop.is_set():
+            raise Aborted()
         current = tasks(client, service, network)
         failed = [task for task in current if task.failed]
         if failed:
@@ -297,7 +298,7 @@ def wait_serving(client: docker.DockerClient, service, proxy, app: AppConfig, ne
             raise StepFailed(_unready(app, len(ready), late, last, f"{app.health.deadline:g} s running"))
         if now + app.health.interval - started > START_SECONDS:
             raise StepFailed(_unready(app, len(ready), waiting, last, f"{START_SECONDS} s"))
-        time.sleep(app.health.interval)
+        stop.wait(app.health.interval)
 
 
 def _unready(app: AppConfig, count: int, waiting: list[Task], last: dict[str, health.Probe],
