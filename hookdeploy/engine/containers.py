@@ -21,6 +21,7 @@ import docker.errors
 
 from hookdeploy.core.errors import DockerUnavailable, StepFailed
 from hookdeploy.core.names import split_address
+from hookdeploy.core.models import release_tag
 from hookdeploy.engine import streams
 
 log = logging.getLogger(__name__)
@@ -58,12 +59,17 @@ def release_labels(instance: str, app: str, sha: str, job: int) -> dict[str, str
 
 def image_name(instance: str, app: str, sha: str) -> str:
     """`N/APP:SHA12`."""
-    return f"{instance}/{app}:{sha[:12]}"
+    return f"{instance}/{app}:{release_tag(sha)}"
+
+
+def proxy_name(instance: str) -> str:
+    """`N-proxy`: the instance's front proxy container."""
+    return f"{instance}-proxy"
 
 
 def container_name(instance: str, app: str, sha: str, job: int) -> str:
     """`N-APP-SHA12-JOB`."""
-    return f"{instance}-{app}-{sha[:12]}-{job}"
+    return f"{instance}-{app}-{release_tag(sha)}-{job}"
 
 
 def find_networks(client: docker.DockerClient, instance: str) -> list:
@@ -96,11 +102,10 @@ def heal_networks(client: docker.DockerClient, instance: str) -> list:
         return []
     for network in networks:
         network.reload()  # a listed network does not say which containers it has
-    proxy_name = f"{instance}-proxy"
 
     def rank(network) -> tuple:
         attached = network.attrs.get("Containers") or {}
-        has_proxy = any(member.get("Name") == proxy_name for member in attached.values())
+        has_proxy = any(member.get("Name") == proxy_name(instance) for member in attached.values())
         return (not has_proxy, -len(attached), networks.index(network))
 
     keeper, *extras = sorted(networks, key=rank)
@@ -130,7 +135,7 @@ def ensure_proxy(client: docker.DockerClient, instance: str, image: str, publish
     or mounts anything else (the config changed, say HTTPS was turned on, or it was made by an older
     hookdeploy) is made anew: visitors see a refused connection for the second or so that takes,
     once per such change."""
-    name = f"{instance}-proxy"
+    name = proxy_name(instance)
     ports = {"80/tcp": publish, **({"443/tcp": publish_tls} if publish_tls else {})}
     wanted = {port: split_address(address) for port, address in ports.items()}
     volumes = {str(conf_dir): {"bind": "/etc/nginx/conf.d", "mode": "ro"},

@@ -30,7 +30,7 @@ import docker
 
 from hookdeploy.core.config import Config
 from hookdeploy.core.errors import Aborted, HookdeployError, StepFailed
-from hookdeploy.core.models import Job, JobKind, JobState
+from hookdeploy.core.models import Job, JobKind, JobState, release_tag
 from hookdeploy.core.store import Store
 from hookdeploy.engine import (builders, certs, containers, ordering, pipeline, proxy, registry, release, runtime,
                                traffic)
@@ -167,15 +167,14 @@ class Deploy:
                 note(f"verified through the proxy in {took:.1f} s" if last.ok else
                      f"verification through the proxy failed: {last.detail}")
             if not last.ok:
-                proxy.restore(path, self.previous_routes)
-                proxy.reload(self.proxy_container)
+                proxy.switch_back(self.proxy_container, path, self.previous_routes)
                 self._discard()
-                back = f"; {old.sha[:12]} is live again" if old else "; no release is live"
+                back = f"; {release_tag(old.sha)} is live again" if old else "; no release is live"
                 return JobState.ROLLED_BACK, f"verification through the proxy failed: {last.detail}{back}"
             stopped = self.store.stopped(app.name) is not None  # record_live ends the stop
             self.release = self.store.record_live(app.name, job.sha, self.image, self.candidate.name, job.id)
-        was = f" (was {old.sha[:12]}{', stopped: the app runs again' if stopped else ''})" if old else ""
-        self.store.log(job.id, f"live: {app.name} serves {job.sha[:12]}{was}", kind="step", step="live")
+        was = f" (was {release_tag(old.sha)}{', stopped: the app runs again' if stopped else ''})" if old else ""
+        self.store.log(job.id, f"live: {app.name} serves {release_tag(job.sha)}{was}", kind="step", step="live")
         return None
 
     def _canary(self, path, old) -> Ended | None:
@@ -191,7 +190,7 @@ class Deploy:
             self._discard()
             return JobState.FAILED, str(error)
         with self.step(job, "canary") as note:
-            self.store.log(job.id, f"canary: {guard.canary_percent:g} % of requests go to {job.sha[:12]} for "
+            self.store.log(job.id, f"canary: {guard.canary_percent:g} % of requests go to {release_tag(job.sha)} for "
                                    f"{guard.canary_seconds:g} s", kind="step", step="canary")
             tally = self._watch(guard.canary_seconds)
             failed = guard.fails(tally.requests, tally.failed)
@@ -200,14 +199,13 @@ class Deploy:
                     f" (fewer than min_requests = {guard.min_requests}: nothing decided)"))
         if not failed and not self.stop.is_set():
             return None
-        proxy.restore(path, self.previous_routes)
-        proxy.reload(self.proxy_container)
+        proxy.switch_back(self.proxy_container, path, self.previous_routes)
         self._retire_candidate()
         if not failed:  # stopped before the switch: the retry runs the canary again
             raise Aborted()
         return JobState.ROLLED_BACK, (f"guard: canary: {tally.describe()} in {guard.canary_seconds:g} s at "
-                                      f"{guard.canary_percent:g} %; {job.sha[:12]} never got all the traffic, "
-                                      f"{old.sha[:12]} serves on")
+                                      f"{guard.canary_percent:g} %; {release_tag(job.sha)} never got all the traffic, "
+                                      f"{release_tag(old.sha)} serves on")
 
     def watch(self) -> Ended | None:
         """The guard after the switch: `watch_seconds` of what the proxy answered for the new release,
@@ -228,24 +226,23 @@ class Deploy:
             failed = guard.fails(tally.requests, tally.failed)
             cut = " (cut short: the worker is stopping)" if self.stop.is_set() else ""
             note(f"guard: {tally.describe()} in {watched:.0f} s after the switch"
-                 + (f"; switching back to {old.sha[:12]}" if failed else
-                    f"; {job.sha[:12]} stays live{cut}" if tally.requests >= guard.min_requests else
+                 + (f"; switching back to {release_tag(old.sha)}" if failed else
+                    f"; {release_tag(job.sha)} stays live{cut}" if tally.requests >= guard.min_requests else
                     f" (fewer than min_requests = {guard.min_requests}: nothing decided); "
-                    f"{job.sha[:12]} stays live{cut}"))
+                    f"{release_tag(job.sha)} stays live{cut}"))
         if not failed:
             return None
         path = proxy.app_file(self.config, app.name)
         with proxy.locked(self.config):
-            proxy.restore(path, self.previous_routes)
-            proxy.reload(self.proxy_container)
+            proxy.switch_back(self.proxy_container, path, self.previous_routes)
             self.store.undo_live(app.name, self.release.id, old.id)
         self._retire_candidate()
         return JobState.ROLLED_BACK, (f"guard: {tally.describe()} in {watched:.0f} s after the switch; "
-                                      f"switched back to {old.sha[:12]}")
+                                      f"switched back to {release_tag(old.sha)}")
 
     def _watch(self, seconds: float, tick: Callable[[], None] = lambda: None) -> traffic.Tally:
         """Count, for `seconds` (or until a stop), the proxy's answers from the job's release."""
-        release, tally = self.job.sha[:12], traffic.Tally()
+        release, tally = release_tag(self.job.sha), traffic.Tally()
         deadline = time.monotonic() + seconds
         while True:
             for hit in self.reader.read():
@@ -266,7 +263,7 @@ class Deploy:
             pipeline.discard_image(self.client, self.store, self.app, self.image)
 
     def _render(self, addresses, sha: str, canary: proxy.Canary | None = None) -> str:
-        return proxy.render(self.app, addresses, sha, certs.tls_routes(self.config, self.app), canary)
+        return certs.render_routes(self.config, self.app, addresses, sha, canary)
 
     def retire(self) -> None:
         """Drain and retire the container or service the new release replaced, then prune old images."""
@@ -297,7 +294,7 @@ class Deploy:
                 repo = pipeline.source(self.config, app)
                 self.fetched = True
                 why = ordering.stale_commit(self.store, app, job, repo, trigger)
-                current = f"{job.sha[:12]} is the head of {app.branch}"
+                current = f"{release_tag(job.sha)} is the head of {app.branch}"
             else:
                 tag = job.ref or app.webhook.tag
                 digest = registry.resolve_tag(client, self.config, app, tag)
@@ -347,7 +344,7 @@ class Deploy:
         job = self.job
         digest = job.digest or self.store.digest_of(job.app, job.sha)
         if digest is None:
-            raise StepFailed(f"no image digest is recorded for {job.sha[:12]}; deploy it with --image")
+            raise StepFailed(f"no image digest is recorded for {release_tag(job.sha)}; deploy it with --image")
         if job.digest is None:
             self.store.set_digest(job.id, digest)
         self.digest = digest
@@ -358,7 +355,7 @@ class Deploy:
         job, app = self.job, self.app
         check_stop(self.stop)
         with self.step(job, "pushed image") as note:
-            self.store.log(job.id, f"pushing {registry.remote_repository(self.config, app)}:{job.sha[:12]}",
+            self.store.log(job.id, f"pushing {registry.remote_repository(self.config, app)}:{release_tag(job.sha)}",
                            kind="step", step="push")
             remote, digest = registry.push(client, self.config, app, name, job.sha,
                                            lambda lines: self.store.log_many(job.id, lines), self.stop)
@@ -377,19 +374,19 @@ class Deploy:
         builder = builders.chosen(self.config, client, app)
         with self.step(job, "checked out") as note:
             context = pipeline.checkout(self.config, app, job, fetch=not self.fetched)
-            note(f"checked out {job.sha[:12]}")
+            note(f"checked out {release_tag(job.sha)}")
         fault("checkout")
         check_stop(self.stop)
         with self.step(job, "built image") as note:
             self.store.log(job.id, builder.announce(name), kind="step", step="build")
-            name, built = pipeline.build(builder, self.config, app, job, context,
-                                         lambda lines: self.store.log_many(job.id, lines), self.stop,
-                                         lambda text: self.store.log(job.id, text, kind="step"))
+            built = pipeline.build(builder, self.config, app, job, context, name,
+                                   lambda lines: self.store.log_many(job.id, lines), self.stop,
+                                   lambda text: self.store.log(job.id, text, kind="step"))
             if not builder.elsewhere:
                 self.store.set_image(job.id, name)
             note(f"built {name} (image {built})" if not builder.elsewhere else
                  f"built with {builder.describe()}, pushed {registry.remote_repository(self.config, app)}:"
-                 f"{job.sha[:12]} ({built})")
+                 f"{release_tag(job.sha)} ({built})")
         fault("build")
         if builder.elsewhere:
             self._fetch_built(client, name, built)
@@ -437,7 +434,8 @@ class Deploy:
         job, app = self.job, self.app
         ran = self.store.release_command_ran(app.name, job.sha)
         if ran is not None:
-            self.store.log(job.id, f"release command: ran for {job.sha[:12]} already (job {ran}); not run again",
+            self.store.log(job.id, f"release command: ran for {release_tag(job.sha)} already (job {ran}); "
+                                   "not run again",
                            kind="step", step="release")
             return
 

@@ -24,7 +24,7 @@ import docker
 
 from hookdeploy.core.config import Config
 from hookdeploy.core.errors import HookdeployError
-from hookdeploy.core.models import Job, JobState
+from hookdeploy.core.models import Job, JobState, release_tag
 from hookdeploy.core.store import Store
 from hookdeploy.engine import certs, containers, maintenance, notify, pipeline, proxy, runtime
 from hookdeploy.engine.deploy import job_name
@@ -74,7 +74,8 @@ class Recovery:
             with contextlib.suppress(HookdeployError):
                 self.repair(job.app)
             if went_live:
-                self.store.log(job.id, f"{job.sha[:12]} had gone live before the worker died and stays live, the "
+                self.store.log(job.id, f"{release_tag(job.sha)} had gone live before the worker died and stays "
+                                       f"live, the "
                                        f"one release the proxy routes to (any earlier one retired); no retry needed")
             elif retry is None:
                 self.store.log(job.id, "a newer job is queued; no retry")
@@ -101,8 +102,8 @@ class Recovery:
             addresses = (where.repair(live.container) if live and live.container else None) or []
             if addresses:  # none while no task serves: the routes stay as they are
                 if not proxy.routes_exactly(path, addresses, app.port):
-                    proxy.switch(proxy_container, path, proxy.render(app, addresses, live.sha, certs.tls_routes(self.config, app)))
-                    log.warning("%s: proxy repaired to serve %s (%d address%s)", app.name, live.sha[:12],
+                    proxy.switch(proxy_container, path, certs.render_routes(self.config, app, addresses, live.sha))
+                    log.warning("%s: proxy repaired to serve %s (%d address%s)", app.name, release_tag(live.sha),
                                 len(addresses), "" if len(addresses) == 1 else "es")
             elif live is None and path.exists() and self.store.live_release(app.name) is None:
                 path.unlink()
@@ -138,7 +139,7 @@ class Recovery:
             return False  # a stopped app's route is its maintenance page
         where = runtime.runtime_for(self.config, app, client)
         serving = where.addresses(live.container)
-        proxy_container = containers.get_container(client, f"{self.config.server.name}-proxy")
+        proxy_container = containers.get_container(client, containers.proxy_name(self.config.server.name))
         if serving is None or proxy_container is None or proxy_container.status != "running":
             return False
         path = proxy.app_file(self.config, app.name)
@@ -150,7 +151,7 @@ class Recovery:
             now = self.store.live_release(app.name)
             if now is None or now.id != live.id:
                 return False  # a deploy switched meanwhile; the next look follows the new release
-            proxy.switch(proxy_container, path, proxy.render(app, wanted, live.sha, certs.tls_routes(self.config, app)))
+            proxy.switch(proxy_container, path, certs.render_routes(self.config, app, wanted, live.sha))
         added, dropped = sorted(set(wanted) - routed), sorted(routed - set(wanted))
         log.warning("%s: proxy follows %s's tasks: %s", app.name, live.container,
                     ", ".join([f"+{ip}" for ip in added] + [f"-{ip}" for ip in dropped]))

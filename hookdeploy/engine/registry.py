@@ -22,6 +22,7 @@ import urllib3.exceptions
 from hookdeploy.core.config import AppConfig, Config
 from hookdeploy.core.errors import DockerUnavailable, StepFailed
 from hookdeploy.core.names import DIGEST, split_image
+from hookdeploy.core.models import release_tag
 from hookdeploy.engine import containers, streams
 
 PROGRESS_EVERY = 1.0  # seconds between two progress lines of one layer
@@ -61,7 +62,7 @@ def push(client: docker.DockerClient, config: Config, app: AppConfig, local_imag
     """Tag a built release URL/N/APP:SHA12 (or `tag`) and push it; return (that name, the registry's digest).
 
     StepFailed with the registry's reason when the push fails (down, refused credentials, full disk)."""
-    repository, tag = remote_repository(config, app), tag or sha[:12]
+    repository, tag = remote_repository(config, app), tag or release_tag(sha)
     try:
         client.images.get(local_image).tag(repository, tag=tag)
         auth = auth_config(config)
@@ -127,7 +128,7 @@ def revision(client: docker.DockerClient, image: str) -> str | None:
 def forget(client: docker.DockerClient, config: Config, app: AppConfig, sha: str) -> None:
     """Remove the local URL/N/APP:SHA12 name a push left (the registry keeps the release)."""
     if config.registry is not None:
-        containers.remove_image(client, f"{remote_repository(config, app)}:{sha[:12]}")
+        containers.remove_image(client, f"{remote_repository(config, app)}:{release_tag(sha)}")
 
 
 def _silent_engine(what: str, error: BaseException) -> Exception:

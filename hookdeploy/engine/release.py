@@ -22,7 +22,7 @@ from docker.types import NetworkAttachmentConfig, RestartPolicy, ServiceMode
 
 from hookdeploy.core.config import AppConfig, Config
 from hookdeploy.core.errors import StepFailed
-from hookdeploy.core.models import Job
+from hookdeploy.core.models import Job, release_tag
 from hookdeploy.core.names import printable
 from hookdeploy.engine import containers, runspec, streams, swarm
 
@@ -60,7 +60,7 @@ def run_command(client: docker.DockerClient, config: Config, app: AppConfig, job
             raise StepFailed(f"release command {describe(app)}: no exit status came ({error})") from None
         if status != 0:
             raise StepFailed(f"release command {describe(app)} exited with status {status}; "
-                             f"{job.sha[:12]} did not go live")
+                             f"{release_tag(job.sha)} did not go live")
     finally:
         containers.remove(container)
 
@@ -125,7 +125,7 @@ def run_as_job(client: docker.DockerClient, config: Config, app: AppConfig, job:
     if outcome.get("state") != "complete":
         why = (f"exited with status {outcome['exit']}" if outcome.get("exit") else
                f"did not run: {outcome.get('error') or outcome.get('state')}")
-        raise StepFailed(f"release command {describe(app)} {why}; {job.sha[:12]} did not go live")
+        raise StepFailed(f"release command {describe(app)} {why}; {release_tag(job.sha)} did not go live")
 
 
 def _relay(client: docker.DockerClient, container, timeout: float, on_lines: Callable[[list[str]], None],

@@ -31,6 +31,7 @@ from hookdeploy.core.errors import BadInput, StepFailed
 from hookdeploy.core.names import DNS_NAME, check_app_name
 from hookdeploy.core.store import Store
 from hookdeploy.core.taskruns import TaskRun, TaskRuns
+from hookdeploy.core.models import release_tag
 from hookdeploy.engine import containers, maintenance, proxy, runtime, swarm, traffic
 
 log = logging.getLogger(__name__)
@@ -149,7 +150,7 @@ def remove_route(config: Config, client: docker.DockerClient, app: str) -> tuple
             default_before = proxy.read(default)
             path.unlink()
             proxy.prepare(config)
-            running = containers.get_container(client, f"{config.server.name}-proxy")
+            running = containers.get_container(client, containers.proxy_name(config.server.name))
             if running is not None and running.status == "running":
                 try:
                     proxy.test_and_reload(running)
@@ -294,7 +295,7 @@ def leftovers(config: Config, store: Store, client: docker.DockerClient | None, 
     left = []
     live = store.live_release(app)
     if live is not None:
-        left.append(f"live release {live.sha[:12]}")
+        left.append(f"live release {release_tag(live.sha)}")
     queued = store.queued_count(app)
     if queued:
         left.append(_count([0] * queued, "queued job"))

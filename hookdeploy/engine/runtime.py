@@ -43,7 +43,7 @@ import docker.errors
 
 from hookdeploy.core.config import AppConfig, Config
 from hookdeploy.core.errors import Aborted, StepFailed
-from hookdeploy.core.models import Job
+from hookdeploy.core.models import Job, release_tag
 from hookdeploy.engine import containers, health, registry, release, runspec, swarm
 
 Lines = Callable[[list[str]], None]
@@ -120,7 +120,7 @@ def service_image(config: Config, app: AppConfig, sha: str, digest: str) -> str:
     """The image a swarm release's tasks run, pinned by digest: URL/N/APP:SHA12@DIGEST (IMAGE@DIGEST
     for an image app): every node runs exactly the bytes that were checked, whatever a tag says later."""
     if app.builds:
-        return f"{registry.remote_repository(config, app)}:{sha[:12]}@{digest}"
+        return f"{registry.remote_repository(config, app)}:{release_tag(sha)}@{digest}"
     return f"{app.image}@{digest}"
 
 

@@ -89,7 +89,7 @@ def ensure_overlay(client: docker.DockerClient, instance: str):
         driver = network.attrs.get("Driver")
         if driver != "overlay" or not network.attrs.get("Attachable"):
             raise StepFailed(f"network {instance} is a {driver} network; a swarm app needs {instance} to be an "
-                             f"attachable overlay: remove the proxy and the network (docker rm -f {instance}-proxy; "
+                             f"attachable overlay: remove the proxy and the network (docker rm -f {containers.proxy_name(instance)}; "
                              f"docker network rm {instance}) and deploy again")
         return network
     log.info("creating overlay network %s", instance)
