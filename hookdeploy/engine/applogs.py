@@ -6,6 +6,7 @@ replica or task (as `docker compose logs` and `docker service logs` count it). W
 lines come as the engine sends them until every stream ends (the containers stopped, the service
 went) or `until()` is true (asked about once a second). Lines are returned as the app wrote them:
 whoever shows them escapes them.
+Imports hookdeploy.core, containers, swarm and runtime (a release's containers); the API and `app-logs` call it.
 """
 
 from __future__ import annotations

@@ -7,6 +7,9 @@ buildx build`), else the first of version 20.10 to 22.x, whose own `docker build
 DOCKER_BUILDKIT=1 (Debian 12's docker.io). A CLI of 23 or later without buildx cannot build with
 BuildKit at all (it says "the buildx component is missing"), so it is passed over: on a machine where
 one comes first on PATH, Debian's /usr/bin/docker next to it still builds.
+
+The CLI's output is followed by streams.py (a stop or the build's timeout ends the CLI, and with it
+the build). Imports hookdeploy.core and streams.py; builders.py and buildhost.py call it.
 """
 
 from __future__ import annotations

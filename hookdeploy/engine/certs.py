@@ -18,6 +18,10 @@ When: a deploy orders a certificate for each hostname that has none, before its 
 (`ensure(..., renewals=False)`); the worker's loop renews one when a third of its lifetime, at most
 RENEW_DAYS, is left, and tries a failed name again after RETRY_SECONDS[0], doubling up to [1]
 (`maintain`). A name without a certificate is served over HTTP; a failed renewal keeps the old one.
+
+An app's routes are rendered with its certificates here (`render_routes`, the lowest module that
+knows both), by every switch, repair and reroute. Imports hookdeploy.core, proxy.py and containers.py
+(the proxy's name).
 """
 
 from __future__ import annotations

@@ -13,7 +13,10 @@ switch (Aborted); from the switch on, the deploy finishes whatever happens. A De
 job's final state and error and changes no job state itself: the worker (worker.py) does that.
 Each step is timed and recorded as a job event `self.step(job, NAME)`, stored with its short
 name STEPS[NAME], which /metrics, the dashboard's charts and the push output go by. Imports
-hookdeploy.core and the engine's step modules only.
+hookdeploy.core and the step modules it orders (builders, certs, containers, ordering, pipeline,
+proxy, registry, release, runtime, traffic); the engine's objects it handles through runtime.py
+and pipeline.py, never through a docker call of its own. maintenance, recovery and the worker
+import it (its step names, its fault hook, job_name); it imports none of them.
 """
 
 from __future__ import annotations

@@ -12,6 +12,7 @@ A folder may also be refreshed in place to a new commit: what is unchanged is le
 mtime too, so BuildKit's file sync, which compares metadata, sends only what changed), what changed is
 rewritten, and what the new commit lacks is removed: the result is exactly the new tree, whatever the
 folder held before.
+Imports hookdeploy.core only; gitops.export calls it.
 """
 
 from __future__ import annotations

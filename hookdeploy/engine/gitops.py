@@ -1,6 +1,7 @@
 """Git, through gitpython: bare repos, mirrors of clone URLs, resolving SHAs, exporting a commit.
 
 Every name handed to git here was validated first (names.py); git is never run through a shell.
+Imports hookdeploy.core and extraction.py; pipeline, the service layer, the web and the CLI call it.
 """
 
 from __future__ import annotations

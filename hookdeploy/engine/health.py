@@ -1,4 +1,9 @@
-"""HTTP health checks: of a candidate straight at its address, and of a release through the proxy."""
+"""HTTP health checks: of a candidate straight at its address, and of a release through the proxy.
+
+Owns the probe (one GET judged by the app's [health]: status and `contains`) and the wait for a
+healthy answer, whose pauses end at once on a stop. Imports hookdeploy.core only; runtime (candidates),
+swarm (its own probe from inside the proxy container judges with `judge`) and pipeline (verify) call it.
+"""
 
 from __future__ import annotations
 

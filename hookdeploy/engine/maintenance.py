@@ -8,7 +8,9 @@ of a stopped app starts it by going live (Store.record_live ends the stop).
 
 Where a release runs is in stop_release and start_release alone (containers on this engine, or a
 Swarm service scaled to 0 and back). Like Deploy, a Stop or Start returns the job's final state and
-error and changes no job state itself. Imports hookdeploy.core and the engine's step modules only.
+error and changes no job state itself. Imports hookdeploy.core, the step modules (certs, pipeline,
+proxy, runtime, traffic) and deploy.py for its step names, fault hook and job_name; recovery (a
+stopped app stays stopped), removal and the worker import it.
 """
 
 from __future__ import annotations

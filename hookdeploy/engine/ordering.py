@@ -10,6 +10,7 @@ digest only while the tag points at it, and never a digest that was live before 
 
 Replay, rollback and `deploy`, which a person asks for, are never checked: they may go back.
 Each check returns why the job must not go live (its `superseded` reason), or None.
+Imports hookdeploy.core and gitpython only; deploy.py asks it before anything is built or pulled.
 """
 
 from __future__ import annotations

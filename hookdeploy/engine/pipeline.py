@@ -1,7 +1,11 @@
 """The steps that turn a commit into a live release, each a plain function.
 
 deploy.py owns their order and the worker (worker.py) every job state change; a step returns a value
-or raises StepFailed with the reason a person needs, and touches nothing it was not handed.
+or raises StepFailed with the reason a person needs, and writes no job state or job log. Owns: the
+checkout into the app's build folder, a build with its retries and the build lock, the proxy and
+network made ready (under the setup lock), verification through the proxy, and image pruning (the
+rollback target kept: Store.rollback_target). Imports hookdeploy.core and the modules of those
+steps (builders, certs, containers, gitops, health, proxy, registry, runtime, traffic).
 """
 
 from __future__ import annotations

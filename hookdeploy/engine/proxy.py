@@ -4,6 +4,11 @@ A switch writes the app's file to a temp name and renames it over the old one (n
 whole files only on reload), tests the whole config with `nginx -t`, then reloads gracefully:
 old workers finish the requests they hold while new ones take the new upstream. Switches are
 serialised across apps and processes by a lock file beside conf.d.
+
+Owns the files of conf.d and what they say: `render` (an app's server blocks, with the addresses
+they route to kept as a data line that `routed` reads back), `switch`, `switch_back`, the locks.
+It knows no certificate (certs.render_routes hands it the app's) and no release; of Docker it only
+execs nginx in the proxy container it is handed. Imports hookdeploy.core and traffic.py.
 """
 
 from __future__ import annotations

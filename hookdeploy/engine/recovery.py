@@ -9,7 +9,9 @@ the proxy at the recorded live release and removes the app's other release objec
 leftovers: containers, and for a swarm app services), sparing those of running jobs. Following a
 swarm app keeps the proxy's upstream equal to the live service's serving tasks as Swarm replaces
 them (a node lost, a task died): a task gone is dropped at once, a new one added once it answered
-the health check. Imports hookdeploy.core and the engine's step modules only.
+the health check. Imports hookdeploy.core, the step modules (certs, containers, notify, pipeline,
+proxy, runtime), maintenance.py (a stopped app's page) and deploy.py's job_name; only the worker
+imports it.
 """
 
 from __future__ import annotations

@@ -5,6 +5,8 @@ X-Registry-Auth header the docker SDK builds from `auth_config`), so the worker 
 ~/.docker/config.json is never read and the password is never logged, stored or shown: errors
 carry the registry's message, which never contains it. Progress (layers, bytes) reaches the job
 log like the build's output, one line per layer state and at most one progress line a second.
+A push or pull is a long call of streams.py: a stop is seen within half a second, and it fails after
+TRANSFER_TIMEOUT s without a word from the engine. Imports hookdeploy.core, containers.py and streams.py.
 """
 
 from __future__ import annotations

@@ -6,7 +6,8 @@ The container `N-APP-SHA12-JOB-release` (labels of the release, and `hookdeploy.
 the app's run options (runspec: env, volumes, network, limits) and no restart policy. Its output
 goes to the job log line by line as it comes, as a build's does. A non-zero exit or the
 `release_timeout` (the container is killed) is a StepFailed; a stop kills it too (Aborted). The
-container is removed however it ends; its volumes stay.
+container is removed however it ends; its volumes stay. The output is followed by streams.py.
+Imports hookdeploy.core, containers, runspec, streams and swarm; runtime.py calls it.
 """
 
 from __future__ import annotations

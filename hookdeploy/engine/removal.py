@@ -13,6 +13,7 @@ a registry or another swarm node holds.
 The app is no longer in the config, so everything is found from what the engine's labels, the
 store and its route file know. Certificates are found from the route's server names (the proxy
 served exactly those); a name another app of deploy.toml now claims keeps its certificate.
+Imports hookdeploy.core, containers, maintenance, proxy, runtime, swarm and traffic; the CLI and `doctor` call it.
 """
 
 from __future__ import annotations

@@ -26,8 +26,9 @@ job), or the service's. The methods, whose names callers rely on:
 
 Where it matters which engine objects exist, both look at both (a release made before the app's
 target changed is still retired and removed): retire, remove_all. Imports hookdeploy.core and the
-engine's container, swarm and release modules only; no docker object crosses into Deploy's
-decisions except the opaque `Candidate.handle` and the proxy container handed to health checks.
+engine's containers, swarm, release, runspec, health and registry modules only; no docker object
+crosses into Deploy's decisions except the opaque `Candidate.handle` and the proxy container handed
+to health checks.
 """
 
 from __future__ import annotations

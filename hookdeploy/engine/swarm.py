@@ -6,6 +6,8 @@ pinned by digest. The engine is a manager ($DOCKER_HOST). The nodes pull with th
 service was created with ([registry]'s, handed over as the X-Registry-Auth header), never with a
 node's own login. Health probes run inside the proxy container, which is on the overlay (the
 host of the engine cannot reach overlay addresses): an HTTP/1.0 request through busybox's `nc`.
+Imports hookdeploy.core, containers.py (labels, networks) and health.py; runtime.py, release.py,
+removal and applogs call it, and a deploy reaches it only through runtime.py.
 """
 
 from __future__ import annotations
