@@ -16,6 +16,7 @@ imports it.
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import logging
 import os
@@ -35,6 +36,10 @@ from hookdeploy.engine.deploy import job_name
 log = logging.getLogger("hookdeploy.engine.worker")
 
 STALE_SECONDS = 15.0
+FAILED_PROBES = 2  # probes in a row (one a follower round) a routed task may fail before it leaves the upstream
+
+# (instance, app) -> address -> probes failed in a row, kept across the follower's rounds (one Recovery each)
+_failing: dict[tuple[str, str], dict[str, int]] = {}
 
 
 class Recovery:
@@ -131,9 +136,12 @@ class Recovery:
         """Route an app whose runtime moves its replicas (a swarm service) to the live release's serving
         addresses as they are now; True if the proxy changed.
 
-        A task no longer serving (its node lost, its container dead, replaced by Swarm) is dropped at
-        once; a new task is added once it passed one health check. While no task serves, the routes
-        stay as they are (nginx tries each in turn)."""
+        Each round (the worker's, every FOLLOW_SECONDS) probes every address from the proxy, in
+        parallel. A task no longer serving (replaced by Swarm, its node marked down) is dropped at
+        once; a routed one that failed FAILED_PROBES probes in a row is dropped too, whatever Swarm
+        says of its node (a node lost is marked down only after 10 s or more); a task not routed is
+        added once it passed a probe, so a dropped one comes back after one. While no task would be
+        left, the routes stay as they are (nginx tries each in turn)."""
         app = self.config.app(app_name)
         client = self.client
         live = self.store.live_release(app.name)
@@ -146,7 +154,14 @@ class Recovery:
             return False
         path = proxy.app_file(self.config, app.name)
         routed = set(proxy.routed_addresses(path))
-        wanted = [ip for ip in serving if ip in routed or where.probe(proxy_container, ip).ok]
+        answered = _probe_all(where, proxy_container, serving)
+        failing = _failing.setdefault((self.config.server.name, app.name), {})
+        for ip in list(failing):
+            if ip not in answered:
+                del failing[ip]  # gone from the service: forgotten
+        for ip, ok in answered.items():
+            failing[ip] = 0 if ok else failing.get(ip, 0) + 1
+        wanted = [ip for ip in serving if (failing[ip] < FAILED_PROBES if ip in routed else answered[ip])]
         if not wanted or set(wanted) == routed:
             return False
         with proxy.locked(self.config):
@@ -173,3 +188,12 @@ class Recovery:
             except PermissionError:
                 pass
         return any(stale.id == job.id for stale in self.store.stale_running(STALE_SECONDS))
+
+
+def _probe_all(where: runtime.Runtime, proxy_container, addresses: list[str]) -> dict[str, bool]:
+    """One health check of each address at once (from the proxy: `where.probe`); address -> passed."""
+    if not addresses:
+        return {}
+    with concurrent.futures.ThreadPoolExecutor(max_workers=len(addresses), thread_name_prefix="follow-probe") as pool:
+        results = pool.map(lambda ip: where.probe(proxy_container, ip).ok, addresses)
+        return dict(zip(addresses, results))
