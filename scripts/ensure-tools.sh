@@ -9,6 +9,7 @@
 # from starting, and where it does start, the tests' registries listen on free ports of their own.
 # tests/buildhost_helpers.py reaches its build host over ssh (openssh-client), with a key made by ssh-keygen,
 # and over tcp with TLS, its certificates made by openssl.
+# tests/test_signatures.py signs commits with keys made by ssh-keygen and gpg (gnupg), and gpg verifies them.
 set -euo pipefail
 
 export PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
@@ -28,6 +29,7 @@ declare -A package_of=(
     [ssh]=openssh-client
     [ssh-keygen]=openssh-client
     [openssl]=openssl
+    [gpg]=gnupg
 )
 
 missing=()

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Make .venv with hookdeploy and its test extra installed (editable), reinstalling only when
+# Make .venv with hookdeploy and its test and docs extras installed (editable), reinstalling only when
 # pyproject.toml or the interpreter changed since the last install. Run from anywhere.
 #
 # The venv is built from the distribution's /usr/bin/python3 where it exists: that is the
@@ -36,8 +36,8 @@ fi
 # Reinstall only when pyproject.toml (or the interpreter) changed since the last install.
 wanted=$({ sha256sum pyproject.toml; "$venv/bin/python" -VV; echo "$base"; } | sha256sum | cut -d' ' -f1)
 if [[ ! -f "$stamp" || "$(cat "$stamp")" != "$wanted" ]]; then
-    echo "ensure-venv: installing hookdeploy with its test extra into $venv ($("$venv/bin/python" -V) from $base)"
-    PIP_DISABLE_PIP_VERSION_CHECK=1 "$venv/bin/python" -m pip install -q -e '.[test]'
+    echo "ensure-venv: installing hookdeploy with its test and docs extras into $venv ($("$venv/bin/python" -V) from $base)"
+    PIP_DISABLE_PIP_VERSION_CHECK=1 "$venv/bin/python" -m pip install -q -e '.[test,docs]'
     echo "$wanted" >"$stamp"
 fi
 exec 8>&-

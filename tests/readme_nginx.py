@@ -1,7 +1,8 @@
-"""The README's nginx in front of `hookdeploy serve`, for tests and benches: its two ```nginx blocks
-(conf.d/hookdeploy.conf, and the connection room of nginx.conf) taken from README.md as they are,
-made to serve TLS on a free loopback port with a test certificate, and run from hookdeploy-nginx:local
-with host networking. Every test of the proxy runs this, so the README cannot drift from what is tested.
+"""The handbook's nginx in front of `hookdeploy serve` (docs/guides/tls-proxy.md, once the README's: hence
+the module's name), for tests and benches: its two ```nginx blocks (conf.d/hookdeploy.conf, and the
+connection room of nginx.conf) taken from the page as they are, made to serve TLS on a free loopback port
+with a test certificate, and run from hookdeploy-nginx:local with host networking. Every test of the proxy
+runs this, so the guide cannot drift from what is tested.
 """
 
 from __future__ import annotations
@@ -14,11 +15,11 @@ import textwrap
 import time
 from pathlib import Path
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+GUIDE = Path(__file__).resolve().parent.parent / "docs" / "guides" / "tls-proxy.md"
 IMAGE = "hookdeploy-nginx:local"
 CONTAINER_CONF_D = "/etc/nginx/conf.d"
 MAIN_CONF = "nginx.conf.main"  # beside hookdeploy.conf, mounted as nginx.conf; not *.conf, which conf.d includes
-# The image's own nginx.conf, but for the README's block in place of its `events` block, and no access
+# The image's own nginx.conf, but for the guide's block in place of its `events` block, and no access
 # log (thousands of slow clients' lines would only fill the container's log).
 NGINX_CONF = """\
 user nginx;
@@ -37,20 +38,20 @@ http {{
 
 
 def readme_blocks() -> tuple[str, str]:
-    """(conf.d/hookdeploy.conf, the nginx.conf lines) as the README gives them."""
+    """(conf.d/hookdeploy.conf, the nginx.conf lines) as the guide gives them."""
     blocks = [textwrap.dedent(block) for block in
-              re.findall(r"```nginx\n(.*?)```", README.read_text(encoding="utf-8"), re.DOTALL)]
+              re.findall(r"```nginx\n(.*?)```", GUIDE.read_text(encoding="utf-8"), re.DOTALL)]
     site = [block for block in blocks if "proxy_pass" in block]
     main = [block for block in blocks if "worker_connections" in block]
-    assert len(site) == 1 and len(main) == 1, "README.md should have one ```nginx block with proxy_pass " \
+    assert len(site) == 1 and len(main) == 1, f"{GUIDE} should have one ```nginx block with proxy_pass " \
                                               "and one with worker_connections"
     return site[0], main[0]
 
 
 def directive(name: str) -> str:
-    """The value of a directive in the README's conf.d block, e.g. directive("client_header_timeout") == "10s"."""
+    """The value of a directive in the guide's conf.d block, e.g. directive("client_header_timeout") == "10s"."""
     found = re.findall(rf"^\s*{name}\s+([^;]+);", readme_blocks()[0], re.MULTILINE)
-    assert len(found) == 1, f"README's nginx block should set {name} once"
+    assert len(found) == 1, f"the guide's nginx block should set {name} once"
     return found[0].strip()
 
 
@@ -62,12 +63,12 @@ def seconds(value: str) -> float:
 
 def _replace(text: str, pattern: str, replacement: str) -> str:
     changed, count = re.subn(pattern, replacement, text, flags=re.MULTILINE)
-    assert count == 1, f"README's nginx block should match {pattern!r} once, not {count} times"
+    assert count == 1, f"the guide's nginx block should match {pattern!r} once, not {count} times"
     return changed
 
 
 def write_config(folder: Path, port: int, upstream: int) -> None:
-    """nginx.conf (as MAIN_CONF) and hookdeploy.conf in `folder` (which holds cert.pem and key.pem): the README's,
+    """nginx.conf (as MAIN_CONF) and hookdeploy.conf in `folder` (which holds cert.pem and key.pem): the guide's,
     listening with TLS on 127.0.0.1:port, passing on to 127.0.0.1:upstream."""
     site, main = readme_blocks()
     site = _replace(site, r"^(\s*)listen 443 ssl;", rf"\1listen 127.0.0.1:{port} ssl;")
@@ -79,7 +80,7 @@ def write_config(folder: Path, port: int, upstream: int) -> None:
 
 
 def start(docker_engine, folder: Path, port: int, upstream: int, label: str):
-    """Run the README's nginx from `folder` (cert.pem, key.pem, and any other *.conf to include);
+    """Run the guide's nginx from `folder` (cert.pem, key.pem, and any other *.conf to include);
     return the container, once nginx accepts TLS on 127.0.0.1:port."""
     write_config(folder, port, upstream)
     container = docker_engine.containers.run(

@@ -218,7 +218,7 @@ def test_git_is_never_allowed_a_command_transport(tmp_path):
     GIT_ALLOW_PROTOCOL, so ext:: is refused by git itself and its command never runs."""
     import subprocess
 
-    from hookdeploy.engine.gitops import SAFE_ENVIRONMENT
+    from hookdeploy.engine.gitauth import SAFE_ENVIRONMENT
 
     marker = tmp_path / "ran"
     completed = subprocess.run(["git", "ls-remote", f"ext::sh -c touch% {marker}"], capture_output=True, text=True,

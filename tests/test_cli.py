@@ -16,7 +16,7 @@ from hookdeploy.core.store import Store
 
 from conftest import HOOKDEPLOY, fake_sha, git
 
-JOB_KEYS = {"id", "app", "kind", "trigger", "ref", "sha", "state", "created_at", "started_at", "finished_at", "digest",
+JOB_KEYS = {"id", "app", "kind", "trigger", "ref", "sha", "state", "created_at", "started_at", "finished_at", "digest", "signer",
             "error", "image"}
 ISO_UTC = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|\+00:00)\Z")
 

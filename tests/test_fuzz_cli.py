@@ -31,9 +31,12 @@ FUZZ = settings(max_examples=int(os.environ.get("HOOKDEPLOY_FUZZ_EXAMPLES", 1000
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
 COMMANDS = [["status"], ["history"], ["logs"], ["deploy"], ["replay"], ["rollback"], ["token", "create"], ["init-repo"],
-            ["hook"], ["doctor"], ["token"], [], ["nosuch"]]
+            ["hook"], ["doctor"], ["token"], ["token", "list"], ["token", "revoke"], ["app-logs"], ["remove"], ["tasks"],
+            [], ["nosuch"]]
+# Not here: stop, start and task queue jobs no worker runs (a later --wait or logs --follow of them would wait
+# forever); run starts a container and exits with its command's status.
 WORDS = ["site", "blog", "--json", "--limit", "--ref", "--to", "--image", "--wait", "--follow", "--scope", "--ttl",
-         "--no-follow", "--help", "-h", "--", "-", "--config", "read", "deploy", "0", "1", "2", "-1", "9223372036854775807",
+         "--no-follow", "--tail", "--since", "--volumes", "--help", "-h", "--", "-", "--config", "read", "deploy", "0", "1", "2", "-1", "9223372036854775807",
          "9223372036854775808", "9" * 400, "nan", "1e400", "abcd", "ABCD", fake_sha(1), fake_sha(1)[:7],
          "@sha256:" + "a" * 64, "@sha256:x", "latest", "HEAD", "refs/heads/deploy", "a..b", "Site", "site\n", "\x1b[2J",
          "\x1b]0;title\x07", "a\nb", "\u2028", "\u00b2", "", " ", "--json=1", "--limit=0", "-x", "--version"]
@@ -66,6 +69,10 @@ SHAPES = {
     "init-repo": [VALUE.map(lambda value: [value])],
     "hook": [VALUE.map(lambda value: [value]), flag("--no-follow")],
     "doctor": [],
+    "token revoke": [VALUE.map(lambda value: [value])],
+    "app-logs": [VALUE.map(lambda value: [value]), option("--tail"), option("--since")],
+    "remove": [VALUE.map(lambda value: [value]), flag("--volumes")],
+    "tasks": [VALUE.map(lambda value: [value]), flag("--json")],
 }
 SHAPED = st.sampled_from(sorted(SHAPES)).flatmap(
     lambda name: st.tuples(*SHAPES[name]).map(lambda parts: (name.split(), [word for part in parts for word in part])))

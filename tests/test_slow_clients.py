@@ -211,8 +211,8 @@ def test_doctor_warns_when_serve_listens_publicly_with_no_proxy_in_front(write_c
     warnings = [line for line in lines if line.startswith("WARN  ")]
     assert warnings == [
         "WARN  server.listen 0.0.0.0:18080 is not a loopback address and no server.trusted_proxy is set: 1600 slow "
-        "clients would leave serve answering no one; listen on 127.0.0.1 behind the README's nginx "
-        "(\"Behind that proxy\"), or set server.trusted_proxy to the proxy's address"], lines
+        "clients would leave serve answering no one; listen on 127.0.0.1 behind a TLS proxy "
+        "(the handbook's guides/tls-proxy.md), or set server.trusted_proxy to the proxy's address"], lines
 
     # A warning is not a problem: doctor ends as it does on loopback.
     loopback_status, loopback_lines = doctor_lines(write_config, run_cli, state_dir, site_bare_repo,

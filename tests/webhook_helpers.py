@@ -106,9 +106,9 @@ def push_body(provider: str, sha: str, ref: str = "refs/heads/deploy", **changes
 
 def signed_headers(provider: str, secret: str, body: bytes, *, event: str | None = None,
                    delivery: str | None = None, content_type: str = "application/json") -> dict[str, str]:
-    """The headers `provider` sends with `body`, signed with `secret`."""
+    """The headers `provider` sends with `body`, signed with `secret` (Gitea signs a form body's payload)."""
     delivery = delivery or str(uuid.uuid4())
-    digest = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+    digest = hmac.new(secret.encode(), signed_content(provider, body, content_type), hashlib.sha256).hexdigest()
     if provider == "github":
         return {"X-GitHub-Event": event or "push", "X-GitHub-Delivery": delivery,
                 "X-Hub-Signature-256": f"sha256={digest}", "Content-Type": content_type}
@@ -119,6 +119,14 @@ def signed_headers(provider: str, secret: str, body: bytes, *, event: str | None
             "Content-Type": content_type}
 
 
+def signed_content(provider: str, body: bytes, content_type: str) -> bytes:
+    """What `provider` signs: GitHub the body as sent; Gitea/Forgejo the JSON, for a form body
+    the value of its `payload` field (services/webhook/deliver.go signs PayloadContent)."""
+    if provider == "gitea" and content_type == "application/x-www-form-urlencoded" and not body.startswith(b"{"):
+        return urllib.parse.parse_qs(body.decode("ascii")).get("payload", [""])[0].encode()
+    return body
+
+
 def delivery(app: str, sha: str, **options) -> tuple[bytes, dict[str, str]]:
     """A correctly signed push of `sha` to `app`'s deploy branch: (body, headers)."""
     provider = PROVIDER_OF[app]
@@ -127,7 +135,7 @@ def delivery(app: str, sha: str, **options) -> tuple[bytes, dict[str, str]]:
 
 
 def form_encoded(body: bytes) -> bytes:
-    """GitHub's application/x-www-form-urlencoded form of a JSON body."""
+    """The application/x-www-form-urlencoded form of a JSON body, as GitHub and Gitea send it."""
     return urllib.parse.urlencode({"payload": body.decode()}).encode()
 
 

@@ -8,7 +8,7 @@ import shutil
 from pathlib import Path
 from typing import Callable
 
-from hookdeploy.cli import doctor_swarm, doctor_tls
+from hookdeploy.cli import doctor_signatures, doctor_swarm, doctor_tls
 from hookdeploy.core.config import Config, missing_secrets
 from hookdeploy.core.errors import HookdeployError
 from hookdeploy.core.names import split_address
@@ -43,6 +43,7 @@ def run(config: Config, report: Report) -> int:
         check(False, "", f"{problem}: {_secret_fix(problem)}")
     for app in config.apps.values():
         _check_app(config, app, check)
+    doctor_signatures.check_signatures(config, check, report)
     _check_builds(config, check)
     if config.registry is not None:
         _check_registry(config, check)
@@ -91,7 +92,7 @@ def _check_listen(config: Config, report: Report) -> None:
     else:
         report(f"WARN  server.listen {listen} is not a loopback address and no server.trusted_proxy is set: "
                f"{config.server.connection_limit} slow clients would leave serve answering no one; "
-               "listen on 127.0.0.1 behind the README's nginx (\"Behind that proxy\"), "
+               "listen on 127.0.0.1 behind a TLS proxy (the handbook's guides/tls-proxy.md), "
                "or set server.trusted_proxy to the proxy's address")
 
 
@@ -101,7 +102,11 @@ def _check_app(config: Config, app, check) -> None:
     if not app.builds:
         return  # an image app has no repo; the registry is checked once, for all
     if not app.is_local_repo:
-        error = _ls_remote(app.repo)
+        if app.repo_key_file:
+            problem = _key_file_problem(app.repo_key_file)
+            check(problem is None, f"{app.name}: deploy key {app.repo_key_file} is readable by this user only",
+                  f"{app.name}: deploy key {app.repo_key_file}: {problem}")
+        error = _ls_remote(app, config.server.state_dir)
         check(error is None, f"{app.name}: repo {app.repo} answers (mirrored under state_dir)",
               f"{app.name}: repo {app.repo} cannot be reached ({error}): check the URL in apps.{app.name}.repo, "
               "the network, and that the hookdeploy user can read it (its ssh key or a deploy key)")
@@ -174,7 +179,7 @@ def _secret_fix(problem: str) -> str:
     if ".secret_env:" in problem:
         return ("set it in the environment hookdeploy runs with (for the systemd units: /etc/hookdeploy/env, "
                 "mode 0600), e.g. to the output of: openssl rand -hex 32")
-    if ".env." in problem or ".password_env:" in problem:
+    if ".env." in problem or ".password_env:" in problem or ".repo_token_env:" in problem:
         return "set it in the environment hookdeploy runs with (for the systemd units: /etc/hookdeploy/env)"
     if ".password_file:" in problem:
         return "write the password into that file, readable only by the hookdeploy user"
@@ -210,27 +215,38 @@ def _check_registry(config: Config, check) -> None:
           "the password in registry.password_env or password_file")
 
 
-def _ls_remote(url: str, timeout: float = LS_REMOTE_TIMEOUT) -> str | None:
-    """None if `git ls-remote URL` answers within `timeout` seconds, else why not (one line)."""
+def _ls_remote(app, state_dir: str, timeout: float = LS_REMOTE_TIMEOUT) -> str | None:
+    """None if `git ls-remote` of the app's clone URL answers within `timeout` seconds with the app's
+    credentials (gitauth), else why not (one line: key refused, host key changed, repository not found...)."""
     import git
 
-    from hookdeploy.engine.gitops import SAFE_ENVIRONMENT
+    from hookdeploy.engine import gitauth
 
-    # Never wait for a password or a host-key question: doctor runs unattended too.
-    environment = {"GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "/bin/false", "SSH_ASKPASS": "/bin/false",
-                   "GIT_SSH_COMMAND": os.environ.get("GIT_SSH_COMMAND", "ssh") + " -o BatchMode=yes", **SAFE_ENVIRONMENT}
     try:
-        git.cmd.Git().ls_remote("--heads", "--", url, kill_after_timeout=timeout, env=environment)
+        environment = gitauth.environment(app, state_dir)
+        if not app.repo_key_file and not app.repo_host_key:
+            # The user's own ssh setup, but never a host-key question: doctor runs unattended too.
+            environment["GIT_SSH_COMMAND"] = os.environ.get("GIT_SSH_COMMAND", "ssh") + " -o BatchMode=yes"
+        git.cmd.Git().ls_remote("--heads", "--", app.repo, kill_after_timeout=timeout, env=environment)
     except git.GitCommandError as error:
         if error.status == -9 or "Timeout" in str(error.stderr or ""):
             return f"no answer within {timeout:.0f} s"
-        text = str(error.stderr or error).strip()
-        lines = [line.strip().removeprefix("stderr: ").strip("'\" ") for line in text.splitlines()]
-        lines = [line for line in lines if line]
-        fatal = [line for line in lines if line.startswith(("fatal:", "error:", "ssh:"))]
-        return (fatal or lines or ["git ls-remote failed"])[0]
-    except OSError as error:
+        return gitauth.explain(app, state_dir, str(error.stderr or error))
+    except (HookdeployError, OSError) as error:
         return str(error)
+    return None
+
+
+def _key_file_problem(path: str) -> str | None:
+    """Why ssh would not use the deploy key at `path`, or None."""
+    try:
+        mode = os.stat(path).st_mode
+        with open(path, "rb"):
+            pass
+    except OSError as error:
+        return f"cannot read it ({error.strerror})"
+    if mode & 0o077:
+        return f"others may read it (mode {mode & 0o777:o}; ssh refuses such a key): chmod 600 {path}"
     return None
 
 

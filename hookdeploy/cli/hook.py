@@ -6,9 +6,7 @@ This runs inside every `git push`, so it imports nothing heavy (no git, no Docke
 from __future__ import annotations
 
 import os
-import shlex
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, TextIO
@@ -106,11 +104,11 @@ def fast_path_arguments(argv: list[str]) -> tuple[str | None, str, bool] | None:
     return None
 
 
-def template_path() -> Path:
-    """The hook template: inside the installed package, or at the top of a source checkout."""
+def template_path(name: str = TEMPLATE_NAME) -> Path:
+    """The hook template `name`: inside the installed package, or at the top of a source checkout."""
     package = Path(__file__).resolve().parent.parent
-    packaged = package / "hooks" / TEMPLATE_NAME
-    return packaged if packaged.exists() else package.parent / "hooks" / TEMPLATE_NAME
+    packaged = package / "hooks" / name
+    return packaged if packaged.exists() else package.parent / "hooks" / name
 
 
 def hookdeploy_command() -> list[str]:
@@ -121,17 +119,20 @@ def hookdeploy_command() -> list[str]:
     return [str(Path(sys.executable).absolute()), "-m", "hookdeploy"]
 
 
-def install(repo: Path, app_name: str, config_file: Path) -> Path:
-    """Write the post-receive hook into a bare repo atomically and make it executable."""
-    text = template_path().read_text()
+def install(repo: Path, app_name: str, config_file: Path, name: str = TEMPLATE_NAME) -> Path:
+    """Write the hook `name` (post-receive, or pre-receive) into a bare repo atomically and make it executable."""
+    import shlex  # here: the hook itself, inside every push, needs neither
+    import tempfile
+
+    text = template_path(name).read_text()
     text = (text.replace("@HOOKDEPLOY@", shlex.join(hookdeploy_command()))
                 .replace("@CONFIG@", shlex.quote(str(config_file.absolute())))
                 .replace("@APP_COMMENT@", app_name)
                 .replace("@APP@", shlex.quote(app_name)))
     hooks = repo / "hooks"
     hooks.mkdir(exist_ok=True)
-    target = hooks / TEMPLATE_NAME
-    handle, temporary = tempfile.mkstemp(dir=hooks, prefix=".post-receive.")
+    target = hooks / name
+    handle, temporary = tempfile.mkstemp(dir=hooks, prefix=f".{name}.")
     try:
         with os.fdopen(handle, "w") as file:
             file.write(text)

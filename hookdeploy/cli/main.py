@@ -103,7 +103,8 @@ def cli(click_context: click.Context, config_option: str | None) -> None:
 @click.argument("app_name", metavar="APP")
 @pass_context
 def init_repo(context: Context, app_name: str) -> None:
-    """Create the app's bare repo if missing and install its post-receive hook."""
+    """Create the app's bare repo if missing and install its post-receive hook (and, for an app that deploys
+    only signed commits, its pre-receive hook)."""
     from pathlib import Path
 
     from hookdeploy.cli import hook
@@ -120,6 +121,9 @@ def init_repo(context: Context, app_name: str) -> None:
     context.store  # create the store now, so the first push does not pay for it
     click.echo(f"{'created' if created else 'found'} bare repo {repo} (branch {app.branch})")
     click.echo(f"installed {installed}")
+    if app.signatures is not None:
+        click.echo(f"installed {hook.install(repo, app.name, context.config.path, 'pre-receive')} "
+                   "(refuses a push whose head is not signed by an allowed key)")
     click.echo(f"push with: git push {repo} HEAD:{app.branch}")
 
 
@@ -132,6 +136,16 @@ def hook(context: Context, app_name: str, no_follow: bool) -> None:
     from hookdeploy.cli import hook as post_receive
 
     sys.exit(post_receive.run(context.config_option, app_name, follow_job=not no_follow))
+
+
+@cli.command("pre-receive")
+@click.argument("app_name", metavar="APP")
+@pass_context
+def pre_receive(context: Context, app_name: str) -> None:
+    """pre-receive entry: refuse a push whose head to deploy is not signed by an allowed key."""
+    from hookdeploy.cli import prereceive
+
+    sys.exit(prereceive.run(context.config_option, app_name))
 
 
 # -- enqueueing ----------------------------------------------------------------------------------
@@ -245,7 +259,7 @@ def status(context: Context, app_name: str | None, as_json: bool) -> None:
 
 @cli.command()
 @click.argument("app_name", metavar="APP")
-@click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 10_000))
+@click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 10_000), help="How many jobs to show.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list, newest first.")
 @pass_context
 def history(context: Context, app_name: str, limit: int, as_json: bool) -> None:

@@ -16,12 +16,13 @@ from typing import Mapping
 from hookdeploy.core.config_parse import parse
 from hookdeploy.core.config_schema import (NOTIFY_EVENTS, NOTIFY_FORMATS, PROVIDERS, PROXY_HEADERS, AppConfig, Config,
                                            GuardConfig, HealthConfig, NotifyConfig, ProxyConfig, RegistryConfig, ServerConfig, TaskConfig,
-                                           TlsConfig, TlsFiles, WebhookConfig, is_local_path, read_secret)
+                                           TlsConfig, TlsFiles, WebhookConfig, is_local_path, read_secret,
+                                           ssh_host)
 from hookdeploy.core.errors import ConfigError
 
 # What callers import from here: the schema and parse re-exported, and this module's own.
 __all__ = ["NOTIFY_EVENTS", "NOTIFY_FORMATS", "PROVIDERS", "PROXY_HEADERS", "AppConfig", "Config", "GuardConfig", "HealthConfig",
-           "NotifyConfig", "ProxyConfig", "RegistryConfig", "ServerConfig", "TaskConfig", "TlsConfig", "TlsFiles", "WebhookConfig", "is_local_path", "read_secret", "parse",
+           "NotifyConfig", "ProxyConfig", "RegistryConfig", "ServerConfig", "TaskConfig", "TlsConfig", "TlsFiles", "WebhookConfig", "is_local_path", "read_secret", "ssh_host", "parse",
            "config_path", "load", "missing_secrets"]
 
 
@@ -65,6 +66,9 @@ def missing_secrets(config: Config, *, tokens: bool = False, webhooks: bool = Fa
         if webhooks and app.webhook is not None and app.webhook.secret() is None:
             problems.append(_secret_problem(f"apps.{app.name}.webhook", app.webhook.secret_env,
                                             app.webhook.secret_file, "its webhooks"))
+        if app_env and app.repo_token_env and not os.environ.get(app.repo_token_env):
+            problems.append(f"apps.{app.name}.repo_token_env: environment variable {app.repo_token_env} is not set "
+                            "(fetching its repo needs the token)")
         if app_env:
             for name, value in app.env.items():
                 if isinstance(value, Mapping) and value["from_env"] not in os.environ:

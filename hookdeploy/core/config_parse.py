@@ -9,6 +9,7 @@ environment (but the time zone database, which names the zones [server] timezone
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import ipaddress
 import json
@@ -23,7 +24,8 @@ from typing import Any, Mapping
 from hookdeploy.core.config_schema import (BUILD_CACHES, BUILDERS, MAX_REPLICAS, NOTIFY_EVENTS, NOTIFY_FORMATS, PROVIDERS, PROXY_HEADERS, TARGETS, TLS_MODES,
                                            AppConfig, BuildConfig, BuildSecret, Config, GuardConfig,
                                            HealthConfig, NotifyConfig, ProxyConfig, RegistryConfig, ServerConfig,
-                                           TaskConfig, TlsConfig, TlsFiles, WebhookConfig, is_local_path)
+                                           SignaturesConfig, TaskConfig, TlsConfig, TlsFiles, WebhookConfig, is_local_path,
+                                           ssh_host)
 from hookdeploy.core import schedule
 from hookdeploy.core.errors import ConfigError
 from hookdeploy.core.names import (APP_NAME, INSTANCE_NAME, TAG, TASK_NAME, branch_problem, host_and_port, image_problem,
@@ -213,13 +215,14 @@ def _check_trusted_proxy(server: dict, problems: list[str]) -> None:
 def _app(name: str, table: Mapping, key: str, base: Path, problems: list[str]) -> AppConfig | None:
     """One `[apps.NAME]` table; None if it has any problem."""
     before = len(problems)
-    values = _section(AppConfig, {k: v for k, v in table.items() if k not in ("health", "webhook", "tls", "guard")}, key, problems,
+    values = _section(AppConfig, {k: v for k, v in table.items() if k not in ("health", "webhook", "tls", "guard", "signatures")}, key, problems,
                       skip=("name",))
     health = _section(HealthConfig, table.get("health", {}), f"{key}.health", problems)
     guard = _section(GuardConfig, table.get("guard", {}), f"{key}.guard", problems)
     _check_guard(guard, f"{key}.guard", problems)
     webhook = _check_webhook(table.get("webhook"), f"{key}.webhook", problems)
     _check_repo(table, values, key, base, problems)
+    _check_repo_access(values, key, base, problems)
     provider = (webhook or {}).get("provider", "github")
     if webhook is not None and provider in PROVIDERS and ("image" in table) != (provider == "registry"):
         problems.append(f"{key}.webhook.provider: \"registry\" is for image apps, and image apps take only it")
@@ -243,6 +246,7 @@ def _app(name: str, table: Mapping, key: str, base: Path, problems: list[str]) -
             problems.append(f"{key}.build_host: {problem}")
     _check_health(health, f"{key}.health", problems)
     _check_maintenance_page(values, key, base, problems)
+    signatures = _signatures(table.get("signatures"), "image" in table, f"{key}.signatures", base, problems)
 
     if len(problems) > before:
         return None
@@ -252,6 +256,7 @@ def _app(name: str, table: Mapping, key: str, base: Path, problems: list[str]) -
         health=HealthConfig(**health),
         guard=GuardConfig(**guard),
         webhook=WebhookConfig(**webhook) if webhook is not None else None,
+        signatures=signatures,
     )
 
 
@@ -279,6 +284,31 @@ def _check_maintenance_page(values: dict, key: str, base: Path, problems: list[s
         problems.append(f"{key}.maintenance_page: {printable(str(path), 80)} is {size} bytes, more than "
                         f"{MAINTENANCE_PAGE_LIMIT}")
     values["maintenance_page"] = str(path)
+
+
+def _signatures(raw: Any, image_app: bool, key: str, base: Path, problems: list[str]) -> SignaturesConfig | None:
+    """`[apps.X.signatures]`: allowed_signers and/or gpg_keyring, each a readable file (resolved against the
+    config's folder); for apps built from git only. None when the app has no such table."""
+    if raw is None or not _is_table(raw, key, problems):
+        return None
+    values = _section(SignaturesConfig, raw, key, problems)
+    if image_app:
+        problems.append(f"{key}: an image app deploys images, not git commits; signatures are for apps built from a repo")
+        return None
+    if not any(values.values()):
+        problems.append(f"{key}: needs allowed_signers (an SSH allowed-signers file) or gpg_keyring (OpenPGP public keys)")
+        return None
+    for name, value in values.items():
+        if not value:
+            continue
+        if problem := _path_problem(value):
+            problems.append(f"{key}.{name}: {problem}")
+            continue
+        path = (base / value).resolve()
+        if not path.is_file() or not os.access(path, os.R_OK):
+            problems.append(f"{key}.{name}: {path} is not a readable file")
+        values[name] = str(path)
+    return SignaturesConfig(**values)
 
 
 def _check_webhook(raw: Any, key: str, problems: list[str]) -> dict | None:
@@ -314,6 +344,61 @@ def _check_repo(table: Mapping, values: dict, key: str, base: Path, problems: li
             problems.append(f"{key}.repo: {problem}, not {printable(values['repo'], 60)}")
         elif is_local_path(values["repo"]):
             values["repo"] = str((base / values["repo"]).resolve())
+
+
+# The key types ssh writes in known_hosts lines (ssh-keyscan, ~/.ssh/known_hosts).
+HOST_KEY_TYPES = ("ssh-ed25519", "ssh-rsa", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384", "ecdsa-sha2-nistp521",
+                  "sk-ssh-ed25519@openssh.com", "sk-ecdsa-sha2-nistp256@openssh.com")
+
+
+def _check_repo_access(values: dict, key: str, base: Path, problems: list[str]) -> None:
+    """repo_key_file and repo_host_key go with an ssh clone URL, repo_token_env with an https one."""
+    repo = values.get("repo")
+    if not isinstance(repo, str) or not repo:
+        for option in ("repo_key_file", "repo_host_key", "repo_token_env"):
+            if values.get(option):
+                problems.append(f"{key}.{option}: only for an app built from a clone URL (repo)")
+        return
+    host = ssh_host(repo)
+    for option in ("repo_key_file", "repo_host_key"):
+        if values.get(option) and host is None:
+            problems.append(f"{key}.{option}: only for an ssh clone URL (ssh://... or user@host:path), "
+                            f"not {printable(repo, 60)}")
+    if values.get("repo_key_file") and host is not None:
+        values["repo_key_file"] = str((base / values["repo_key_file"]).resolve())
+    if values.get("repo_host_key") and host is not None:
+        if problem := _host_key_problem(values["repo_host_key"], host):
+            problems.append(f"{key}.repo_host_key: {problem}")
+    token_env = values.get("repo_token_env")
+    if token_env:
+        url = urllib.parse.urlsplit(repo) if "://" in repo else None
+        if url is None or url.scheme.lower() not in ("https", "http"):
+            problems.append(f"{key}.repo_token_env: only for an https:// clone URL, not {printable(repo, 60)}")
+        elif url.password is not None:
+            problems.append(f"{key}.repo: the clone URL carries a password; with repo_token_env the token is "
+                            "sent as a header, keep it out of the URL")
+        if not ENV_NAME.match(token_env):
+            problems.append(f"{key}.repo_token_env: not an environment variable name")
+
+
+def _host_key_problem(line: str, host: str) -> str | None:
+    """Why `line` is not a known_hosts line for `host` (as ssh names it: host or [host]:port), or None."""
+    fields = line.split()
+    if len(fields) < 3 or "\n" in line:
+        return f"must be one known_hosts line \"{host} KEYTYPE BASE64\" (as ssh-keyscan prints it)"
+    names, kind, blob = fields[:3]
+    if host not in [name.lower() for name in names.split(",")]:
+        return (f"names {printable(names, 60)}, not the repo's host {host} (write it as ssh-keyscan"
+                f"{'' if host[:1] != '[' else ' -p PORT'} prints it)")
+    if kind not in HOST_KEY_TYPES:
+        return f"key type {printable(kind, 40)} is not one of {', '.join(HOST_KEY_TYPES)}"
+    try:
+        decoded = base64.b64decode(blob, validate=True)
+    except ValueError:
+        decoded = b""
+    if not decoded.startswith(len(kind).to_bytes(4, "big") + kind.encode()):
+        return f"the key is not a base64 {kind} public key"
+    return None
 
 
 def _repo_problem(repo: str) -> str | None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -38,12 +39,12 @@ PROXY_HEADERS = ("x-forwarded-for", "x-forwarded-host", "x-forwarded-proto", "x-
 class HealthConfig:
     """How a candidate container is judged healthy."""
 
-    path: str = "/"
-    status: int | str = 200
-    contains: str = ""
-    timeout: float = 2.0
-    interval: float = 0.2
-    deadline: float = 30.0
+    path: str = "/"  # the path probed on each candidate container
+    status: int | str = 200  # the answer's status that counts as healthy, or "2xx" for any of them
+    contains: str = ""  # text the body must contain too; "": any body
+    timeout: float = 2.0  # seconds one probe may take
+    interval: float = 0.2  # seconds between probes
+    deadline: float = 30.0  # seconds after which a candidate that never answered so is unhealthy (the job fails)
 
     def accepts(self, status: int) -> bool:
         """True if an HTTP status answers the check."""
@@ -60,8 +61,8 @@ class GuardConfig:
     watch_seconds: float = 0.0  # > 0: watch this long after the switch; the old release drains after
     max_error_ratio: float = 0.05  # share of 5xx above which the release is switched back
     min_requests: int = 20  # fewer requests than this decide nothing
-    canary_percent: float = 0.0  # > 0: this share of requests goes to the candidate first ...
-    canary_seconds: float = 30.0  # ... for this long, judged by the same rule
+    canary_percent: float = 0.0  # > 0: this percentage of requests goes to the candidate before the switch
+    canary_seconds: float = 30.0  # how long the canary runs, judged by the same rule
 
     def fails(self, requests: int, failed: int) -> bool:
         """True when this many requests, of which `failed` failed, call for a switch back."""
@@ -72,10 +73,10 @@ class GuardConfig:
 class WebhookConfig:
     """Where an app's forge webhooks come from and how they are verified."""
 
-    provider: str = "github"
-    secret_env: str | None = None
-    secret_file: str | None = None
-    repository: str | None = None
+    provider: str = "github"  # who sends the webhooks: github | gitlab | gitea (Forgejo too) | registry
+    secret_env: str | None = None  # the environment variable holding the shared secret (no secret: webhooks refused)
+    secret_file: str | None = None  # or a file holding it (read at each delivery)
+    repository: str | None = None  # owner/name: deliveries from another repository are ignored
     tag: str = "latest"  # provider "registry": the tag whose pushes are deployed
 
     def secret(self) -> bytes | None:
@@ -87,26 +88,34 @@ class WebhookConfig:
 class TlsFiles:
     """A certificate the user brings: its PEM chain and key, copied for the proxy at each deploy."""
 
-    cert_file: str
-    key_file: str
+    cert_file: str  # the PEM certificate chain (relative: to deploy.toml's folder)
+    key_file: str  # its private key, PEM
 
 
 @dataclass(frozen=True)
 class BuildSecret:
     """One of an app's `build_secrets`: where its value is read when a build needs it (never before)."""
 
-    from_file: str = ""
-    from_env: str = ""
+    from_file: str = ""  # the secret is this file's content
+    from_env: str = ""  # or this environment variable's value
+
+
+@dataclass(frozen=True)
+class SignaturesConfig:
+    """`[apps.X.signatures]`: only a commit signed by one of these keys is deployed (DESIGN "signed commits only")."""
+
+    allowed_signers: str = ""  # git's SSH allowed-signers file (gpg.ssh.allowedSignersFile), absolute once parsed
+    gpg_keyring: str = ""  # a file of OpenPGP public keys (gpg --export) whose keys may sign, absolute once parsed
 
 
 @dataclass(frozen=True)
 class TaskConfig:
     """One `[[apps.X.tasks]]` entry: a command run on a schedule in the live release's image."""
 
-    name: str
+    name: str  # [a-z0-9-]{1,40}, unique within the app
     schedule: str  # five-field cron or @hourly/@daily/@weekly/@monthly, in [server] timezone
-    command: tuple[str, ...]
-    timeout: float = 300.0
+    command: tuple[str, ...]  # the command and its arguments, run in a new container of the live image
+    timeout: float = 300.0  # seconds; then the container is killed and the run is timed_out
 
 
 @dataclass(frozen=True)
@@ -114,42 +123,46 @@ class AppConfig:
     """One deployed app."""
 
     name: str
-    repo: str = ""  # built here from this git repo ...
-    image: str = ""  # ... or built elsewhere: REGISTRY/REPOSITORY, deployed by tag or digest
+    repo: str = ""  # the git repo releases are built from: a bare repo path (post-receive) or a clone URL
+    image: str = ""  # instead of repo, an image built elsewhere: REGISTRY/REPOSITORY, deployed by tag or digest
+    repo_key_file: str = ""  # a private clone URL over ssh: the deploy key, used alone (IdentitiesOnly); "": ssh's own keys
+    repo_host_key: str = ""  # the ssh host's key, a known_hosts line, pinned; "": the first fetch records it
+    repo_token_env: str = ""  # a private clone URL over https: the environment variable holding a token, sent as a header
     push: bool = False  # also push each built release to [registry] (a swarm app always does)
     target: str = "local"  # local: containers on this engine | swarm: a Swarm service per release
     replicas: int = 1  # containers (local) or tasks (swarm) of a release, all behind the proxy
-    placement: tuple[str, ...] = ()  # swarm: placement constraints, e.g. ("node.role==worker",)
-    branch: str = "deploy"
-    dockerfile: str = "Dockerfile"
-    context: str = "."
-    port: int = 80
-    hostnames: tuple[str, ...] = ()
-    keep: int = 5
-    drain_seconds: float = 5.0
+    placement: tuple[str, ...] = ()  # swarm: placement constraints, e.g. ["node.role==worker"]
+    branch: str = "deploy"  # pushes to this branch deploy; other refs are ignored
+    dockerfile: str = "Dockerfile"  # the Dockerfile, relative to context
+    context: str = "."  # the build context, a folder of the repository
+    port: int = 80  # the port the app listens on inside its container
+    hostnames: tuple[str, ...] = ()  # names the proxy routes to the app (*.example.com allowed); none: the default server
+    keep: int = 5  # release images kept for rollback, the live one included (at least 2)
+    drain_seconds: float = 5.0  # seconds the old release keeps serving after the switch, then it stops
     read_timeout: float = 60.0  # seconds the proxy waits for an answer; then a GET goes to another task
     maintenance_page: str = ""  # the HTML page (a path) the proxy answers with 503 while the app is stopped; "": built in
-    coalesce: bool = True
-    follow_push: bool = True
-    build_timeout: float = 900.0
-    tls: str | TlsFiles = "off"  # "off" | "acme" | TlsFiles (DESIGN "HTTPS")
+    coalesce: bool = True  # a newer queued push supersedes older queued ones
+    follow_push: bool = True  # git push prints the job (build, health check, switch) until it ends
+    build_timeout: float = 900.0  # seconds a build may take; then it is cancelled and the job fails
+    tls: str | TlsFiles = "off"  # "off" | "acme" (Let's Encrypt) | {cert_file, key_file}: your own certificate
     redirect_http: bool = True  # once a hostname has a certificate, http:// answers 308 to https://
     hsts: bool = False  # HTTPS answers carry Strict-Transport-Security
-    env: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
-    build_args: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    env: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))  # container environment; a value may be {from_env = "NAME"}
+    build_args: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))  # docker build --build-arg NAME=VALUE
     build_target: str = ""  # the stage of a multi-stage Dockerfile to build (--target); "": the last
-    build_secrets: Mapping[str, BuildSecret] = field(default_factory=lambda: MappingProxyType({}))
+    build_secrets: Mapping[str, BuildSecret] = field(default_factory=lambda: MappingProxyType({}))  # RUN --mount=type=secret,id=NAME
     build_host: str = ""  # this app's build host, instead of [build] host
     # DESIGN "Data, schedules and one-off commands": what every container of the app runs with
     volumes: tuple[Mount, ...] = ()  # from "NAME:PATH[:ro]" (the volume N-APP-NAME) and "/HOST/PATH:PATH[:ro]"
     release_command: tuple[str, ...] = ()  # run once per new release, before its candidate starts
-    release_timeout: float = 600.0
+    release_timeout: float = 600.0  # seconds release_command may take; then it is killed and the job fails
     memory: str = ""  # docker run --memory, e.g. "512m"; "": no limit
     cpus: float = 0.0  # docker run --cpus; 0: no limit
     health: HealthConfig = HealthConfig()
     guard: GuardConfig = GuardConfig()
     webhook: WebhookConfig | None = None
     tasks: tuple[TaskConfig, ...] = ()  # DESIGN "Data, schedules and one-off commands"
+    signatures: SignaturesConfig | None = None  # set: only commits signed by its keys deploy (push, webhook, rollback...)
 
     def task(self, name: str) -> TaskConfig:
         """The app's task called `name`, or UnknownTask naming the tasks there are."""
@@ -196,18 +209,18 @@ class AppConfig:
 class ServerConfig:
     """The instance: its name, state and listening address."""
 
-    name: str = "hookdeploy"
-    state_dir: str = "/var/lib/hookdeploy"  # deploy.toml must name it (config_parse); this is the example's
-    listen: str = "127.0.0.1:8080"
-    max_body: int = 5242880
-    secret_env: str | None = "HOOKDEPLOY_SECRET"
-    secret_file: str | None = None
-    threads: int = 64
+    name: str = "hookdeploy"  # the instance name, prefix of every Docker object it makes
+    state_dir: str = "/var/lib/hookdeploy"  # the folder of the job store, repo mirrors and proxy config (required)
+    listen: str = "127.0.0.1:8080"  # HOST:PORT of serve: webhooks, API and dashboard
+    max_body: int = 5242880  # bytes; a larger request body is answered 413
+    secret_env: str | None = "HOOKDEPLOY_SECRET"  # the environment variable of the secret API tokens are signed with
+    secret_file: str | None = None  # or a file holding it
+    threads: int = 64  # waitress threads answering requests
     connection_limit: int = 1600  # waitress: open connections at most; past it, new ones wait in the backlog
     channel_timeout: int = 30  # waitress: seconds a connection may stay idle before it is closed
     # The reverse proxy in front (its address as `serve` sees it, or "*"); empty: believe no forwarding headers.
     trusted_proxy: str = ""
-    trusted_proxy_headers: tuple[str, ...] = ("x-forwarded-for", "x-forwarded-host", "x-forwarded-proto")
+    trusted_proxy_headers: tuple[str, ...] = ("x-forwarded-for", "x-forwarded-host", "x-forwarded-proto")  # the forwarding headers believed from trusted_proxy
     # Host values the dashboard answers (name or name:port); empty: the listen address and loopback names.
     hostnames: tuple[str, ...] = ()
     max_token_ttl: int = 90 * 24 * 3600  # seconds; `token create --ttl` longer is refused
@@ -228,8 +241,8 @@ class ServerConfig:
 class ProxyConfig:
     """The front nginx proxy container."""
 
-    image: str = "nginx:stable-alpine"
-    publish: str = "0.0.0.0:80"
+    image: str = "nginx:stable-alpine"  # any image with nginx that includes /etc/nginx/conf.d
+    publish: str = "0.0.0.0:80"  # HOST:PORT the proxy serves HTTP on
     publish_tls: str = ""  # HOST:PORT HTTPS is served on; empty: none
 
 
@@ -237,7 +250,7 @@ class ProxyConfig:
 class TlsConfig:
     """The ACME server certificates come from (apps with tls = "acme")."""
 
-    acme_directory: str = LETS_ENCRYPT
+    acme_directory: str = LETS_ENCRYPT  # the ACME server's directory URL
     email: str = ""  # the account's contact, optional
     ca_bundle: str = ""  # a CA to trust for the ACME server, besides the usual ones (tests: pebble's)
 
@@ -246,10 +259,10 @@ class TlsConfig:
 class RegistryConfig:
     """The private registry releases are pushed to (Distribution HTTP API v2)."""
 
-    url: str
-    username: str = ""
-    password_env: str | None = None
-    password_file: str | None = None
+    url: str  # HOST[:PORT] of the registry; releases become URL/N/APP:SHA12
+    username: str = ""  # the login; "": none
+    password_env: str | None = None  # the environment variable holding its password
+    password_file: str | None = None  # or a file holding it
     insecure: bool = False  # plain HTTP (the engine must allow it; 127.0.0.0/8 always is)
 
     def password(self) -> bytes | None:
@@ -263,9 +276,9 @@ class BuildConfig:
 
     builder: str = "buildkit"  # "buildkit" | "classic": the Engine API's legacy builder
     host: str = ""  # where images are built: "" = the engine releases run on; ssh://user@host[:port] | tcp://host:port
-    tls_ca: str = ""  # tcp:// with TLS: the CA, client certificate and key files (absolute once parsed)
-    tls_cert: str = ""
-    tls_key: str = ""
+    tls_ca: str = ""  # tcp:// with TLS: the CA file
+    tls_cert: str = ""  # tcp:// with TLS: the client certificate file
+    tls_key: str = ""  # tcp:// with TLS: the client key file
     cache: str = "local"  # "local": the builder's own cache | "registry": also kept at [registry] as URL/N/APP:buildcache
 
 
@@ -273,9 +286,9 @@ class BuildConfig:
 class NotifyConfig:
     """One `[[notify]]` entry: where to POST when a job ends in one of `events`."""
 
-    url: str
-    events: tuple[str, ...] = NOTIFY_EVENTS
-    format: str = "json"
+    url: str  # where the JSON (or Slack message) is POSTed
+    events: tuple[str, ...] = NOTIFY_EVENTS  # which endings are sent
+    format: str = "json"  # "json" | "slack"
 
 
 @dataclass(frozen=True)
@@ -321,3 +334,16 @@ def read_secret(env_name: str | None, file_name: str | None) -> bytes | None:
 def is_local_path(repo: str) -> bool:
     """True for a filesystem path, False for a clone URL (scheme:// or user@host:path)."""
     return "://" not in repo and not re.match(r"[^/]+@[^/:]+:", repo)
+
+
+def ssh_host(repo: str) -> str | None:
+    """How ssh names the host of an ssh clone URL in known_hosts (`host`, or `[host]:port` off port 22);
+    None for a path or another transport."""
+    if repo.startswith("ssh://"):
+        url = urllib.parse.urlsplit(repo)
+        host = url.hostname or ""
+        port = url.port
+        return host if port in (None, 22) else f"[{host}]:{port}"
+    if "://" not in repo and not is_local_path(repo):
+        return repo.partition("@")[2].partition(":")[0].lower()
+    return None

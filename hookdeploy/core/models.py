@@ -96,6 +96,8 @@ class Job:
     retry_of: int | None = None
     worker: str | None = None
     digest: str | None = None  # sha256:... of the image in the registry (pushed, or pulled for an image app)
+    signer_fingerprint: str | None = None  # who signed the commit, when the app checks signatures: the key ...
+    signer_principal: str | None = None  # ... and its principal (SSH) or user id (GPG)
 
     @property
     def short_sha(self) -> str:
@@ -105,8 +107,10 @@ class Job:
     def to_json(self) -> dict:
         """The job as DESIGN's job JSON."""
         data = asdict(self)
-        for internal in ("heartbeat_at", "retry_of", "worker"):
+        for internal in ("heartbeat_at", "retry_of", "worker", "signer_fingerprint", "signer_principal"):
             data.pop(internal)
+        data["signer"] = ({"fingerprint": self.signer_fingerprint, "principal": self.signer_principal}
+                          if self.signer_fingerprint else None)
         data["kind"], data["trigger"], data["state"] = self.kind.value, self.trigger.value, self.state.value
         return data
 

@@ -268,6 +268,12 @@ MIGRATIONS = [
         stopped_at TEXT NOT NULL
     );
     """,
+    # 9: who signed a job's commit (an app with [apps.X.signatures]): the key's fingerprint and the principal
+    # (SSH) or user id (GPG), as git reported them when the job checked the signature
+    """
+    ALTER TABLE jobs ADD COLUMN signer_fingerprint TEXT;
+    ALTER TABLE jobs ADD COLUMN signer_principal TEXT;
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

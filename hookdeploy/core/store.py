@@ -23,7 +23,7 @@ from hookdeploy.core.models import (ApiToken, Event, Job, JobKind, JobState, Rel
                                     parse_time, release_tag, utcnow)
 
 _JOB_COLUMNS = ("id, app, kind, trigger, ref, sha, state, created_at, started_at, finished_at, "
-                "error, image, heartbeat_at, retry_of, worker, digest")
+                "error, image, heartbeat_at, retry_of, worker, digest, signer_fingerprint, signer_principal")
 
 
 class Store:
@@ -165,6 +165,12 @@ class Store:
         with self.transaction() as db:
             db.execute("UPDATE jobs SET digest = ? WHERE id = ?", (digest, job_id))
 
+    def set_signer(self, job_id: int, fingerprint: str, principal: str) -> None:
+        """Record who signed a job's commit: the key's fingerprint and its principal or user id."""
+        with self.transaction() as db:
+            db.execute("UPDATE jobs SET signer_fingerprint = ?, signer_principal = ? WHERE id = ?",
+                       (fingerprint, principal, job_id))
+
     def digests(self, app: str, prefix: str) -> list[str]:
         """The distinct registry digests recorded for the app whose hexadecimal part starts with `prefix`."""
         rows = self._connection().execute(
@@ -244,6 +250,11 @@ class Store:
             params.extend(JobState(s).value for s in states)
         where = f"WHERE {' AND '.join(clauses)} " if clauses else ""
         return self._jobs(f"{where}ORDER BY id DESC LIMIT ?", (*params, limit))
+
+    def data_version(self) -> int:
+        """A number that changes when another connection commits to the store (SQLite's data_version):
+        cheap enough for an idle worker to look at every few milliseconds."""
+        return self._connection().execute("PRAGMA data_version").fetchone()[0]
 
     def queued_count(self, app: str) -> int:
         """How many jobs of the app wait."""

@@ -4,7 +4,8 @@ Each module owns one concept and imports only hookdeploy.core and the modules of
 its own (no circle; tests/test_layers.py checks the package's layers):
 
 1. streams (long engine calls), traffic (the proxy's access logs), health (HTTP probes),
-   extraction (a commit's archive), ordering (may a commit still go live), notify (job webhooks)
+   extraction (a commit's archive), ordering (may a commit still go live), notify (job webhooks),
+   gitauth (a private repo's key or token), signatures (is a commit signed by an allowed key)
 2. containers (the local engine's containers, images, network, proxy container), proxy (nginx's
    conf.d, switches), gitops (repos), buildkit (the docker CLI's BuildKit builds)
 3. swarm (services and tasks), registry (push, pull), runspec (a container's options), certs

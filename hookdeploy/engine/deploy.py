@@ -35,8 +35,8 @@ from hookdeploy.core.config import Config
 from hookdeploy.core.errors import Aborted, HookdeployError, StepFailed
 from hookdeploy.core.models import Job, JobKind, JobState, release_tag
 from hookdeploy.core.store import Store
-from hookdeploy.engine import (builders, certs, containers, ordering, pipeline, proxy, registry, release, runtime,
-                               traffic)
+from hookdeploy.engine import (builders, certs, containers, gitops, ordering, pipeline, proxy, registry, release,
+                               runtime, signatures, traffic)
 
 # The worker's lines, whichever of its modules writes them.
 log = logging.getLogger("hookdeploy.engine.worker")
@@ -51,7 +51,7 @@ STEPS = {
     "built image": "build", "certificates": "certificates", "proxy ready": "proxy", "started candidate": "candidate",
     "health check": "health", "switched proxy": "switch", "verified through proxy": "verify", "canary": "canary",
     "guard": "watch", "drained and retired old container": "drain", "pruned images": "prune",
-    "release command": "release",
+    "release command": "release", "checked signature": "signature",
 }
 WATCH_READ_SECONDS = 0.5  # how often the guard reads the proxy's log
 
@@ -83,6 +83,7 @@ class Deploy:
         self.switched_at = 0.0
         self.fetched = False  # the app's mirror was fetched for this job already (the order check)
         self.pushed = False  # the release is in [registry] already: a build host pushed it
+        self.pretest: proxy.Pretest | None = None  # the routes file's nginx -t, run beside the health check
 
     @property
     def client(self) -> docker.DockerClient:
@@ -118,6 +119,8 @@ class Deploy:
             superseded = self._order(client)
             if superseded is not None:
                 return JobState.SUPERSEDED, superseded
+            if signatures.required(app):
+                self._check_signature()
             self.image = self._image(client)
             check_stop(stop)
             with self.step(job, "proxy ready"):
@@ -158,7 +161,9 @@ class Deploy:
                     return failed
             try:
                 with self.step(job, "switched proxy"):
-                    previous = proxy.switch(self.proxy_container, path, self._render(self.addresses, job.sha))
+                    previous = proxy.switch_tested(
+                        self.proxy_container, self.pretest and self.pretest.result(), path,
+                        self._render(self.addresses, job.sha), self._render(proxy.placeholders(len(self.addresses)), job.sha))
             except StepFailed as error:
                 self._discard()
                 return JobState.FAILED, str(error)
@@ -305,6 +310,18 @@ class Deploy:
                 current = f"{digest[:19]} is the newest push of {app.image}:{tag}"
             note(f"checked: {why or current}")
         return why
+
+    def _check_signature(self) -> None:
+        """The job's commit signed by one of the app's keys (signatures.py), before anything is built or reused:
+        else NotSigned ends the job. A rollback is checked too: a key taken out of the file stops its commits."""
+        job, app = self.job, self.app
+        with self.step(job, "checked signature") as note:
+            repo = pipeline.source(self.config, app, fetch=False)
+            if not self.fetched and not gitops.has_commit(repo, job.sha):
+                repo, self.fetched = pipeline.source(self.config, app), True
+            signer = signatures.verify(self.config, app, repo.git_dir, job.sha)
+            self.store.set_signer(job.id, signer.fingerprint, signer.principal)
+            note(f"checked signature: {release_tag(job.sha)} signed by {signer.describe()}")
 
     def _image(self, client) -> str:
         """The job's image: reused when the engine has it (rollback, replay, retry), else built from
@@ -461,6 +478,9 @@ class Deploy:
     def _start_candidate(self) -> None:
         """The candidate where the app's releases run (runtime.py), then every replica of it health-checked."""
         job = self.job
+        if self.app.guard.canary_percent <= 0:  # a canary's switch changes the file first
+            self.pretest = proxy.Pretest(self.proxy_container, proxy.app_file(self.config, self.app.name),
+                                         self._render(proxy.placeholders(self.app.replicas), job.sha))
         with self.step(job, "started candidate") as note:
             self.candidate = self.runtime.start_candidate(job, self.image, self._digest, self.stop)
             note(self.candidate.note)

@@ -20,13 +20,10 @@ from hookdeploy.core.config import AppConfig
 from hookdeploy.core.errors import BadInput, GitError
 from hookdeploy.core.names import check_ref, check_sha_prefix, printable
 from hookdeploy.core.models import release_tag
-from hookdeploy.engine import extraction
+from hookdeploy.engine import extraction, gitauth
 
 log = logging.getLogger(__name__)
 
-# The transports git may use to fetch a repo (config_parse refuses the others already); never ext::, whose
-# "URL" is a command git runs.
-SAFE_ENVIRONMENT = {"GIT_ALLOW_PROTOCOL": "file:git:http:https:ssh"}
 PIPE_BUFFER = 1 << 20  # bytes read from git's pipe at a time
 
 
@@ -63,14 +60,15 @@ def open_repo(app: AppConfig, state_dir: str | Path, fetch: bool = False) -> git
     try:
         if not (mirror / "HEAD").exists():
             mirror.parent.mkdir(parents=True, exist_ok=True)
-            return git.Repo.clone_from(app.repo, mirror, mirror=True, env=SAFE_ENVIRONMENT)
+            return git.Repo.clone_from(app.repo, mirror, mirror=True, env=gitauth.environment(app, state_dir))
         repo = git.Repo(mirror)
-        repo.git.update_environment(**SAFE_ENVIRONMENT)
-        if fetch:
+        repo.git.update_environment(**gitauth.SAFE_ENVIRONMENT)
+        if fetch:  # the credentials only when they are used (a token read now, a pinned host key written)
+            repo.git.update_environment(**gitauth.environment(app, state_dir))
             repo.git.fetch("--prune", "origin")
         return repo
     except git.GitCommandError as error:
-        raise GitError(f"fetching {app.repo} failed: {_last_line(error)}",
+        raise GitError(f"fetching {app.repo} failed: {gitauth.explain(app, state_dir, str(error.stderr or error))}",
                        public=f"fetching the repo of {app.name} failed") from None
 
 
@@ -192,8 +190,3 @@ def _object_type(repo: git.Repo, sha: str) -> str | None:
         return repo.git.cat_file("-t", sha).strip()
     except git.GitCommandError:
         return None
-
-
-def _last_line(error: git.GitCommandError) -> str:
-    text = str(error.stderr or error).strip()
-    return text.splitlines()[-1] if text else str(error)

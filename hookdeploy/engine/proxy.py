@@ -3,12 +3,14 @@
 A switch writes the app's file to a temp name and renames it over the old one (nginx reads
 whole files only on reload), tests the whole config with `nginx -t`, then reloads gracefully:
 old workers finish the requests they hold while new ones take the new upstream. Switches are
-serialised across apps and processes by a lock file beside conf.d.
+serialised across apps and processes by a lock file beside conf.d. A deploy may test its file
+before that, beside the candidate's health check (Pretest): then the switch is a rename and a
+reload signal, as long as conf.d is still exactly what was tested.
 
 Owns the files of conf.d and what they say: `render` (an app's server blocks, with the addresses
 they route to kept as a data line that `routed` reads back), `switch`, `switch_back`, the locks.
 It knows no certificate (certs.render_routes hands it the app's) and no release; of Docker it only
-execs nginx in the proxy container it is handed. Imports hookdeploy.core and traffic.py.
+execs in and signals the proxy container it is handed. Imports hookdeploy.core and traffic.py.
 """
 
 from __future__ import annotations
@@ -17,10 +19,16 @@ import contextlib
 import fcntl
 import json
 import os
+import shutil
+import signal
 import tempfile
+import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Mapping, Sequence
+
+import docker
 
 from hookdeploy.core import private
 from hookdeploy.core.config import AppConfig, Config
@@ -65,6 +73,14 @@ RELOAD_AND_WAIT = (
     'i=0; while [ $i -lt 250 ]; do busy=; '
     'for f in $old; do [ -e "$f" ] && ! grep -qs "shutting dow[n]" "$f" && busy=1; done; '
     '[ -z "$busy" ] && exit 0; i=$((i+1)); sleep 0.02; done')
+
+# A test before the switch copies conf.d's files, with the app's new one, to a folder nginx does not
+# read, and runs `nginx -t` on a copy of nginx.conf whose conf.d include names that folder. Only the
+# stock include line is swapped: a proxy image that reads conf.d some other way is tested in the switch.
+INCLUDE_LINE = "include /etc/nginx/conf.d/*.conf;"
+UNTESTABLE = 3  # the exit status that says so
+STAGED_KEPT_SECONDS = 600  # a staging folder older than this is a leftover, no test's
+RELOAD_WAIT_SECONDS = 5.0  # as RELOAD_AND_WAIT: how long a signalled reload is waited for
 
 
 def conf_dir(config: Config) -> Path:
@@ -215,6 +231,10 @@ def prepare(config: Config) -> None:
     for readable in (directory, directory / CHALLENGE_DIR):  # by nginx's workers, whatever our umask was
         if readable.stat().st_mode & 0o755 != 0o755:
             os.chmod(readable, 0o755)
+    for staged in directory.glob(".staged-*"):  # a worker killed during a test before the switch left it
+        with contextlib.suppress(OSError):
+            if staged.stat().st_mtime < time.time() - STAGED_KEPT_SECONDS:
+                shutil.rmtree(staged)
     traffic.log_dir(config).mkdir(exist_ok=True)
     for app in config.apps:
         # Made here, so they are hookdeploy's to empty (nginx, as root, would make them root's); 0600:
@@ -289,9 +309,13 @@ def test_and_reload(proxy) -> None:
     requests), in one exec; StepFailed with nginx's own message if the config is invalid."""
     code, output = proxy.exec_run(["sh", "-c", "nginx -t -q || exit 1; " + RELOAD_AND_WAIT])
     if code != 0:
-        text = output.decode(errors="replace")
-        lines = [line for line in text.splitlines() if "emerg" in line or "failed" in line or "error" in line]
-        raise StepFailed(f"nginx rejected the config: {' / '.join(lines) or text.strip()}")
+        raise StepFailed(_rejection(output.decode(errors="replace")))
+
+
+def _rejection(text: str) -> str:
+    """nginx -t's complaint in one line."""
+    lines = [line for line in text.splitlines() if "emerg" in line or "failed" in line or "error" in line]
+    return f"nginx rejected the config: {' / '.join(lines) or text.strip()}"
 
 
 def reload(proxy) -> None:
@@ -322,6 +346,194 @@ def switch_back(proxy, path: Path, previous: str | None) -> None:
     and reload gracefully; nginx accepted that config before. Call with the lock held."""
     restore(path, previous)
     reload(proxy)
+
+
+@dataclass(frozen=True)
+class Staged:
+    """What a test before the switch found: `text` as `path` beside conf.d as it was then (`state`),
+    accepted, or refused with nginx's message."""
+
+    path: Path
+    text: str
+    state: tuple
+    refused: str | None = None
+
+
+def conf_state(directory: Path) -> tuple:
+    """What of conf.d a config test reads: each *.conf's name and text, and each certificate's name and
+    identity (certificates are only ever replaced by a rename, so a new one is a new inode)."""
+    files = tuple(sorted((each.name, read(each)) for each in directory.glob("*.conf")))
+    certificates = []
+    with contextlib.suppress(FileNotFoundError):
+        for entry in os.scandir(directory / CERTS_DIR):
+            with contextlib.suppress(FileNotFoundError):
+                stat = entry.stat(follow_symlinks=False)
+                certificates.append((entry.name, stat.st_ino, stat.st_mtime_ns, stat.st_size))
+    return files, tuple(sorted(certificates))
+
+
+def test_staged(proxy, path: Path, text: str) -> Staged | None:
+    """`nginx -t` of conf.d as it is now with `text` as `path`, on copies nginx does not serve from: nothing
+    live changes, so no lock is needed. None if this proxy cannot be tested so."""
+    directory = path.parent
+    state = conf_state(directory)
+    staging = Path(tempfile.mkdtemp(dir=directory, prefix=".staged-"))
+    inside = f"{IN_PROXY}/{staging.name}"
+    main = f"/etc/nginx/.hookdeploy{staging.name}.conf"  # beside nginx.conf: its relative includes still resolve
+    try:
+        os.chmod(staging, 0o755)
+        files = {name: content for name, content in state[0] if content is not None}
+        files[path.name] = text
+        for name, content in files.items():
+            (staging / name).write_text(content)
+        escaped = INCLUDE_LINE.replace("*", "\\*")
+        code, output = proxy.exec_run(["sh", "-c", (
+            f"grep -qF '{INCLUDE_LINE}' /etc/nginx/nginx.conf || exit {UNTESTABLE}; "
+            f"sed 's#{escaped}#include {inside}/*.conf;#' /etc/nginx/nginx.conf > {main} || exit {UNTESTABLE}; "
+            f"nginx -t -q -c {main}; status=$?; rm -f {main}; exit $status")])
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    if code == UNTESTABLE:
+        return None
+    said = output.decode(errors="replace").replace(inside + "/", IN_PROXY + "/").replace(main, "/etc/nginx/nginx.conf")
+    refused = None if code == 0 else _rejection(said)
+    return Staged(path, text, state, refused)
+
+
+def placeholders(count: int) -> list[str]:
+    """Stand-ins for a candidate's addresses before it has any (TEST-NET-1, RFC 5737, never routed): nginx -t
+    judges a file's syntax, certificates and includes, which do not depend on which addresses it names, so
+    routes rendered with these test as the real ones will."""
+    return [f"192.0.2.{number}" for number in range(1, count + 1)]
+
+
+class Pretest:
+    """test_staged() in a thread, started before the candidate runs (with placeholders() for its addresses),
+    so that it runs beside the candidate's start and health check; result() waits for it (None if it could
+    not run)."""
+
+    def __init__(self, proxy, path: Path, text: str):
+        self._staged: Staged | None = None
+        self._thread = threading.Thread(target=self._run, args=(proxy, path, text), daemon=True,
+                                        name="hookdeploy-pretest")
+        self._thread.start()
+
+    def _run(self, proxy, path: Path, text: str) -> None:
+        with contextlib.suppress(Exception):  # the switch then tests as it always did
+            self._staged = test_staged(proxy, path, text)
+
+    def result(self) -> Staged | None:
+        self._thread.join()
+        return self._staged
+
+
+def switch_tested(proxy, staged: Staged | None, path: Path, text: str, tested_as: str | None = None) -> str | None:
+    """switch(), without testing again when `staged` tested exactly `text` (or `tested_as`: the same routes
+    with stand-in addresses, see placeholders()) as `path` beside conf.d as it is now: rename, SIGHUP to the
+    proxy's nginx, wait until the workers from before stop taking connections.
+
+    A refusal is StepFailed with nginx's message, nothing changed. If conf.d changed since the test (another
+    app's switch, a certificate) or the proxy's nginx cannot be signalled, switch() tests in the switch as
+    before. Call with the lock held."""
+    if staged is None or staged.path != path or staged.text not in (text, tested_as) \
+            or conf_state(path.parent) != staged.state:
+        return switch(proxy, path, text)
+    if staged.refused is not None:
+        raise StepFailed(staged.refused)
+    workers = nginx_workers(proxy)
+    if workers is None:
+        return switch(proxy, path, text)
+    previous = read(path)
+    write_atomically(path, text)
+    try:
+        proxy.kill(signal="HUP")
+    except docker.errors.APIError as error:
+        restore(path, previous)
+        raise StepFailed(f"cannot signal the proxy to reload: {error.explanation or error}") from None
+    wait_retired(proxy, workers)
+    return previous
+
+
+def nginx_workers(proxy) -> set[str] | None:
+    """The host PIDs of the proxy's nginx workers that take connections, if its main process (what a
+    signal to the container reaches) is nginx's master; else None."""
+    processes = _processes(proxy)
+    if processes is None or not processes.get(_main_pid(proxy), "").startswith("nginx: master process"):
+        return None
+    return {pid for pid, command in processes.items() if command == "nginx: worker process"}
+
+
+def wait_retired(proxy, workers: set[str]) -> None:
+    """Wait (up to RELOAD_WAIT_SECONDS, as RELOAD_AND_WAIT) until none of `workers` takes new connections:
+    each is gone or shutting down.
+
+    nginx's master tells the old workers to shut down 0.1 s after it started the new ones (it sleeps to
+    "allow new processes to start"). Where the engine runs here and we may signal its processes, the old
+    workers are told as soon as a new one exists instead, with the signal nginx documents for a worker's
+    graceful shutdown (QUIT: it stops accepting and finishes the requests it holds, exactly what the
+    master's own signal does). The listening sockets are the master's, inherited by every worker, so a
+    connection that arrives in between waits in their backlog for a new worker; none is refused."""
+    deadline = time.monotonic() + RELOAD_WAIT_SECONDS
+    told = False
+    while time.monotonic() < deadline:
+        processes = _processes(proxy)
+        if processes is None:
+            return
+        serving = {pid for pid, command in processes.items() if command == "nginx: worker process"}
+        if not serving & workers:
+            return
+        if not told and serving - workers and _engine_is_here():
+            told = _quit(serving & workers, processes)
+        time.sleep(0.005)
+
+
+def _engine_is_here() -> bool:
+    """True if the engine's PIDs are this machine's (its socket is local), so that /proc and signals reach
+    its processes."""
+    host = os.environ.get("DOCKER_HOST", "")
+    return host == "" or host.startswith("unix://")
+
+
+def _quit(pids: set[str], seen: dict[str, str]) -> bool:
+    """SIGQUIT to each of `pids` that is still the nginx worker it was seen as; False if we may not."""
+    for pid in pids:
+        if _command_line(pid) != seen.get(pid):  # gone, or its PID already another process's
+            continue
+        try:
+            os.kill(int(pid), signal.SIGQUIT)
+        except ProcessLookupError:
+            continue
+        except PermissionError:  # not root, nor the proxy's user: the master tells them, 0.1 s later
+            return False
+    return True
+
+
+def _main_pid(proxy) -> str:
+    return str((proxy.attrs.get("State") or {}).get("Pid"))
+
+
+def _processes(proxy) -> dict[str, str] | None:
+    """The proxy's main process and its children, host PID -> command line; None if it cannot say. Read
+    from /proc when the engine runs here (a millisecond), else asked of the engine (`docker top`, ~20 ms)."""
+    main = _main_pid(proxy)
+    try:
+        children = Path(f"/proc/{main}/task/{main}/children").read_text().split()
+        processes = {pid: _command_line(pid) for pid in [main, *children]}
+        if (processes[main] or "").startswith("nginx: master process"):
+            return {pid: command for pid, command in processes.items() if command is not None}
+    except OSError:
+        pass
+    try:
+        return {str(row[0]): row[1] for row in proxy.top(ps_args="-o pid,args")["Processes"]}
+    except (docker.errors.APIError, KeyError, IndexError, TypeError):
+        return None
+
+
+def _command_line(pid: str) -> str | None:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+    except OSError:  # gone
+        return None
 
 
 def routes_exactly(path: Path, addresses: Sequence[str], port: int) -> bool:

@@ -33,7 +33,7 @@ from hookdeploy.core.names import DNS_NAME, check_app_name
 from hookdeploy.core.store import Store
 from hookdeploy.core.taskruns import TaskRun, TaskRuns
 from hookdeploy.core.models import release_tag
-from hookdeploy.engine import containers, maintenance, proxy, runtime, swarm, traffic
+from hookdeploy.engine import containers, maintenance, proxy, runtime, signatures, swarm, traffic
 
 log = logging.getLogger(__name__)
 
@@ -237,13 +237,13 @@ def remove_certificates(config: Config, app: str, hostnames: list[str]) -> list[
 
 
 def remove_files(config: Config, app: str) -> list[str]:
-    """Remove the app's build folder, mirror of its clone URL, proxy access log and maintenance page;
-    those that were there."""
+    """Remove the app's build folder, mirror of its clone URL, proxy access log, maintenance page and imported
+    signing keys; those that were there."""
     state_dir = Path(config.server.state_dir)
     removed = []
     # pipeline.build_dir, gitops.mirror_path (both name the folder after the app), traffic.log_path
     for path in (state_dir / "builds" / app, state_dir / "mirrors" / f"{app}.git", traffic.log_path(config, app),
-                 maintenance.page_path(config, app)):
+                 maintenance.page_path(config, app), signatures.keys_folder(config, app)):
         if path.is_dir():
             shutil.rmtree(path)
         elif path.exists():

@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 
 HEARTBEAT_SECONDS = 1.0
 POLL_SECONDS = 0.05
+WAKE_SECONDS = 0.01  # an idle worker sees a commit by another process (a queued job) this soon (~1 % of a core)
 RECOVER_EVERY_SECONDS = 5.0
 FOLLOW_SECONDS = 1.0  # how often the live swarm services' tasks are compared with the proxy's routes
 CERTS_SECONDS = 30.0  # how often certificates are looked at (renewal due, a failed order's retry, new user files)
@@ -117,7 +118,14 @@ class Worker:
                 except Exception as error:  # noqa: BLE001 - the engine went away between two looks
                     log.warning("recovery postponed: %s", _one_line(error))
                 last_recovery = now
-            stop.wait(POLL_SECONDS)
+            self._idle(stop)
+
+    def _idle(self, stop: threading.Event) -> None:
+        """Wait POLL_SECONDS, or less: until another process commits to the store (a hook queuing a job)."""
+        version, deadline = self.store.data_version(), time.monotonic() + POLL_SECONDS
+        while not stop.wait(WAKE_SECONDS) and time.monotonic() < deadline:
+            if self.store.data_version() != version:
+                return
 
     def _take_config(self) -> None:
         """Use the config in force now from here on: a job that runs keeps the one it started with."""

@@ -64,6 +64,7 @@ PUSH_EVENTS = {"github": {"push"}, "gitea": {"push"}, "gitlab": {"Push Hook", "S
 REGISTRY_EVENTS_TYPE = "application/vnd.docker.distribution.events.v1+json"
 REGISTRY_CONTENT_TYPES = (REGISTRY_EVENTS_TYPE, "application/json")
 MAX_REGISTRY_EVENTS = 100
+MAX_FORM_FIELDS = 20
 # What a tag can point at; everything else a registry stores is a blob (layers, image configs).
 MANIFEST_TYPES = frozenset({
     "application/vnd.docker.distribution.manifest.v2+json",
@@ -102,6 +103,7 @@ class Push:
     after: Any
     deleted: bool
     repository: str | None
+    before: Any = None
 
 
 def verify(provider: str, secret: bytes, headers: Mapping[str, str], body: bytes) -> None:
@@ -114,12 +116,24 @@ def verify(provider: str, secret: bytes, headers: Mapping[str, str], body: bytes
     if provider == "gitlab":
         expected = secret
     else:
-        digest = hmac.new(secret, body, hashlib.sha256).hexdigest().encode()
+        digest = hmac.new(secret, _signed_bytes(provider, headers, body), hashlib.sha256).hexdigest().encode()
         expected = b"sha256=" + digest if provider == "github" else digest
     # WSGI header values are latin-1 strings; as bytes any value compares without a TypeError.
     matches = [hmac.compare_digest(expected, value.encode("latin-1")) for value in offered]
     if not any(matches):
         raise Unauthorized("signature does not match the body and this app's webhook secret")
+
+
+def _signed_bytes(provider: str, headers: Mapping[str, str], body: bytes) -> bytes:
+    """What the forge signed: GitHub the body as sent; Gitea and Forgejo the JSON, which a form
+    delivery carries percent-encoded in its `payload` field (Gitea's deliver.go signs PayloadContent)."""
+    if provider != "gitea":
+        return body
+    try:
+        payload = form_payload(headers.get("Content-Type"), body)
+    except BadInput as error:
+        raise Unauthorized(f"no signed payload to check: {error}") from None
+    return body if payload is None else payload
 
 
 def github_signature(secret: bytes, body: bytes) -> str:
@@ -144,20 +158,32 @@ def delivery_id(provider: str, headers: Mapping[str, str], body: bytes) -> str:
 
 def parse_payload(content_type: str | None, body: bytes) -> dict:
     """The payload object: JSON, or the `payload=` field of a form-encoded body; BadInput if neither."""
+    payload = form_payload(content_type, body)
+    return _json_object(body if payload is None else payload, "payload")
+
+
+def form_payload(content_type: str | None, body: bytes) -> bytes | None:
+    """The percent-decoded `payload` field of a form-encoded body, byte for byte; None for a JSON body."""
     form = (content_type or "").split(";")[0].strip().lower() == "application/x-www-form-urlencoded"
     # A JSON object is never a form body: senders (curl) that label JSON as a form still work.
-    if form and not body.lstrip().startswith(b"{"):
-        try:
-            fields = urllib.parse.parse_qs(body.decode("ascii"), strict_parsing=True, errors="strict",
-                                           max_num_fields=20)
-        except (UnicodeDecodeError, ValueError):
-            raise BadInput("malformed form-encoded body") from None
-        if len(fields.get("payload", ())) != 1:
-            raise BadInput("a form-encoded body must carry exactly one payload= field")
-        text: str | bytes = fields["payload"][0]
-    else:
-        text = body
-    return _json_object(text, "payload")
+    if not form or body.lstrip().startswith(b"{"):
+        return None
+    try:
+        fields = body.decode("ascii").split("&")
+    except UnicodeDecodeError:
+        raise BadInput("malformed form-encoded body") from None
+    if len(fields) > MAX_FORM_FIELDS:
+        raise BadInput(f"a form-encoded body has more than {MAX_FORM_FIELDS} fields")
+    values = []
+    for field in fields:
+        name, equals, value = field.partition("=")
+        if not equals:
+            raise BadInput("malformed form-encoded body")
+        if urllib.parse.unquote_plus(name) == "payload":
+            values.append(urllib.parse.unquote_to_bytes(value.replace("+", " ")))
+    if len(values) != 1:
+        raise BadInput("a form-encoded body must carry exactly one payload= field")
+    return values[0]
 
 
 def _json_object(text: str | bytes, what: str) -> dict:
@@ -181,7 +207,7 @@ def read_push(provider: str, payload: dict) -> Push:
         repository = named.get("full_name") if isinstance(named, dict) else None
     after = payload.get("after")
     return Push(ref=payload.get("ref"), after=after, deleted=payload.get("deleted") is True or after == ZERO_SHA,
-                repository=repository if isinstance(repository, str) else None)
+                repository=repository if isinstance(repository, str) else None, before=payload.get("before"))
 
 
 def ignore_reason(push: Push, branch: str, pinned: str | None) -> str | None:
@@ -191,6 +217,9 @@ def ignore_reason(push: Push, branch: str, pinned: str | None) -> str | None:
         return f"repository {shown} is not {pinned}"
     if not isinstance(push.ref, str) or ref_problem(push.ref):
         raise BadInput("payload has no valid ref")
+    if push.after == ZERO_SHA and push.before == ZERO_SHA:
+        # Gitea's "Test Delivery" from a repository without commits: nothing was pushed or deleted.
+        return "test delivery (before and after are all zeros: nothing to deploy)"
     if push.ref.startswith("refs/tags/"):
         return f"tag push {printable(push.ref)}"
     if push.ref != f"refs/heads/{branch}":

@@ -1,5 +1,5 @@
-"""The README's worked example (notes in SQLite on a volume, a migration, a nightly cleanup), taken
-from README.md as it is: its deploy.toml table loads with the keys it says, and its three scripts
+"""The handbook's worked example (notes in SQLite on a volume, a migration, a nightly cleanup), taken
+from docs/guides/data-and-schedules.md as it is: its deploy.toml table loads with the keys it says, and its three scripts
 run as the release command, the app and the task would, against one database file: the migration
 twice, a note kept through a real HTTP request and listed, a month-old one removed by the cleanup.
 Only the database's folder and the app's port are moved for the test."""
@@ -15,18 +15,16 @@ import time
 import urllib.request
 from pathlib import Path
 
-import pytest
-
 from hookdeploy.core.config import load
 
-README = Path(__file__).resolve().parent.parent / "README.md"
-SECTION = "### A worked example: notes kept in SQLite"
+PAGE = Path(__file__).resolve().parent.parent / "docs" / "guides" / "data-and-schedules.md"
+SECTION = "## A worked example: notes kept in SQLite"
 
 
 def example_blocks() -> dict[str, str]:
     """The example's fenced blocks by name: dockerfile, toml, and each script by its file name."""
-    text = README.read_text(encoding="utf-8")
-    assert SECTION in text, "README.md lost its worked example"
+    text = PAGE.read_text(encoding="utf-8")
+    assert SECTION in text, f"{PAGE} lost its worked example"
     section = text.split(SECTION, 1)[1].split("\n## ", 1)[0]
     blocks: dict[str, str] = {}
     for before, kind, body in re.findall(r"([^\n]*)\n+```(\w+)\n(.*?)```", section, re.DOTALL):
