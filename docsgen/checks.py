@@ -40,7 +40,7 @@ WRAPPERS = {"sudo": ("-u", "-g"), "runuser": ("-u", "-g"), "env": (), "exec": ()
 OPERATORS = {"&&", "||", ";", "|", "&", "(", ")", "$(", ";;", "|&"}
 # A file an example names (a maintenance page, a certificate) is on the reader's server, not here: the
 # parser's "no such file" problems are not the example's fault. Any other problem with the key still is.
-MISSING_FILE = re.compile(r"is not a file|does not exist|[Nn]o such file")
+MISSING_FILE = re.compile(r"is not a (readable )?file|does not exist|[Nn]o such file")
 
 
 @dataclass(frozen=True)
