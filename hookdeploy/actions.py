@@ -12,9 +12,11 @@ queues pushes and follows a job, stays light.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
+from hookdeploy.core import previews
 from hookdeploy.core.config import AppConfig, Config, TaskConfig
 from hookdeploy.core.errors import BadInput, UnknownJob
 from hookdeploy.core.models import Event, Job, JobKind, JobState, Release, Trigger, release_tag
@@ -52,6 +54,10 @@ def deploy_ref(config: Config, store: Store, app: AppConfig, ref: str | None = N
         raise BadInput(f"the ref is empty; leave it out to deploy {app.name}'s branch ({app.branch})")
     check_ref(ref, "ref")  # before any fetch: a malformed ref is the first thing to say
     repo = gitops.open_repo(app, config.server.state_dir, fetch=True)
+    branch_ref = ref if ref.startswith("refs/heads/") else f"refs/heads/{ref}"
+    if previews.wanted(app, branch_ref) is not None:  # a preview branch: its preview, never the app's release
+        queued = previews.on_push(store, app, branch_ref, gitops.resolve_ref(repo, branch_ref, app.name), Trigger.MANUAL)
+        return queued[0]
     sha = gitops.resolve_ref(repo, ref, app.name)
     return store.enqueue(app.name, sha, trigger=Trigger.MANUAL, ref=ref, coalesce=app.coalesce)
 
@@ -212,11 +218,14 @@ class AppStatus:
     running: Job | None
     can_roll_back: bool
     stopped: bool = False  # `stop APP`: its live release's containers are stopped, the maintenance page answers
+    previews: tuple[dict, ...] = ()  # core/previews.py describe(): each preview of a branch
 
     def to_json(self) -> dict:
         """As in `status --json` and GET /api/apps."""
         return {"live": self.live.to_json() if self.live else None, "queued": self.queued,
-                "running": self.running.id if self.running else None, "stopped": self.stopped}
+                "running": self.running.id if self.running else None, "stopped": self.stopped,
+                "previews": {shown["label"]: {key: shown[key] for key in ("url", "sha", "since")}
+                             for shown in self.previews}}
 
 
 def app_status(store: Store, name: str) -> AppStatus:
@@ -229,7 +238,8 @@ def app_status(store: Store, name: str) -> AppStatus:
 def status(config: Config, store: Store, app_name: str | None = None) -> list[AppStatus]:
     """Every app's status, by name (or the one app named)."""
     names = [find_app(config, app_name).name] if app_name else sorted(config.apps)
-    return [app_status(store, name) for name in names]
+    return [dataclasses.replace(app_status(store, name), previews=tuple(
+        previews.describe(preview, config, store) for preview in previews.Previews(store).of(name))) for name in names]
 
 
 def history(store: Store, app: AppConfig | str, limit: int) -> list[Job]:

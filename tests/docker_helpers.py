@@ -22,6 +22,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -225,6 +226,17 @@ class Load:
         for future in self._futures:
             future.result()
         self._pool.shutdown()
+
+
+def wait_for(condition, timeout: float = 30.0, what: str = "condition"):
+    """What `condition()` returns once it is true, asked every 0.1 s; AssertionError after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = condition()
+        if found:
+            return found
+        time.sleep(0.1)
+    raise AssertionError(f"no {what} within {timeout} s")
 
 
 # -- an instance -------------------------------------------------------------------------------------

@@ -102,5 +102,5 @@ def test_looking_up_apps_and_jobs(config, store):
     found, events = actions.job_log(store, job.id)
     assert found.id == job.id and [event.kind for event in events] == ["state"]
     assert [status.to_json() for status in actions.status(config, store)] == [
-        {"live": None, "queued": 1, "running": None, "stopped": False}]
+        {"live": None, "queued": 1, "running": None, "stopped": False, "previews": {}}]
     assert json.dumps(actions.status(config, store, "site")[0].to_json())

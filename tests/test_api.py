@@ -76,7 +76,7 @@ def test_apps_jobs_and_logs(api, read_token):
     second = api.store.enqueue("site", api.shas[1], trigger=Trigger.REPLAY, coalesce=False)
     status, apps = api.call("GET", "/api/apps", read_token)
     assert status == 200 and set(apps["apps"]) == {"site", "lab", "tea", "pinned", "plain"}
-    assert apps["apps"]["site"] == {"live": None, "queued": 2, "running": None, "stopped": False}
+    assert apps["apps"]["site"] == {"live": None, "queued": 2, "running": None, "stopped": False, "previews": {}}
 
     status, jobs = api.call("GET", "/api/apps/site/jobs", read_token)
     assert status == 200 and [job["id"] for job in jobs] == [second.id, first.id]

@@ -16,7 +16,7 @@ from hookdeploy.core.store import Store
 
 from conftest import HOOKDEPLOY, fake_sha, git
 
-JOB_KEYS = {"id", "app", "kind", "trigger", "ref", "sha", "state", "created_at", "started_at", "finished_at", "digest", "signer",
+JOB_KEYS = {"id", "app", "kind", "trigger", "ref", "sha", "state", "created_at", "started_at", "finished_at", "digest", "signer", "preview",
             "error", "image"}
 ISO_UTC = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|\+00:00)\Z")
 
@@ -312,8 +312,8 @@ def two_apps(write_config, tmp_path):
 def test_status_json_shape(two_apps, run_cli, state_dir):
     empty = run_cli("status", "--json", config=two_apps)
     assert empty.returncode == 0, empty.stderr
-    assert json.loads(empty.stdout) == {"apps": {"api": {"live": None, "queued": 0, "running": None, "stopped": False},
-                                                 "site": {"live": None, "queued": 0, "running": None, "stopped": False}}}
+    assert json.loads(empty.stdout) == {"apps": {"api": {"live": None, "queued": 0, "running": None, "stopped": False, "previews": {}},
+                                                 "site": {"live": None, "queued": 0, "running": None, "stopped": False, "previews": {}}}}
     [live_job] = record_releases(state_dir, [fake_sha(1)])
     store = Store(state_dir / "hookdeploy.db")
     running = store.enqueue("site", fake_sha(2))
@@ -327,8 +327,8 @@ def test_status_json_shape(two_apps, run_cli, state_dir):
         "site": {"live": {"sha": fake_sha(1), "image": f"hookdeploy/site:{fake_sha(1)[:12]}",
                           "container": f"hookdeploy-site-{fake_sha(1)[:12]}-{live_job}", "since": live.live_since,
                           "job": live_job},
-                 "queued": 1, "running": running.id, "stopped": False},
-        "api": {"live": None, "queued": 2, "running": None, "stopped": False}}}
+                 "queued": 1, "running": running.id, "stopped": False, "previews": {}},
+        "api": {"live": None, "queued": 2, "running": None, "stopped": False, "previews": {}}}}
     assert ISO_UTC.match(live.live_since)
     one = json.loads(run_cli("status", "site", "--json", config=two_apps).stdout)
     assert one == {"apps": {"site": data["apps"]["site"]}}

@@ -16,7 +16,7 @@ from datetime import datetime, timezone
 import pytest
 
 from cluster_helpers import Hey
-from docker_helpers import BASE_IMAGE, Instance, Load, site_files
+from docker_helpers import BASE_IMAGE, Instance, Load, site_files, wait_for
 
 from hookdeploy.core.models import JobState, ReleaseState
 from hookdeploy.core.taskruns import RunState, TaskRuns
@@ -27,15 +27,6 @@ SLOT = datetime(2027, 1, 1, 6, 0, 10, tzinfo=timezone.utc)
 SITE = {"hostnames": ["site.test", "www.site.test"], "volumes": ["data:/data"], "tasks": [LONG_TASK]}
 OTHER = {"hostnames": ["other.test"]}
 
-
-def wait_for(condition, timeout: float = 30.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = condition()
-        if found:
-            return found
-        time.sleep(0.1)
-    raise AssertionError(f"no {what} within {timeout} s")
 
 
 @pytest.fixture(scope="module")

@@ -15,13 +15,12 @@ import re
 import signal
 import subprocess
 import threading
-import time
 from datetime import datetime, timezone
 
 import pytest
 import requests
 
-from docker_helpers import Instance, site_files
+from docker_helpers import Instance, site_files, wait_for
 from test_notify import Receiver
 from webhook_helpers import API_SECRET, SECRETS, Server, request
 
@@ -66,15 +65,6 @@ def scheduled(site: Instance, *names: str, clock=lambda: SLOT):
     runs = TaskRuns(site.store)
     return {name: runs.runs("site", name, limit=1)[0] for name in names}
 
-
-def wait_for(condition, timeout: float = 20.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = condition()
-        if found:
-            return found
-        time.sleep(0.1)
-    raise AssertionError(f"no {what} within {timeout} s")
 
 
 def test_scheduled_slots_run_in_the_live_image_record_output_and_notify_failures(site):

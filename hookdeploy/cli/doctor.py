@@ -8,7 +8,7 @@ import shutil
 from pathlib import Path
 from typing import Callable
 
-from hookdeploy.cli import doctor_signatures, doctor_swarm, doctor_tls
+from hookdeploy.cli import doctor_signatures, doctor_swarm, doctor_tls, previews
 from hookdeploy.core.config import Config, missing_secrets
 from hookdeploy.core.errors import HookdeployError
 from hookdeploy.core.names import split_address
@@ -51,6 +51,7 @@ def run(config: Config, report: Report) -> int:
         doctor_tls.check_tls(config, check)
     _check_docker(config, check)
     _check_orphans(config, check)
+    previews.check_previews(config, check)
     return problems
 
 

@@ -14,10 +14,12 @@ from typing import Iterable, TextIO
 from hookdeploy import actions
 from hookdeploy.cli.follow import WORKER_ALIVE_SECONDS, follow_push, site_url
 from hookdeploy.core import config as configuration
+from hookdeploy.core import previews
 from hookdeploy.core.config import AppConfig
 from hookdeploy.core.errors import ConfigError, HookdeployError
-from hookdeploy.core.models import Job
-from hookdeploy.core.names import is_full_sha, one_line, printable
+from hookdeploy.core.models import Job, JobState
+from hookdeploy.core.names import is_full_sha, one_line, preview_parts, printable
+from hookdeploy.core.previews import branch_of
 from hookdeploy.core.store import Store
 
 TEMPLATE_NAME = "post-receive"
@@ -49,6 +51,15 @@ def queue_pushes(store: Store, app: AppConfig, updates: list[RefUpdate], out: Te
     """Queue a `push` job for each update of the app's branch; report and skip the rest."""
     jobs = []
     for update in updates:
+        try:
+            preview = previews.on_push(store, app, update.ref, update.new)
+        except previews.PreviewRefused as refused:
+            print(f"hookdeploy: no preview: {refused}", file=out)
+            continue
+        if preview is not None:  # a preview branch's push or deletion (DESIGN "Previews of branches")
+            print(f"queued job {preview[0].id} ({preview[1]})" if preview[0] else f"hookdeploy: {preview[1]}", file=out)
+            jobs.extend([preview[0]] if preview[0] else [])
+            continue
         reason = actions.ignored_push(app, update.ref, update.new)
         if reason is not None:
             print(f"hookdeploy: ignored {reason}", file=out)
@@ -82,7 +93,11 @@ def run(config_option: str | None, app_name: str, follow_job: bool = True) -> in
     if jobs and follow_job and app.follow_push:
         if store.worker_alive(WORKER_ALIVE_SECONDS):
             try:
-                follow_push(store, jobs[-1], site_url(config.proxy.publish, app.hostnames))
+                preview = preview_parts(jobs[-1].app)
+                url = previews.url(config, app, preview[1]) if preview else site_url(config.proxy.publish, app.hostnames)
+                final = follow_push(store, jobs[-1], url)
+                if preview and final.state is JobState.SUCCEEDED:
+                    print(f"-----> preview of {branch_of(final.ref)}: {url}")
             except KeyboardInterrupt:
                 print(f"stopped following; job {jobs[-1].id} goes on (hookdeploy logs {jobs[-1].id} --follow)")
         else:

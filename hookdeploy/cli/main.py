@@ -13,6 +13,7 @@ import sys
 import click
 
 from hookdeploy import actions
+from hookdeploy.cli import previews as previews_commands
 from hookdeploy.cli.follow import WORKER_ALIVE_SECONDS, follow as follow_job
 from hookdeploy.core import config as configuration
 from hookdeploy.core.errors import BadInput, ConfigError, HookdeployError
@@ -255,6 +256,9 @@ def status(context: Context, app_name: str | None, as_json: bool) -> None:
             shown += f" {live.digest}"
         running = f"running job {app.running.id}" if app.running else "nothing running"
         click.echo(f"{app.name}: {shown}; {app.queued} queued; {running}")
+        for preview in app.previews:
+            click.echo(one_line(f"  preview {preview['label']} ({preview['branch']}): {preview['url']} "
+                                f"{(preview['sha'] or 'not live yet')[:12]}"))
 
 
 @cli.command()
@@ -506,6 +510,10 @@ def token_revoke(context: Context, token_id: str) -> None:
     revoked = context.store.revoke_token(token_id)
     click.echo(f"revoked token {revoked.id} ({revoked.scope} scope); it and its dashboard sessions are refused "
                "from now on")
+
+
+cli.add_command(previews_commands.list_previews)
+cli.add_command(previews_commands.preview_remove)
 
 
 def main() -> None:

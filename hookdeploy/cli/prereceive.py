@@ -15,6 +15,7 @@ from typing import TextIO
 from hookdeploy import actions
 from hookdeploy.cli.hook import RefUpdate, parse_updates
 from hookdeploy.core import config as configuration
+from hookdeploy.core import previews
 from hookdeploy.core.config import AppConfig, Config
 from hookdeploy.core.errors import ConfigError, HookdeployError, UnknownApp
 from hookdeploy.core.names import ZERO_SHA, one_line
@@ -23,8 +24,10 @@ from hookdeploy.engine import signatures
 
 def checked(app: AppConfig, ref: str, new_sha: str) -> bool:
     """True when a pushed update of `ref` to `new_sha` must be signed: the app checks signatures, the update
-    deletes nothing, and hookdeploy would deploy it (actions.ignored_push says which refs those are)."""
-    return signatures.required(app) and new_sha != ZERO_SHA and actions.ignored_push(app, ref, new_sha) is None
+    deletes nothing, and hookdeploy would deploy it (actions.ignored_push says which refs those are; a
+    preview branch's push deploys its preview)."""
+    return signatures.required(app) and new_sha != ZERO_SHA and (
+        actions.ignored_push(app, ref, new_sha) is None or previews.wanted(app, ref) is not None)
 
 
 def refusals(config: Config, app: AppConfig, git_dir: str, updates: list[RefUpdate]) -> list[str]:

@@ -22,11 +22,12 @@ from types import MappingProxyType
 from typing import Any, Mapping
 
 from hookdeploy.core.config_schema import (BUILD_CACHES, BUILDERS, MAX_REPLICAS, NOTIFY_EVENTS, NOTIFY_FORMATS, PROVIDERS, PROXY_HEADERS, TARGETS, TLS_MODES,
-                                           AppConfig, BuildConfig, BuildSecret, Config, GuardConfig,
+                                           AppConfig, BuildConfig, PreviewsConfig, BuildSecret, Config, GuardConfig,
                                            HealthConfig, NotifyConfig, ProxyConfig, RegistryConfig, ServerConfig,
                                            SignaturesConfig, TaskConfig, TlsConfig, TlsFiles, WebhookConfig, is_local_path,
                                            ssh_host)
 from hookdeploy.core import schedule
+from hookdeploy.core.previews import previews_problems
 from hookdeploy.core.errors import ConfigError
 from hookdeploy.core.names import (APP_NAME, INSTANCE_NAME, TAG, TASK_NAME, branch_problem, host_and_port, image_problem,
                                    printable, reference_problem, registry_host_problem, split_address)
@@ -215,7 +216,7 @@ def _check_trusted_proxy(server: dict, problems: list[str]) -> None:
 def _app(name: str, table: Mapping, key: str, base: Path, problems: list[str]) -> AppConfig | None:
     """One `[apps.NAME]` table; None if it has any problem."""
     before = len(problems)
-    values = _section(AppConfig, {k: v for k, v in table.items() if k not in ("health", "webhook", "tls", "guard", "signatures")}, key, problems,
+    values = _section(AppConfig, {k: v for k, v in table.items() if k not in ("health", "webhook", "tls", "guard", "signatures", "previews")}, key, problems,
                       skip=("name",))
     health = _section(HealthConfig, table.get("health", {}), f"{key}.health", problems)
     guard = _section(GuardConfig, table.get("guard", {}), f"{key}.guard", problems)
@@ -247,6 +248,7 @@ def _app(name: str, table: Mapping, key: str, base: Path, problems: list[str]) -
     _check_health(health, f"{key}.health", problems)
     _check_maintenance_page(values, key, base, problems)
     signatures = _signatures(table.get("signatures"), "image" in table, f"{key}.signatures", base, problems)
+    previews = _previews(table.get("previews"), values, f"{key}.previews", problems)
 
     if len(problems) > before:
         return None
@@ -257,7 +259,22 @@ def _app(name: str, table: Mapping, key: str, base: Path, problems: list[str]) -
         guard=GuardConfig(**guard),
         webhook=WebhookConfig(**webhook) if webhook is not None else None,
         signatures=signatures,
+        previews=previews,
     )
+
+
+def _previews(table: Any, values: dict, key: str, problems: list[str]) -> PreviewsConfig | None:
+    """`[apps.X.previews]` (DESIGN "Previews of branches"): its rules are core/previews.py's; None when absent."""
+    if table is None:
+        return None
+    found = _section(PreviewsConfig, table, key, problems)
+    if "env" in found:
+        found["env"] = MappingProxyType(_check_env(found["env"], f"{key}.env", problems))
+    if "branches" in found:
+        found["branches"] = tuple(found["branches"])
+    for problem in previews_problems(found, values.get("hostnames", ())):
+        problems.append(f"{key}.{problem}")
+    return PreviewsConfig(**found)
 
 
 MAINTENANCE_PAGE_LIMIT = 1 << 20  # bytes; the proxy sends it whole with every 503

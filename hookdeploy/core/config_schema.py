@@ -8,6 +8,7 @@ and `from_env` values are read when asked for. This module imports no other conf
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import urllib.parse
@@ -17,7 +18,7 @@ from types import MappingProxyType
 from typing import Any, Mapping
 
 from hookdeploy.core.errors import UnknownApp, UnknownTask
-from hookdeploy.core.names import printable
+from hookdeploy.core.names import preview_parts, printable
 from hookdeploy.core.volumes import Mount
 
 PROVIDERS = ("github", "gitlab", "gitea", "registry")
@@ -119,6 +120,17 @@ class TaskConfig:
 
 
 @dataclass(frozen=True)
+class PreviewsConfig:
+    """`[apps.X.previews]`: pushes to matching branches deploy previews (DESIGN "Previews of branches")."""
+
+    branches: tuple[str, ...] = ()  # fnmatch patterns: a push to a matching branch deploys a preview of it
+    hostname: str = ""  # the preview's hostname; {branch} becomes the branch as one DNS label (a-z0-9-, <= 63)
+    max: int = 5  # previews of the app at once; one more is refused, naming the ones to remove
+    ttl_hours: float = 168.0  # a preview with no push for this long is removed by the worker
+    env: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))  # over the app's env
+
+
+@dataclass(frozen=True)
 class AppConfig:
     """One deployed app."""
 
@@ -163,6 +175,7 @@ class AppConfig:
     webhook: WebhookConfig | None = None
     tasks: tuple[TaskConfig, ...] = ()  # DESIGN "Data, schedules and one-off commands"
     signatures: SignaturesConfig | None = None  # set: only commits signed by its keys deploy (push, webhook, rollback...)
+    previews: PreviewsConfig | None = None  # DESIGN "Previews of branches"; None: pushes to other branches are ignored
 
     def task(self, name: str) -> TaskConfig:
         """The app's task called `name`, or UnknownTask naming the tasks there are."""
@@ -313,9 +326,25 @@ class Config:
         try:
             return self.apps[name]
         except KeyError:
+            if (preview := self.preview(name)) is not None:
+                return preview
             known = ", ".join(sorted(self.apps)) or "none"
             raise UnknownApp(f"unknown app {printable(name)} (apps in {self.path}: {known})",
                              public=f"unknown app {printable(name)}") from None
+
+
+    def preview(self, name: str) -> AppConfig | None:
+        """The app config a preview's jobs run with, for its release set's name `APP.LABEL` (None for any
+        other name; core/previews.py has the rules): the app's build, health check, limits and TLS; its
+        own hostname, env (the app's, then previews.env), one image kept besides the live one and the
+        rollback target, one replica, no guard, no tasks. Its `branch` is the job's (previews.for_job)."""
+        parts = preview_parts(name)
+        app = self.apps.get(parts[0]) if parts else None
+        if app is None or app.previews is None:
+            return None
+        return dataclasses.replace(app, name=name, hostnames=(app.previews.hostname.replace("{branch}", parts[1]),),
+                                   branch="", env=MappingProxyType({**app.env, **app.previews.env}), keep=1,
+                                   guard=GuardConfig(), tasks=(), previews=None, replicas=1)
 
 
 def read_secret(env_name: str | None, file_name: str | None) -> bytes | None:

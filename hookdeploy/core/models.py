@@ -6,6 +6,8 @@ import enum
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 
+from hookdeploy.core.names import preview_parts
+
 
 class JobState(str, enum.Enum):
     """Where a job is: queued → running → succeeded | failed | rolled_back; queued → superseded;
@@ -112,6 +114,7 @@ class Job:
         data["signer"] = ({"fingerprint": self.signer_fingerprint, "principal": self.signer_principal}
                           if self.signer_fingerprint else None)
         data["kind"], data["trigger"], data["state"] = self.kind.value, self.trigger.value, self.state.value
+        data["app"], data["preview"] = preview_parts(self.app) or (self.app, None)  # a preview's jobs: APP.LABEL
         return data
 
     def describe(self) -> str:

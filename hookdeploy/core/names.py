@@ -12,6 +12,7 @@ INSTANCE_NAME = re.compile(r"[a-z0-9][a-z0-9_.-]{0,39}\Z")
 FULL_SHA = re.compile(r"[0-9a-f]{40}\Z")
 SHA_PREFIX = re.compile(r"[0-9a-f]{4,40}\Z")
 ZERO_SHA = "0" * 40
+PREVIEW_SEPARATOR = "."  # a preview's release set is APP.LABEL; neither an app name nor a label holds one
 _REF_FORBIDDEN = re.compile(r"[\x00-\x20\x7f~^:?*\[\\]")
 
 
@@ -66,6 +67,12 @@ def check_sha_prefix(text: str) -> str:
 def is_full_sha(text: str) -> bool:
     """True for exactly 40 lower-case hex digits."""
     return bool(FULL_SHA.match(text or ""))
+
+
+def preview_parts(name: str) -> tuple[str, str] | None:
+    """(APP, LABEL) for a preview's release set name `APP.LABEL`; None for an app's own name."""
+    app, dot, label = (name or "").partition(PREVIEW_SEPARATOR)
+    return (app, label) if dot and APP_NAME.match(app) and APP_NAME.match(label) else None
 
 
 def check_task_name(name: str) -> str:

@@ -274,6 +274,20 @@ MIGRATIONS = [
     ALTER TABLE jobs ADD COLUMN signer_fingerprint TEXT;
     ALTER TABLE jobs ADD COLUMN signer_principal TEXT;
     """,
+    # 10: previews of branches: each branch's DNS label, claimed once per app (its jobs and releases go by
+    # APP.LABEL), when it was made and last pushed (ttl_hours), and whether its branch was deleted
+    """
+    CREATE TABLE previews (
+        app TEXT NOT NULL,
+        label TEXT NOT NULL,
+        branch TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        pushed_at TEXT NOT NULL,
+        remove_requested_at TEXT,
+        PRIMARY KEY (app, label),
+        UNIQUE (app, branch)
+    );
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -17,7 +17,8 @@ its own (no circle; tests/test_layers.py checks the package's layers):
 7. deploy (one deploy job, in order)
 8. maintenance (stop and start jobs)
 9. recovery (interrupts, dead workers, repair, following tasks), removal (an app taken away)
-10. worker (the loop that owns every job state change)
+10. previews (a preview removed, the worker's sweep of those due)
+11. worker (the loop that owns every job state change)
 
 The service layer (actions), the web and the CLI call into any of them; none of them calls back.
 """

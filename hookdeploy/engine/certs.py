@@ -44,6 +44,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from hookdeploy import __version__
+from hookdeploy.core import previews
 from hookdeploy.core.config import AppConfig, Config
 from hookdeploy.core.errors import StepFailed
 from hookdeploy.core.store import Store
@@ -423,7 +424,7 @@ def maintain(config: Config, store: Store, engine, reported: dict[str, str]) -> 
     user certificate, and bring the live proxy config in step (nginx -t, graceful reload): a new
     certificate is served, an expired one no longer is. A problem is logged once until it changes
     (`reported`: app -> the last one)."""
-    for app in config.apps.values():
+    for app in previews.release_sets(config, store):  # the apps and their previews' hostnames
         if app.tls_mode == "off":
             continue
         changed = False

@@ -20,8 +20,8 @@ import docker
 import docker.errors
 
 from hookdeploy.core.errors import DockerUnavailable, StepFailed
-from hookdeploy.core.names import split_address
 from hookdeploy.core.models import release_tag
+from hookdeploy.core.names import preview_parts, split_address
 from hookdeploy.engine import streams
 
 log = logging.getLogger(__name__)
@@ -31,6 +31,7 @@ APP = "hookdeploy.app"
 SHA = "hookdeploy.sha"
 JOB = "hookdeploy.job"
 ROLE = "hookdeploy.role"
+PREVIEW = "hookdeploy.preview"  # a preview's release set (hookdeploy.app is then APP.LABEL)
 
 
 def engine(timeout: int = 60) -> docker.DockerClient:
@@ -53,8 +54,9 @@ def image_exists(client: docker.DockerClient, name: str) -> bool:
 
 
 def release_labels(instance: str, app: str, sha: str, job: int) -> dict[str, str]:
-    """The labels every app container and image carries."""
-    return {INSTANCE: instance, APP: app, SHA: sha, JOB: str(job)}
+    """The labels every app container and image carries (a preview's also hookdeploy.preview=LABEL)."""
+    preview = preview_parts(app)
+    return {INSTANCE: instance, APP: app, SHA: sha, JOB: str(job), **({PREVIEW: preview[1]} if preview else {})}
 
 
 def image_name(instance: str, app: str, sha: str) -> str:

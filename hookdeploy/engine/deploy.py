@@ -31,6 +31,7 @@ from typing import Callable, Iterator
 
 import docker
 
+from hookdeploy.core import previews
 from hookdeploy.core.config import Config
 from hookdeploy.core.errors import Aborted, HookdeployError, StepFailed
 from hookdeploy.core.models import Job, JobKind, JobState, release_tag
@@ -92,7 +93,7 @@ class Deploy:
     def run(self) -> Ended:
         """The pipeline in order; returns the final state and error."""
         try:
-            self.app = self.config.app(self.job.app)
+            self.app = previews.for_job(self.config.app(self.job.app), self.job.ref)  # a preview follows its branch
         except HookdeployError as error:
             return JobState.FAILED, str(error)
         failed = self.prepare()

@@ -29,7 +29,7 @@ import docker.errors
 
 from hookdeploy.core.config import Config
 from hookdeploy.core.errors import BadInput, StepFailed
-from hookdeploy.core.names import DNS_NAME, check_app_name
+from hookdeploy.core.names import DNS_NAME, check_app_name, preview_parts
 from hookdeploy.core.store import Store
 from hookdeploy.core.taskruns import TaskRun, TaskRuns
 from hookdeploy.core.models import release_tag
@@ -99,22 +99,24 @@ def _count(items: list, one: str, many: str | None = None) -> str:
     return f"1 {one}" if len(items) == 1 else f"{len(items)} {many or one + 's'}"
 
 
-def remove(config: Config, store: Store, app: str, volumes: bool = False) -> Removal:
+def remove(config: Config, store: Store, app: str, volumes: bool = False, reason: str = REASON) -> Removal:
     """Remove everything of `app` but its history (see the module's docstring); BadInput, with nothing
-    changed, for an app still in deploy.toml, one with a running job, or a name nothing knows."""
-    check_app_name(app)
+    changed, for an app still in deploy.toml, one with a running job, or a name nothing knows. `app`
+    may be a preview's release set, APP.LABEL (engine/previews.py removes previews so)."""
+    if preview_parts(app) is None:
+        check_app_name(app)
     if app in config.apps:
         raise BadInput(f"{app} is still in deploy.toml: remove its table [apps.{app}] first "
                        f"(and reload the running service), then run hookdeploy remove {app} again")
     client = containers.engine()  # before the store changes: an engine that does not answer changes nothing
     try:
         known = app in store.known_apps()
-        running, superseded = store.close_app(app, REASON.format(app=app))
+        running, superseded = store.close_app(app, reason.format(app=app))
         if running is not None:
             raise BadInput(f"{app} has job {running.id} running: wait for it to end (hookdeploy logs {running.id} "
                            f"--follow; if its worker died, the next worker to start ends it), then remove {app}")
         done = Removal(app, jobs=[job.id for job in superseded])
-        done.task_runs = TaskRuns(store).end_app(app, REASON.format(app=app))
+        done.task_runs = TaskRuns(store).end_app(app, reason.format(app=app))
         done.route, hostnames = remove_route(config, client, app)
         done.runtime = runtime.remove_app(client, config.server.name, app)
         done.images, done.images_kept, gone = remove_images(client, config, app)
@@ -284,7 +286,8 @@ def orphans(config: Config, store: Store, client: docker.DockerClient | None) ->
     named. Without `client` (no engine) only the store and the route are asked."""
     found = {}
     for app in store.known_apps():
-        if app not in config.apps:
+        preview = preview_parts(app)  # a preview of an app in deploy.toml is the worker's to remove
+        if app not in config.apps and not (preview and preview[0] in config.apps):
             left = leftovers(config, store, client, app)
             if left:
                 found[app] = left

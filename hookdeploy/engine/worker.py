@@ -8,8 +8,8 @@ once per final state, and never lets a job's error end the loop. What a job does
 (Recovery). Threads of their own, also while a job runs, follow the swarm apps' live tasks
 (Recovery.follow, every FOLLOW_SECONDS), keep HTTPS certificates renewed (certs.maintain, every
 CERTS_SECONDS) and run scheduled tasks (scheduler.py; not with --drain). It imports hookdeploy.core
-and the engine modules it runs (deploy, maintenance, recovery, scheduler, certs, notify, pipeline,
-runtime, containers, traffic); no engine module imports it (the CLI and `serve` start it).
+and the engine modules it runs (deploy, maintenance, recovery, scheduler, previews, certs, notify,
+pipeline, runtime, containers, traffic); no engine module imports it (the CLI and `serve` start it).
 """
 
 from __future__ import annotations
@@ -26,9 +26,10 @@ from typing import Callable
 from hookdeploy.core.config import Config
 from hookdeploy.core.errors import Aborted, DockerUnavailable, HookdeployError
 from hookdeploy.core.models import Job, JobState
+from hookdeploy.core.previews import Previews
 from hookdeploy.core.reload import LiveConfig
 from hookdeploy.core.store import Store
-from hookdeploy.engine import certs, containers, maintenance, notify, pipeline, runtime, traffic
+from hookdeploy.engine import certs, containers, maintenance, notify, pipeline, previews, runtime, traffic
 from hookdeploy.engine.deploy import Deploy, job_name
 from hookdeploy.engine.recovery import Recovery
 from hookdeploy.engine.scheduler import Scheduler
@@ -41,6 +42,7 @@ WAKE_SECONDS = 0.01  # an idle worker sees a commit by another process (a queued
 RECOVER_EVERY_SECONDS = 5.0
 FOLLOW_SECONDS = 1.0  # how often the live swarm services' tasks are compared with the proxy's routes
 CERTS_SECONDS = 30.0  # how often certificates are looked at (renewal due, a failed order's retry, new user files)
+PREVIEWS_SECONDS = 1.0  # how often previews due for removal are looked for
 ENGINE_RETRY_SECONDS = (1.0, 30.0)  # first and longest wait between tries while the engine is away
 
 
@@ -95,12 +97,14 @@ class Worker:
     def _loop(self, stop: threading.Event, drain: bool) -> None:
         """Claim and run jobs; while idle, beat and now and then recover."""
         last_recovery = last_beat = time.monotonic()
+        last_previews = 0.0
         while not stop.is_set():
             self._take_config()
-            queued = any(self.store.queued_count(app) for app in self.config.apps)
+            names = self.release_sets()
+            queued = any(self.store.queued_count(app) for app in names)
             if queued and not self.wait_for_engine(stop, give_up=drain):
                 return
-            job = self.store.claim(self.id, apps=list(self.config.apps)) if queued else None
+            job = self.store.claim(self.id, apps=names) if queued else None
             if job is not None:
                 self.run_job(job, stop)
                 continue
@@ -110,8 +114,11 @@ class Worker:
             if now - last_beat > HEARTBEAT_SECONDS:
                 self.store.worker_beat(self.id)
                 last_beat = now
+            if now - last_previews > PREVIEWS_SECONDS:
+                previews.sweep(self.config, self.store, self.clock)  # deleted branches, ttl_hours
+                last_previews = now
             if now - last_recovery > RECOVER_EVERY_SECONDS:
-                for app in self.config.apps:
+                for app in self.release_sets():
                     traffic.rotate(self.config, app)
                 try:
                     self.recover()
@@ -179,10 +186,14 @@ class Worker:
         try:
             apps = pipeline.heal_networks(self.client, self.config)
             pipeline.refresh_proxy(self.client, self.config)
-            for app in (set(self.config.apps) if repair_all else apps & set(self.config.apps)):
+            for app in (set(self.release_sets()) if repair_all else apps & set(self.release_sets())):
                 self.repair(app)
         except Exception as error:  # noqa: BLE001 - the next start or engine return tries again
             log.warning("could not check the instance's network and routes: %s", _one_line(error))
+
+    def release_sets(self) -> list[str]:
+        """What jobs run for: the apps of the config and their previews (APP.LABEL)."""
+        return [*self.config.apps, *(preview.name for preview in Previews(self.store).of() if preview.app in self.config.apps)]
 
     def run_job(self, job: Job, stop: threading.Event) -> Job:
         """Run one claimed job to a final state, heartbeating all along."""

@@ -16,7 +16,7 @@ import logging
 from flask import Blueprint, Response, request
 
 from hookdeploy import actions
-from hookdeploy.core import tokens
+from hookdeploy.core import previews, tokens
 from hookdeploy.core.errors import BadInput
 from hookdeploy.core.models import Job
 from hookdeploy.web.http import Refused, event_json, int_argument, reply, retry_later, services
@@ -109,7 +109,26 @@ def app_logs(app_name: str) -> Response:
     return reply(200, {"app": app.name, "sha": live.sha, "job": live.job, "lines": lines})
 
 
+@api.get("/apps/<app_name>/previews")
+def app_previews(app_name: str) -> Response:
+    """The app's previews of branches, oldest first (as `previews APP --json`)."""
+    app = services().config.app(app_name)
+    store = services().store
+    return reply(200, [previews.describe(preview, services().config, store) for preview in
+                       previews.Previews(store).of(app.name)])
+
+
 # -- enqueueing ---------------------------------------------------------------------------------
+
+
+@api.post("/apps/<app_name>/previews/<branch_or_label>/remove")
+def remove_preview(app_name: str, branch_or_label: str) -> Response:
+    """Have the worker remove a preview (named by its branch or label): 202 with it."""
+    app = services().config.app(app_name)
+    _json_body()
+    preview = previews.ask_removal(services().store, app, branch_or_label)
+    log.info("api preview remove: %s preview %s marked for removal", app.name, preview.label)
+    return reply(202, previews.describe(preview, services().config, services().store))
 
 
 @api.post("/apps/<app_name>/tasks/<task_name>/run")

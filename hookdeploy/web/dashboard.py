@@ -18,7 +18,7 @@ import logging
 from flask import Blueprint, Response, g, redirect, render_template, request, url_for
 
 from hookdeploy import actions
-from hookdeploy.core import tokens
+from hookdeploy.core import previews, tokens
 from hookdeploy.core.config import AppConfig, Config
 from hookdeploy.core.errors import BadInput
 from hookdeploy.core.models import Job, JobState, release_tag
@@ -113,8 +113,9 @@ def app_page(app_name: str) -> str:
     jobs = actions.history(store, app, RECENT_JOBS)
     chart = charts.job_history(jobs[::-1], lambda job: url_for("dashboard.job_page", job_id=job.id))
     tasks = actions.tasks(config, store, app, runs=TASK_RUNS_SHOWN)
+    shown = [previews.describe(preview, config, store) for preview in previews.Previews(store).of(app.name)]
     return render_template("app.html", app=summary, jobs=jobs, chart=chart, tasks=tasks,
-                           timezone=config.server.timezone)
+                           timezone=config.server.timezone, previews=shown)
 
 
 @dashboard.get("/task-runs/<int:run_id>")
@@ -170,6 +171,15 @@ def stop(app_name: str) -> Response:
 def start(app_name: str) -> Response:
     """Queue a start of the stopped app."""
     return _queued(actions.start_app(services().store, _app(app_name)), "start")
+
+
+@dashboard.post("/apps/<app_name>/previews/<label>/remove")
+@requires("deploy")
+def remove_preview(app_name: str, label: str) -> Response:
+    """Have the worker remove the preview; back to the app's page."""
+    preview = previews.ask_removal(services().store, _app(app_name), label)
+    log.info("dashboard: %s preview %s marked for removal", app_name, preview.label)
+    return redirect(url_for("dashboard.app_page", app_name=app_name), 303)
 
 
 @dashboard.post("/apps/<app_name>/replay")

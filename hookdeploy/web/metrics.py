@@ -176,6 +176,14 @@ class StoreCollector:
             last.add_metric((app,), parse_time(finished).timestamp())
         yield last
 
+        counted = dict(store.query("SELECT app, count(*) FROM previews GROUP BY app"))
+        previews = GaugeMetricFamily("hookdeploy_previews", "Previews of branches there are now, by app "
+                                     "(their jobs and releases go by app APP.LABEL)", labels=("app",))
+        for app in sorted(name for name in apps | set(counted) if config.apps.get(name) is None
+                          or config.apps[name].previews is not None or name in counted):
+            previews.add_metric((app,), counted.get(app, 0))
+        yield previews
+
         yield from self._task_runs()
         yield self._step_durations()
         yield self._deliveries()

@@ -25,7 +25,8 @@ from werkzeug.exceptions import HTTPException
 from hookdeploy import actions
 from hookdeploy.core.config import AppConfig, Config
 from hookdeploy.core.errors import BadInput, StoreError
-from hookdeploy.core.names import printable, split_image
+from hookdeploy.core import previews
+from hookdeploy.core.names import branch_problem, printable, ref_problem, split_image
 from hookdeploy.web import webhooks
 from hookdeploy.web.http import STORE_UNAVAILABLE, Refused, Services, answer, error_reply, reply, retry_later, services
 
@@ -80,9 +81,13 @@ def _receive(services: Services, app_name: str, seen: dict) -> tuple[int, dict]:
         return 200, {"ignored": "ping"}
     if event is None:
         raise BadInput(f"missing {' or '.join(webhooks.EVENT_HEADERS[provider])} header")
+    if event == "delete" and provider in ("github", "gitea"):  # a branch deleted: its preview goes
+        return 200, {"ignored": _preview_deleted(services, app, payload)}
     if event not in webhooks.PUSH_EVENTS[provider] or (provider == "gitlab" and payload.get("object_kind") != "push"):
         return 200, {"ignored": f"event {printable(event, 40)} is not a push"}
     push = webhooks.read_push(provider, payload)
+    if (previewed := _preview_push(services, app, provider, delivery_id, push, seen)) is not None:
+        return previewed
     reason = webhooks.ignore_reason(push, app.branch, app.webhook.repository)
     if reason is not None:
         if app.webhook.repository is not None and reason.startswith("repository"):
@@ -90,6 +95,38 @@ def _receive(services: Services, app_name: str, seen: dict) -> tuple[int, dict]:
         return 200, {"ignored": reason}
     seen["sha"] = sha = webhooks.new_head(push)
     return _enqueue(services, app, provider, delivery_id, sha, push.ref)
+
+
+def _preview_push(services: Services, app: AppConfig, provider: str, delivery_id: str, push: webhooks.Push,
+                  seen: dict) -> tuple[int, dict] | None:
+    """A push to a preview branch of the app (DESIGN "Previews of branches"): its preview's job queued
+    once (202), its deletion recorded for the worker (200); None for any other push."""
+    branch = previews.wanted(app, push.ref) if isinstance(push.ref, str) and not ref_problem(push.ref) else None
+    if branch is None or webhooks.ignore_reason(push, branch, app.webhook.repository) not in (
+            None, f"deletion of refs/heads/{branch}"):
+        return None  # not a preview branch, or another repository's push: said as for any push
+    if push.deleted:
+        return 200, {"ignored": previews.deleted(services.store, app, branch)}
+    seen["sha"] = sha = webhooks.new_head(push)
+    try:
+        preview = previews.Previews(services.store).claim(app, branch)
+    except previews.PreviewRefused as refused:
+        return 200, {"ignored": f"no preview: {refused}"}
+    return _enqueue(services, services.config.app(preview.name), provider, delivery_id, sha, push.ref)
+
+
+def _preview_deleted(services: Services, app: AppConfig, payload: dict) -> str:
+    """A forge's delete event: a deleted preview branch's preview is removed by the worker."""
+    ref = payload.get("ref")
+    if payload.get("ref_type") != "branch" or not isinstance(ref, str) or branch_problem(ref):
+        return "delete event of no branch"
+    repository = payload.get("repository", {}).get("full_name") if isinstance(payload.get("repository"), dict) else None
+    pinned = app.webhook.repository
+    if pinned is not None and (repository if isinstance(repository, str) else "").casefold() != pinned.casefold():
+        return "delete event of another repository"
+    if previews.wanted(app, f"refs/heads/{ref}") is None:
+        return f"deletion of refs/heads/{ref}, not a preview branch"
+    return previews.deleted(services.store, app, ref)
 
 
 def _receive_image(services: Services, app: AppConfig, body: bytes, seen: dict) -> tuple[int, dict]:
