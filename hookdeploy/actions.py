@@ -123,7 +123,7 @@ def stop_app(store: Store, app: AppConfig) -> Job:
     if live is None:
         raise BadInput(f"{app.name} has no live release to stop")
     if store.stopped(app.name) is not None:
-        raise BadInput(f"{app.name} is stopped already (since job {_stopped_by(store, app.name)}); "
+        raise BadInput(f"{app.name} is stopped already (since job {store.stopped_by(app.name)}); "
                        f"start it with: hookdeploy start {app.name}")
     _refuse_queued(store, app.name, JobKind.STOP)
     return store.enqueue(app.name, live.sha, kind=JobKind.STOP, trigger=Trigger.MANUAL, coalesce=False)
@@ -146,11 +146,6 @@ def _refuse_queued(store: Store, app: str, kind: JobKind) -> None:
     queued = [job for job in store.jobs(app, states=(JobState.QUEUED,)) if job.kind is kind]
     if queued:
         raise BadInput(f"a {kind.value} of {app} is queued already (job {queued[0].id})")
-
-
-def _stopped_by(store: Store, app: str) -> int | None:
-    rows = store.query("SELECT job FROM stopped_apps WHERE app = ?", (app,))
-    return rows[0]["job"] if rows else None
 
 
 def stopped_note(store: Store, app: AppConfig) -> str | None:

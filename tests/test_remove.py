@@ -9,7 +9,6 @@ volume, says so, and a second remove finds nothing; `--volumes` then takes the v
 
 from __future__ import annotations
 
-import threading
 import time
 from datetime import datetime, timezone
 
@@ -64,8 +63,8 @@ def test_remove_is_refused_for_an_app_in_deploy_toml_and_while_its_job_runs(inst
     before = site_objects(instance)
     refused = instance.cli("remove", "site")
     assert refused.returncode == 2 and refused.stdout == ""
-    assert refused.stderr == (f"hookdeploy: error: site is still in deploy.toml: remove its table [apps.site] first "
-                              f"(and reload the running service), then run hookdeploy remove site again\n")
+    assert refused.stderr == ("hookdeploy: error: site is still in deploy.toml: remove its table [apps.site] first "
+                              "(and reload the running service), then run hookdeploy remove site again\n")
 
     instance.configure({"other": OTHER})
     job = instance.enqueue("site", instance.store.live_release("site").sha)

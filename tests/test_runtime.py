@@ -1,6 +1,7 @@
-"""engine/runtime.py on real containers: a live release's logs (every replica's lines, labelled),
-followed as they come; stop and start of its replicas; remove_all leaves no object with the app's
-labels and keeps its volumes. Also how Swarm's `--details` log lines are told apart (no engine)."""
+"""engine/runtime.py on real containers: a live release's logs (every replica's lines, labelled
+`replica N`), followed as they come; stop and start of its replicas (the start health-checked by the
+runtime's check_health, as a candidate is); remove_all leaves no object with the app's labels and keeps
+its volumes. Also how Swarm's `--details` log lines are told apart (no engine)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import time
 from docker_helpers import site_files
 
 from hookdeploy.core.models import JobState
-from hookdeploy.engine import runtime
+from hookdeploy.engine import applogs, runtime
 
 
 def _runtime(instance):
@@ -35,13 +36,15 @@ def _live(instance, replicas: int = 3) -> str:
     return instance.store.live_release("site").container
 
 
-def test_logs_of_three_replicas_each_line_labelled_by_its_container_and_tail_per_replica(instance):
+def test_logs_of_three_replicas_each_line_labelled_by_its_replica_and_tail_per_replica(instance):
     name = _live(instance)
     where = _runtime(instance)
     addresses = where.addresses(name)
     assert len(addresses) == 3
-    members = {container.attrs["NetworkSettings"]["Networks"][instance.name]["IPAddress"]: container.name
+    members = {container.attrs["NetworkSettings"]["Networks"][instance.name]["IPAddress"]:
+               "replica 1" if container.name == name else f"replica {container.name.removeprefix(name + '-')}"
                for container in instance.containers(app="site")}
+    assert sorted(members.values()) == ["replica 1", "replica 2", "replica 3"]
     for ip in addresses:
         _get(ip, f"/marker-{ip}")
 
@@ -84,19 +87,11 @@ def test_logs_follow_brings_new_lines_and_ends_when_the_release_stops_then_start
     assert where.addresses(name) == []
 
     started = where.start(name)
-    assert len(started) == 2
+    assert len(started.addresses) == 2
     assert {container.status for container in instance.containers(app="site")} == {"running"}
-    deadline = time.monotonic() + 10
-    answers = []
-    while time.monotonic() < deadline:
-        try:
-            answers = [_get(ip, "/health") for ip in started]
-        except OSError:
-            time.sleep(0.2)
-            continue
-        if answers == [200, 200]:
-            break
-    assert answers == [200, 200]
+    said = where.check_health(started, None, threading.Event(), lambda text: None)
+    assert said.startswith("health check passed in ") and said.endswith(": 2 containers"), said
+    assert [_get(ip, "/health") for ip in started.addresses] == [200, 200]  # healthy once check_health returns
 
 
 def test_remove_all_leaves_no_container_of_the_app_and_keeps_its_volume_and_the_proxy(instance):
@@ -110,10 +105,11 @@ def test_remove_all_leaves_no_container_of_the_app_and_keeps_its_volume_and_the_
     assert _runtime(instance).remove_all("site") == []
 
 
-def test_swarm_log_lines_are_labelled_by_their_task():
-    labels = {"abc123": "task 1 on node-a"}
-    chunks = [b"2026-12-03T14:00:00.000000000Z com.docker.swarm.node.id=n1,com.docker.swarm.service.id=s1,"
-              b"com.docker.swarm.task.id=abc123 GET / 200\n2026-12-03T14:00:01.000000000Z com.docker.swarm.task.id=",
-              b"zzz999999999999 second line\n"]
-    assert list(runtime._task_lines(iter(chunks), labels)) == [
-        ("task 1 on node-a", "GET / 200"), ("task zzz999999999", "second line")]
+def test_swarm_log_lines_are_told_apart_by_their_task_and_labelled_slot_at_node():
+    stamped = ("2026-12-03T14:00:00.000000000Z com.docker.swarm.node.id=n1,com.docker.swarm.service.id=s1,"
+               "com.docker.swarm.task.id=abc123 GET / 200 with spaces")
+    assert applogs.task_line(stamped) == ("2026-12-03T14:00:00.000000000Z", "abc123", "GET / 200 with spaces")
+    assert applogs.task_line("2026-12-03T14:00:01.000000000Z  bare line")[1:] == ("", "bare line")
+    task = runtime.swarm.Task("abc123", 2, "node-b", "running", "running", "", "10.0.0.5", True)
+    assert applogs.task_label(task) == "task 2@node-b"
+    assert applogs.replica_label("1-site-abc-7", "1-site-abc-7-3") == "replica 3"

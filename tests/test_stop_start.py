@@ -1,69 +1,48 @@
-"""`stop APP` and `start APP` with real containers and nginx: the maintenance page answers before the
-containers stop, a start is health-checked before it is routed, a push to a stopped app starts it,
-and a worker restart keeps a stopped app stopped."""
+"""`stop APP` and `start APP` with real containers and nginx: under `hey` load the maintenance page
+answers before the containers stop (no connection error), a start is health-checked before it is
+routed, a push to a stopped app starts it (and a guard that switches that push back leaves the app
+stopped behind its page), and a worker restart keeps a stopped app stopped."""
 
 from __future__ import annotations
 
-import http.client
 import json
+import signal
 import subprocess
-import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from docker_helpers import HOOKDEPLOY, Instance, died_of_sigkill, site_files
+from cluster_helpers import Hey, HeyResult
+from docker_helpers import HOOKDEPLOY, Instance, Load, api_site_files, died_of_sigkill, site_files
+from hookdeploy.core.models import JobState
+from hookdeploy.engine import traffic
 from test_push_output import push
 
 PAGE = "<h1>Back soon: the site is being polished</h1>\n"
+LOAD_SECONDS_AT_MOST = 60  # hey is interrupted 1 s after the action
 
 
-class Visitors:
-    """A few threads GETting / through the proxy until stopped; each answer kept as (status, release,
-    Retry-After, body), each failed connection as an error."""
-
-    def __init__(self, port: int, threads: int = 3):
-        self.port = port
-        self.answers: list[tuple[int, str | None, str | None, str]] = []
-        self.errors: list[str] = []
-        self._stop = threading.Event()
-        self._pool = ThreadPoolExecutor(threads)
-        self._threads = threads
-
-    def _visit(self) -> None:
-        while not self._stop.is_set():
-            connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
-            try:
-                connection.request("GET", "/")
-                response = connection.getresponse()
-                self.answers.append((response.status, response.getheader("X-Hookdeploy-Release"),
-                                     response.getheader("Retry-After"), response.read().decode()))
-            except (OSError, http.client.HTTPException) as error:
-                self.errors.append(f"{type(error).__name__}: {error}")
-            finally:
-                connection.close()
-            self._stop.wait(0.01)
-
-    def __enter__(self) -> "Visitors":
-        self._futures = [self._pool.submit(self._visit) for _ in range(self._threads)]
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        for future in self._futures:
-            future.result()
-        self._pool.shutdown()
-
-    def outcomes(self) -> dict[str, int]:
-        """How many answers were the release (200 naming it), the maintenance page, or anything else."""
-        counts: dict[str, int] = {}
-        for status, release, retry_after, body in self.answers:
-            kind = ("release" if status == 200 and release else
-                    "maintenance" if status == 503 and retry_after == "300" and body == PAGE else
-                    f"other: {status} {body[:80]!r}")
-            counts[kind] = counts.get(kind, 0) + 1
-        return counts
+def loaded(instance: Instance, action) -> tuple[HeyResult, dict[str, int]]:
+    """`action()` while `hey` loads the proxy's / (8 connections, no keep-alive) from 0.5 s before it to 1 s
+    after: what hey counted, and how the proxy's access log classes each answer of that time (the
+    release's 200, the maintenance page's 503, which nginx answers itself: no upstream, no release
+    header; anything else by its status)."""
+    reader = traffic.LogReader(traffic.log_path(instance.config, "site"))
+    release = instance.store.live_release("site").sha[:12]
+    load = Hey(f"http://{instance.address}:{instance.port}/", seconds=LOAD_SECONDS_AT_MOST, concurrency=8)
+    time.sleep(0.5)  # answers before the action
+    action()
+    time.sleep(1.0)  # and after it
+    assert load.process.poll() is None, "hey ended before the action did"
+    load.process.send_signal(signal.SIGINT)  # hey stops and reports what it counted
+    result = load.result()
+    kinds: dict[str, int] = {}
+    for hit in reader.read():
+        kind = ("release" if hit.status == 200 and hit.release == release else
+                "maintenance" if hit.status == 503 and not hit.release and hit.upstream in ("", "-") else
+                f"other: {hit.status} {hit.release} {hit.upstream}")
+        kinds[kind] = kinds.get(kind, 0) + 1
+    return result, kinds
 
 
 def app_state(instance: Instance) -> dict:
@@ -90,16 +69,18 @@ def stoppable(instance: Instance, tmp_path):
 def test_stop_under_load_answers_the_maintenance_page_then_start_routes_the_healthy_release(stoppable):
     instance = stoppable
     live = instance.store.live_release("site")
-    with Visitors(instance.port) as during_stop:
-        time.sleep(0.5)
+
+    def stop() -> None:
         queued = instance.cli("stop", "site")
         assert queued.returncode == 0, queued.stderr
         instance.work()
-        time.sleep(0.5)
-    assert not during_stop.errors, during_stop.errors[:5]
-    outcomes = during_stop.outcomes()
-    print(f"during the stop: {outcomes}")  # shown with -s: the numbers the report quotes
-    assert set(outcomes) == {"release", "maintenance"}, outcomes
+
+    during_stop, kinds = loaded(instance, stop)
+    print(f"during the stop: hey {during_stop.statuses} {during_stop.errors}; proxy log {kinds}")  # with -s
+    assert during_stop.errors == {}, during_stop.output  # no refused or reset connection, no timeout
+    assert set(during_stop.statuses) == {200, 503}, during_stop.output
+    assert set(kinds) == {"release", "maintenance"}, kinds  # every 503 was the page
+    assert sum(kinds.values()) == during_stop.total
     stop_job = instance.store.jobs("site", limit=1)[0]
     assert (stop_job.kind.value, stop_job.state.value) == ("stop", "succeeded"), stop_job.error
     # stopped, not removed: both replicas are still there, exited
@@ -113,17 +94,17 @@ def test_stop_under_load_answers_the_maintenance_page_then_start_routes_the_heal
     assert again.returncode == 2 and again.stderr.count("\n") == 1
     assert "site is stopped already" in again.stderr
 
-    with Visitors(instance.port) as during_start:
-        time.sleep(0.3)
+    def start() -> None:
         queued = instance.cli("start", "site", "--json")
         assert queued.returncode == 0, queued.stderr
         assert json.loads(queued.stdout)["kind"] == "start"
         instance.work()
-        time.sleep(0.3)
-    assert not during_start.errors, during_start.errors[:5]
-    outcomes = during_start.outcomes()
-    print(f"during the start: {outcomes}")
-    assert set(outcomes) == {"release", "maintenance"}, outcomes
+
+    during_start, kinds = loaded(instance, start)
+    print(f"during the start: hey {during_start.statuses} {during_start.errors}; proxy log {kinds}")
+    assert during_start.errors == {}, during_start.output
+    assert set(during_start.statuses) == {200, 503}, during_start.output
+    assert set(kinds) == {"release", "maintenance"}, kinds
     start_job = instance.store.jobs("site", limit=1)[0]
     assert start_job.state.value == "succeeded", start_job.error
     events = instance.events(start_job.id)
@@ -222,6 +203,40 @@ def test_a_push_to_a_stopped_app_deploys_and_starts_it_and_says_so(pushing_stopp
     assert instance.get() == (200, second[:12], "<p>two</p>\n")
     assert app_state(instance)["stopped"] is False
     assert container_states(instance, old.job) == []  # the stopped release retired as any replaced one
+
+
+def test_a_push_to_a_stopped_app_switched_back_by_the_guard_leaves_it_stopped_behind_its_page(instance, tmp_path):
+    """The push meant to start the app; its release failed under traffic, so the app goes back to how it
+    was: its earlier release live and stopped (by the same stop job), the maintenance page answering."""
+    page = tmp_path / "maintenance.html"
+    page.write_text(PAGE)
+    instance.configure({"site": {"maintenance_page": str(page),
+                                 "guard": {"watch_seconds": 5.0, "min_requests": 10, "max_error_ratio": 0.05}}})
+    first = instance.deploy("site", api_site_files("v1", 200))
+    assert first.state is JobState.SUCCEEDED, first.error
+    stop = json.loads(instance.cli("stop", "site", "--json").stdout)
+    instance.work()
+    assert instance.store.job(stop["id"]).state is JobState.SUCCEEDED
+
+    with Load(instance.port, path="/api", threads=2) as api:
+        second = instance.deploy("site", api_site_files("v2", 500))
+    assert second.state is JobState.ROLLED_BACK, instance.events(second.id)
+    assert second.error.endswith(f"switched back to {first.sha[:12]}, stopped (its maintenance page answers)"), \
+        second.error
+    assert "status 500" in api.errors  # the guard saw v2 fail
+    assert instance.store.live_release("site").sha == first.sha
+    assert app_state(instance)["stopped"] is True
+    assert instance.store.stopped_by("site") == stop["id"]
+    answer = instance.get()
+    assert answer.status == 503 and answer.body == PAGE
+    assert container_states(instance, first.id) == ["exited"]  # never started by the switch back
+    assert container_states(instance, second.id) == []  # the failed release is gone
+    again = instance.cli("stop", "site")
+    assert again.returncode == 2 and f"site is stopped already (since job {stop['id']})" in again.stderr
+
+    assert instance.cli("start", "site").returncode == 0
+    instance.work()
+    assert instance.get().release == first.sha[:12] and app_state(instance)["stopped"] is False
 
 
 def test_a_stopped_app_answers_its_page_over_https_too(instance: Instance, tmp_path):

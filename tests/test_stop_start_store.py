@@ -70,9 +70,26 @@ def test_stopped_lasts_until_a_start_or_a_new_live_release(tmp_path: Path):
     store.set_started("site")
     assert store.stopped("site") is None
     store.set_stopped("site", live.id, stop.id)
+    assert store.stopped_by("site") == stop.id
     second = store.enqueue("site", SHA_B)
     store.record_live("site", SHA_B, "i:b", "c-b", second.id)
-    assert store.stopped("site") is None
+    assert store.stopped("site") is None and store.stopped_by("site") is None
+
+
+def test_the_guard_taking_back_a_push_to_a_stopped_app_stops_it_again_by_the_same_stop(tmp_path: Path):
+    store = Store(tmp_path / "hookdeploy.db")
+    live = store.record_live("site", SHA_A, "i:a", "c-a", store.enqueue("site", SHA_A).id)
+    stop = store.enqueue("site", SHA_A, kind=JobKind.STOP, coalesce=False)
+    store.set_stopped("site", live.id, stop.id)
+    pushed = store.record_live("site", SHA_B, "i:b", "c-b", store.enqueue("site", SHA_B).id)
+    assert store.stopped("site") is None  # the push started it
+    store.undo_live("site", pushed.id, live.id, stopped_by=stop.id)
+    assert store.live_release("site").id == live.id and store.stopped("site").id == live.id
+    assert store.stopped_by("site") == stop.id
+    # a push to a running app taken back: it runs on
+    pushed = store.record_live("site", SHA_B, "i:b", "c-b", store.enqueue("site", SHA_B).id)
+    store.undo_live("site", pushed.id, live.id)
+    assert store.live_release("site").id == live.id and store.stopped("site") is None
 
 
 def test_api_stop_and_start_need_deploy_scope_and_a_live_release(web_app, read_token, deploy_token):

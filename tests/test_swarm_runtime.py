@@ -1,9 +1,11 @@
 """engine/runtime.py's SwarmService on the 3-node rig (scripts/cluster.sh): the live service's logs,
-each line labelled with its task and node; stop (no task runs) and start (every task serves again);
+each line labelled `task SLOT@NODE`; stop (no task runs) and start (every new task health-checked by check_health, as a candidate's);
 remove_all leaves no service or container with the app's labels."""
 
 from __future__ import annotations
 
+import re
+import threading
 import time
 
 from docker_helpers import site_files
@@ -25,13 +27,15 @@ def test_logs_stop_start_and_remove_all_of_a_service_of_three_tasks(swarm_instan
 
     lines = list(where.logs(name))
     labels = {label for label, text in lines if "GET /health" in text}
-    assert len(labels) == 3 and all(label.startswith("task ") and " on " in label for label in labels), lines
+    assert len(labels) == 3 and all(re.fullmatch(r"task [123]@\S+", label) for label in labels), lines
 
     where.stop(name)
     assert where.addresses(name) == []
     assert swarm_instance.client.services.get(name).attrs["Spec"]["Mode"]["Replicated"]["Replicas"] == 0
     started = where.start(name)
-    assert len(started) == 3 and sorted(where.addresses(name)) == sorted(started)
+    said = where.check_health(started, proxy, threading.Event(), lambda text: None)
+    assert said.startswith("health check passed in ") and ": 3 tasks on " in said, said
+    assert len(started.addresses) == 3 and sorted(where.addresses(name)) == started.addresses
 
     removed = where.remove_all("site")
     assert name in removed

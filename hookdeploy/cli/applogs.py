@@ -1,7 +1,8 @@
 """`app-logs APP [--follow] [--since DURATION] [--tail N]`: what the live release prints, `[LABEL] line`.
 
-Each line is prefixed with its replica (`[replica 2]`) or Swarm task (`[task 2@node-b]`) and escaped
-(an app's output may carry terminal escape sequences). `--follow` keeps printing; when another
+Each line is prefixed with its replica (`[replica 2]`) or Swarm task (`[task 2@node-b]`), as the app's
+runtime reads them (engine/runtime.py `logs`, labelled as engine/applogs.py says), and escaped (an
+app's output may carry terminal escape sequences). `--follow` keeps printing; when another
 release goes live it says so in a line of its own (`hookdeploy: switched to release SHA12 (job N)`)
 and goes on with the new release's lines, from their start.
 """
@@ -14,7 +15,7 @@ import sys
 import time
 from typing import Callable
 
-from hookdeploy.core.config import AppConfig
+from hookdeploy.core.config import AppConfig, Config
 from hookdeploy.core.errors import BadInput
 from hookdeploy.core.models import Release, release_tag
 from hookdeploy.core.names import one_line, printable
@@ -45,17 +46,18 @@ def show(label: str, line: str, echo: Callable[[str], None]) -> None:
     echo(f"[{label}] {one_line(line)}")
 
 
-def app_logs(store: Store, app: AppConfig, tail: int | None, since: str | None, follow: bool,
+def app_logs(store: Store, config: Config, app: AppConfig, tail: int | None, since: str | None, follow: bool,
              echo: Callable[[str], None]) -> None:
     """Print the live release's lines; with `follow`, until interrupted, across deploys."""
-    from hookdeploy.engine import applogs, containers
+    from hookdeploy.engine import containers, runtime
 
     since_time = time.time() - parse_duration(since) if since is not None else None
     live = live_release(store, app)
     client = containers.engine()
+    where = runtime.runtime_for(config, app, client)
     try:
         if not follow:
-            for label, line in applogs.logs(client, live.container, tail, since_time):
+            for label, line in where.logs(live.container, tail, since_time):
                 show(label, line, echo)
             return
         while True:
@@ -63,7 +65,7 @@ def app_logs(store: Store, app: AppConfig, tail: int | None, since: str | None, 
                 now = store.live_release(app.name)
                 return now is not None and now.job != current.job
 
-            lines = applogs.logs(client, live.container, tail, since_time, follow=True, until=replaced)
+            lines = where.logs(live.container, tail, since_time, follow=True, until=replaced)
             try:
                 for label, line in lines:
                     show(label, line, echo)
@@ -90,10 +92,10 @@ def stdout_echo(text: str) -> None:
     sys.stdout.flush()
 
 
-def run(store: Store, app: AppConfig, tail: int | None, since: str | None, follow: bool) -> None:
+def run(store: Store, config: Config, app: AppConfig, tail: int | None, since: str | None, follow: bool) -> None:
     """app_logs to stdout; Ctrl-C ends a --follow (exit 0), and so does a reader that went (`| head`)."""
     try:
-        app_logs(store, app, tail, since, follow, stdout_echo)
+        app_logs(store, config, app, tail, since, follow, stdout_echo)
     except KeyboardInterrupt:
         pass
     except BrokenPipeError:

@@ -303,7 +303,7 @@ def app_logs(context: Context, app_name: str, follow: bool, since: str | None, t
     """The live release's output: every container or Swarm task, each line prefixed with it."""
     from hookdeploy.cli import applogs
 
-    applogs.run(context.store, context.app(app_name), tail, since, follow)
+    applogs.run(context.store, context.config, context.app(app_name), tail, since, follow)
 
 
 @cli.command()

@@ -316,13 +316,17 @@ class Store:
                 (app, sha, image, container, job_id, now, job_id))
             return self._release(db, "WHERE id = ?", (cursor.lastrowid,))[0]
 
-    def undo_live(self, app: str, release_id: int, previous_id: int) -> None:
+    def undo_live(self, app: str, release_id: int, previous_id: int, stopped_by: int | None = None) -> None:
         """Take back a release the guard switched away from: it is no release (a rollback never goes
-        to it; its image may be pruned), and the one live before it is live again."""
+        to it; its image may be pruned), and the one live before it is live again; stopped again by
+        job `stopped_by` if it was stopped when the release replaced it."""
         with self.transaction() as db:
             db.execute("DELETE FROM releases WHERE id = ? AND app = ?", (release_id, app))
             db.execute("UPDATE releases SET state = 'live', retired_at = NULL WHERE id = ? AND app = ?",
                        (previous_id, app))
+            if stopped_by is not None:
+                db.execute("INSERT OR REPLACE INTO stopped_apps (app, release, job, stopped_at) VALUES (?, ?, ?, ?)",
+                           (app, previous_id, stopped_by, utcnow()))
 
     def live_release(self, app: str) -> Release | None:
         """The release the app serves now, or None."""
@@ -351,6 +355,13 @@ class Store:
         found = self._release(self._connection(), "WHERE state = 'live' AND id = (SELECT release FROM stopped_apps "
                                                   "WHERE app = ?)", (app,))
         return found[0] if found else None
+
+    def stopped_by(self, app: str) -> int | None:
+        """The job that stopped the app's live release (`stop APP`), or None if it is not stopped."""
+        row = self._connection().execute(
+            "SELECT stopped_apps.job FROM stopped_apps JOIN releases ON releases.id = stopped_apps.release "
+            "WHERE stopped_apps.app = ? AND releases.state = 'live'", (app,)).fetchone()
+        return row[0] if row else None
 
     def set_stopped(self, app: str, release_id: int, job_id: int) -> None:
         """Record that the app's live release `release_id` is stopped, until start_app or a new live release."""

@@ -10,10 +10,11 @@ its own (no circle; tests/test_layers.py checks the package's layers):
    conf.d, switches), gitops (repos), buildkit (the docker CLI's BuildKit builds)
 3. swarm (services and tasks), registry (push, pull), runspec (a container's options), certs
    (certificates, and an app's routes rendered with them)
-4. release (the release command), buildhost (builds elsewhere), taskrunner (task and one-off runs)
+4. release (the release command), buildhost (builds elsewhere), taskrunner (task and one-off runs),
+   applogs (a release's output)
 5. builders (which builder), runtime (where a release runs: containers or a service), scheduler
    (task schedules)
-6. pipeline (the deploy's steps), applogs (a release's output)
+6. pipeline (the deploy's steps)
 7. deploy (one deploy job, in order)
 8. maintenance (stop and start jobs)
 9. recovery (interrupts, dead workers, repair, following tasks), removal (an app taken away)

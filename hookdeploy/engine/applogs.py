@@ -1,12 +1,15 @@
-"""What a release's app prints: the output of its containers (`replica N`) or Swarm tasks (`task SLOT@NODE`).
+"""What a release's app prints, read from the engine's log streams and labelled by where it ran.
 
-`logs(client, release_name, tail, since, follow)` yields (label, line) pairs. Without `follow` the
-lines of every replica or task are merged by the engine's timestamps, oldest first; `tail` is per
-replica or task (as `docker compose logs` and `docker service logs` count it). With `follow` the
-lines come as the engine sends them until every stream ends (the containers stopped, the service
-went) or `until()` is true (asked about once a second). Lines are returned as the app wrote them:
-whoever shows them escapes them.
-Imports hookdeploy.core, containers, swarm and runtime (a release's containers); the API and `app-logs` call it.
+The one labelling convention, for `app-logs`, the API and the runtime alike: a container of a
+release is `replica N` (1 for the release's first container `N-APP-SHA12-JOB`, N for its
+`...-N`), a Swarm task `task SLOT@NODE`. Which streams a release has is the runtime's to say
+(runtime.py `logs`: its containers, or its service); this module reads them.
+
+Without `follow` the lines of every replica or task are merged by the engine's timestamps, oldest
+first; `tail` is per replica or task (as `docker compose logs` and `docker service logs` count it).
+With `follow` the lines come as the engine sends them until every stream ends (the containers
+stopped, the service went) or `until()` is true (asked about once a second). Lines are returned as
+the app wrote them: whoever shows them escapes them. Imports the engine's swarm module only.
 """
 
 from __future__ import annotations
@@ -20,36 +23,33 @@ from typing import Callable, Iterator
 import docker
 import docker.errors
 
-from hookdeploy.core.errors import BadInput
-from hookdeploy.engine import containers, swarm
-from hookdeploy.engine.runtime import release_containers
+from hookdeploy.engine import swarm
 
 # How long a log read without --follow may take: a Swarm node that is gone never answers for its tasks.
 READ_SECONDS = 15.0
 POLL_SECONDS = 1.0
 TASK_ID = "com.docker.swarm.task.id"
 
-
-def logs(client: docker.DockerClient, release_name: str, tail: int | None = None, since: float | None = None,
-         follow: bool = False, until: Callable[[], bool] = lambda: False) -> Iterator[tuple[str, str]]:
-    """(replica or task label, line) of the release running as `release_name`: its containers, else its service."""
-    container = containers.get_container(client, release_name)
-    if container is not None:
-        return container_logs(client, container, tail, since, follow, until)
-    service = swarm.get_service(client, release_name) if swarm.swarm_active(client) else None
-    if service is not None:
-        return service_logs(client, service, tail, since, follow, until)
-    raise BadInput(f"the live release's containers ({release_name}) are gone from the engine")
+Until = Callable[[], bool]
+Lines = Iterator[tuple[str, str]]
 
 
-def container_logs(client: docker.DockerClient, container, tail: int | None, since: float | None, follow: bool,
-                   until: Callable[[], bool]) -> Iterator[tuple[str, str]]:
-    """The lines of the release's containers (the one named and its job's other replicas)."""
-    release = release_containers(client, container)
-    first = release[0].name
+def replica_label(first: str, name: str) -> str:
+    """`replica N` for the container `name` of the release whose first container is `first`."""
+    return "replica 1" if name == first else f"replica {name.removeprefix(first + '-')}"
+
+
+def task_label(task: swarm.Task) -> str:
+    """`task SLOT@NODE` (the task's id when Swarm gave it no slot)."""
+    return f"task {task.slot if task.slot is not None else task.id[:12]}@{task.node}"
+
+
+def container_lines(members: list, tail: int | None, since: float | None, follow: bool, until: Until) -> Lines:
+    """(`replica N`, line) of a release's containers, `members` the first one first."""
+    first = members[0].name
     sources = []
-    for each in release:
-        label = "replica 1" if each.name == first else f"replica {each.name.removeprefix(first + '-')}"
+    for each in members:
+        label = replica_label(first, each.name)
         try:
             chunks = each.logs(stdout=True, stderr=True, timestamps=True, stream=True, follow=follow,
                                **_window(tail, since))
@@ -59,23 +59,28 @@ def container_logs(client: docker.DockerClient, container, tail: int | None, sin
     return _merged(sources, follow, until)
 
 
-def service_logs(client: docker.DockerClient, service, tail: int | None, since: float | None, follow: bool,
-                 until: Callable[[], bool]) -> Iterator[tuple[str, str]]:
-    """The lines of the service's tasks, each labelled with its slot and node (`task 2@node-b`)."""
-    names = {task.id: f"task {task.slot}@{task.node}" for task in swarm.tasks(client, service, "")}
+def service_lines(client: docker.DockerClient, service, tail: int | None, since: float | None, follow: bool,
+                  until: Until) -> Lines:
+    """(`task SLOT@NODE`, line) of the service's tasks, a task Swarm started since (a replacement) included."""
+    names = {task.id: task_label(task) for task in swarm.tasks(client, service, "")}
     chunks = service.logs(stdout=True, stderr=True, timestamps=True, details=True, follow=follow, **_window(tail, since))
 
     def parse(stamped: str) -> tuple[str, str, str]:
-        # `TIMESTAMP k=v,k=v LINE`: the details are the task's attributes, URL-encoded
-        stamp, _, rest = stamped.partition(" ")
-        details, _, line = rest.partition(" ")
-        task = dict(urllib.parse.parse_qsl(details.replace(",", "&"))).get(TASK_ID, "")
-        if task and task not in names:  # a task Swarm started since (a replacement): look again, once
-            names.update({found.id: f"task {found.slot}@{found.node}" for found in swarm.tasks(client, service, "")})
+        stamp, task, line = task_line(stamped)
+        if task and task not in names:  # look again, once per new task
+            names.update({found.id: task_label(found) for found in swarm.tasks(client, service, "")})
             names.setdefault(task, f"task {task[:12]}")
         return stamp, names.get(task, "task ?"), line
 
     return _merged([(chunks, parse)], follow, until)
+
+
+def task_line(stamped: str) -> tuple[str, str, str]:
+    """(timestamp, task id, text) of a `docker service logs --details --timestamps` line:
+    `TIMESTAMP k=v,k=v TEXT`, the details being the task's attributes, URL-encoded."""
+    stamp, _, rest = stamped.partition(" ")
+    details, _, line = rest.partition(" ")
+    return stamp, dict(urllib.parse.parse_qsl(details.replace(",", "&"))).get(TASK_ID, ""), line
 
 
 def _window(tail: int | None, since: float | None) -> dict:
@@ -102,7 +107,7 @@ def _lines(chunks) -> Iterator[str]:
 Parse = Callable[[str], tuple[str, str, str]]
 
 
-def _merged(sources: list[tuple[object, Parse]], follow: bool, until: Callable[[], bool]) -> Iterator[tuple[str, str]]:
+def _merged(sources: list[tuple[object, Parse]], follow: bool, until: Until) -> Lines:
     """Each engine stream read by a thread of its own into one queue; sorted by timestamp when not following.
     Leaving (the caller closes the iterator, or `until()`) closes the streams, which ends their readers."""
     found: queue.Queue = queue.Queue()

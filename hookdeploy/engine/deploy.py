@@ -79,6 +79,7 @@ class Deploy:
         self.proxy_container = None
         self.old = None  # the release live before this one
         self.release = None  # this job's, once live
+        self.stopped_by: int | None = None  # the stop job of the app, stopped when this release went live
         self.reader: traffic.LogReader | None = None  # the proxy's answers for the app, from the switch on
         self.previous_routes: str | None = None  # the app's proxy config before the canary or the switch
         self.switched_at = 0.0
@@ -181,6 +182,7 @@ class Deploy:
                 back = f"; {release_tag(old.sha)} is live again" if old else "; no release is live"
                 return JobState.ROLLED_BACK, f"verification through the proxy failed: {last.detail}{back}"
             stopped = self.store.stopped(app.name) is not None  # record_live ends the stop
+            self.stopped_by = self.store.stopped_by(app.name)  # the guard's switch back makes it again
             self.release = self.store.record_live(app.name, job.sha, self.image, self.candidate.name, job.id)
         was = f" (was {release_tag(old.sha)}{', stopped: the app runs again' if stopped else ''})" if old else ""
         self.store.log(job.id, f"live: {app.name} serves {release_tag(job.sha)}{was}", kind="step", step="live")
@@ -244,10 +246,13 @@ class Deploy:
         path = proxy.app_file(self.config, app.name)
         with proxy.locked(self.config):
             proxy.switch_back(self.proxy_container, path, self.previous_routes)
-            self.store.undo_live(app.name, self.release.id, old.id)
+            # A stopped app is stopped again: the routes restored are its maintenance page, and its
+            # release's containers were never started.
+            self.store.undo_live(app.name, self.release.id, old.id, stopped_by=self.stopped_by)
         self._retire_candidate()
+        again = ", stopped (its maintenance page answers)" if self.stopped_by is not None else ""
         return JobState.ROLLED_BACK, (f"guard: {tally.describe()} in {watched:.0f} s after the switch; "
-                                      f"switched back to {release_tag(old.sha)}")
+                                      f"switched back to {release_tag(old.sha)}{again}")
 
     def _watch(self, seconds: float, tick: Callable[[], None] = lambda: None) -> traffic.Tally:
         """Count, for `seconds` (or until a stop), the proxy's answers from the job's release."""

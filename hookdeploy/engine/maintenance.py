@@ -6,11 +6,12 @@ are stopped, not removed, and the store records the app stopped (recovery keeps 
 the containers start, pass the health check, and only then is the proxy routed to them. A deploy
 of a stopped app starts it by going live (Store.record_live ends the stop).
 
-Where a release runs is in stop_release and start_release alone (containers on this engine, or a
-Swarm service scaled to 0 and back). Like Deploy, a Stop or Start returns the job's final state and
-error and changes no job state itself. Imports hookdeploy.core, the step modules (certs, pipeline,
-proxy, runtime, traffic) and deploy.py for its step names, fault hook and job_name; recovery (a
-stopped app stays stopped), removal and the worker import it.
+Where a release runs is the runtime's (runtime.py: containers on this engine, or a Swarm service scaled
+to 0 and back); a start is health-checked by the same `check_health` as a deploy's candidate. Like
+Deploy, a Stop or Start returns the job's final state and error and changes no job state itself.
+Imports hookdeploy.core, the step modules (certs, pipeline, proxy, runtime, traffic) and deploy.py
+for its step names, fault hook and job_name; recovery (a stopped app stays stopped), removal and the
+worker import it.
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ BUILT_IN_PAGE = """<!doctype html>
 Ended = tuple[JobState, str | None]
 
 
-# -- where the release runs (the two parts a runtime interface takes over) ------------------------
+# -- the release, through its runtime ------------------------------------------------------------
 
 
 def stop_release(client: docker.DockerClient, config: Config, app: AppConfig, release: Release) -> str:
@@ -64,28 +65,19 @@ def stop_release(client: docker.DockerClient, config: Config, app: AppConfig, re
 
 
 def start_release(client: docker.DockerClient, config: Config, app: AppConfig, release: Release,
-                  stop: threading.Event, note: Callable[[str], None]) -> list[str]:
-    """Start the release's containers (or scale its service back to `replicas`) and wait until each passed
-    the health check (its `deadline`); their addresses. StepFailed with the reason otherwise."""
+                  stop: threading.Event, note: Callable[[str], None]) -> tuple[list[str], str]:
+    """Start the release's containers (or scale its service back to `replicas`) and wait, as a deploy waits
+    for its candidate, until each passed the health check: (their addresses, what the check said).
+    StepFailed with the reason otherwise."""
     if not release.container:
         raise StepFailed("the live release has no container on record")
     where = runtime.runtime_for(config, app, client)
-    addresses = where.start(release.container)
-    if not addresses:
+    started = where.start(release.container)
+    note(started.note)
+    said = where.check_health(started, pipeline.ensure_proxy(client, config), stop, note)
+    if not started.addresses:
         raise StepFailed(f"release {release.container} started no replica that serves")
-    proxy_container = pipeline.ensure_proxy(client, config)
-    deadline = time.monotonic() + app.health.deadline
-    for address in addresses:
-        while True:
-            answer = where.probe(proxy_container, address)
-            if answer.ok:
-                break
-            if time.monotonic() > deadline:
-                raise StepFailed(f"health check failed after {app.health.deadline:g} s: {answer.detail}")
-            _check_stop(stop)
-            stop.wait(app.health.interval)
-    note(f"health check passed: {len(addresses)} replica{'s' if len(addresses) != 1 else ''}")
-    return addresses
+    return started.addresses, said
 
 
 # -- the maintenance page in the proxy ------------------------------------------------------------
@@ -236,14 +228,14 @@ class Start(_Operation):
         path = proxy.app_file(self.config, app.name)
         try:
             with self.step("health check") as note:
-                started = time.monotonic()
-                addresses = start_release(client, self.config, app, live, self.stop,
-                                          lambda text: self.store.log(job.id, text))
-                note(f"started {release_tag(live.sha)}: health check passed in {time.monotonic() - started:.1f} s "
-                     f"({len(addresses)} address{'' if len(addresses) == 1 else 'es'})")
+                addresses, said = start_release(client, self.config, app, live, self.stop,
+                                                lambda text: self.store.log(job.id, text))
+                note(f"started {release_tag(live.sha)}: {said}")
         except (HookdeployError, docker.errors.APIError) as error:
             with contextlib.suppress(Exception):
                 stop_release(client, self.config, app, live)
+            if isinstance(error, Aborted):  # the worker stops: the job's retry starts it again
+                raise
             reason = error.explanation if isinstance(error, docker.errors.APIError) else str(error)
             return JobState.FAILED, f"{reason}; {app.name} stays stopped (its maintenance page answers)"
         with proxy.locked(self.config):
@@ -267,12 +259,6 @@ class Start(_Operation):
 
 
 RUNNERS = {"stop": Stop, "start": Start}  # by job kind; the worker runs other kinds with Deploy
-
-
-def _check_stop(stop: threading.Event) -> None:
-    """Aborted if the worker was told to stop."""
-    if stop.is_set():
-        raise Aborted()
 
 
 def _read_bytes(path: Path) -> bytes | None:

@@ -23,6 +23,7 @@ import re
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import docker
 import docker.errors
@@ -187,34 +188,45 @@ def remove_images(client: docker.DockerClient, config: Config, app: str) -> tupl
     for repository in sorted(repositories):
         found.update({raw["Id"]: raw for raw in client.api.images(name=repository)})
     removed, kept, gone = [], [], set()
-    for image_id, raw in found.items():
-        # A list filtered by name shows only the matching names: the image's other names are asked below.
-        tags = [tag for tag in raw.get("RepoTags") or () if tag != "<none>:<none>"]
+    for image_id in found:
+        # A list filtered by name shows only the matching names: the image's own are asked for.
+        references = _references(client, image_id)
+        if references is None:
+            continue  # gone meanwhile (the untagged parent of one removed)
+        tags = references[0]
         ours = [tag for tag in tags if tag.rpartition(":")[0] in repositories]
         refused = False
         for name in ours or ([] if tags else [image_id]):  # an untagged one goes by its id
-            try:
-                client.api.remove_image(name)
-            except docker.errors.NotFound:
-                pass
-            except docker.errors.APIError as error:
-                kept.append(f"{_short(name)} ({error.explanation or error})")
+            refusal = _remove(client.api.remove_image, name)
+            if refusal:
+                kept.append(f"{_short(name)} ({refusal})")
                 refused = True
                 continue
             removed.append(_short(name))
             gone.add(name)
-        others = [tag for tag in _names(client, image_id) if tag not in ours] if tags and not refused else []
+        if ours and not refused:
+            # A swarm release's image keeps URL/N/APP@DIGEST from its push; the engine drops a digest only
+            # with the last tag of its own repository, so N/APP's going last would leave the image behind.
+            left = [digest for digest in (_references(client, image_id) or ([], []))[1]
+                    if digest.partition("@")[0] in repositories]
+            for refusal in filter(None, (_remove(client.api.remove_image, digest) for digest in left)):
+                kept.append(f"{_short(image_id)} ({refusal})")
+                refused = True
+        others = [tag for tag in (_references(client, image_id) or ([], []))[0]
+                  if tag not in ours] if tags and not refused else []
         if others:
             kept.append(f"{_short(image_id)} (also named {', '.join(others)})")
     return removed, kept, gone
 
 
-def _names(client: docker.DockerClient, image_id: str) -> list[str]:
-    """The names an image has now (none once it is gone)."""
+def _references(client: docker.DockerClient, image_id: str) -> tuple[list[str], list[str]] | None:
+    """The names (tags) and digest references an image has now; None once it is gone."""
     try:
-        return [tag for tag in client.api.inspect_image(image_id).get("RepoTags") or () if tag != "<none>:<none>"]
+        raw = client.api.inspect_image(image_id)
     except docker.errors.NotFound:
-        return []
+        return None
+    return ([tag for tag in raw.get("RepoTags") or () if tag != "<none>:<none>"],
+            [digest for digest in raw.get("RepoDigests") or () if "@" in digest])
 
 
 def _short(name: str) -> str:
@@ -266,15 +278,23 @@ def remove_volumes(client: docker.DockerClient, names: list[str]) -> tuple[list[
     """Remove these volumes; (removed, kept with the engine's reason)."""
     removed, kept = [], []
     for name in names:
-        try:
-            client.api.remove_volume(name)
-        except docker.errors.NotFound:
-            pass
-        except docker.errors.APIError as error:
-            kept.append(f"{name} ({error.explanation or error})")
-            continue
-        removed.append(name)
+        refusal = _remove(client.api.remove_volume, name)
+        if refusal:
+            kept.append(f"{name} ({refusal})")
+        else:
+            removed.append(name)
     return removed, kept
+
+
+def _remove(remove: Callable[[str], object], name: str) -> str | None:
+    """Remove one engine object by name (gone already is fine); the engine's reason if it refused, else None."""
+    try:
+        remove(name)
+    except docker.errors.NotFound:
+        pass
+    except docker.errors.APIError as error:
+        return str(error.explanation or error)
+    return None
 
 
 # -- apps not removed yet ---------------------------------------------------------------------------

@@ -11,29 +11,29 @@ job), or the service's. The methods, whose names callers rely on:
   releases run.
 - `start_candidate(job, image, digest, stop) -> Candidate`: the job's release started (a failure or a
   stop removes what it started); `check_health(candidate, proxy, stop, on_note) -> note` waits
-  until every replica passed the health check and fills `candidate.addresses`; `discard(candidate)`
-  removes a candidate at once.
+  until every replica passed the health check and fills `candidate.addresses` (a deploy's candidate
+  and a started release alike); `discard(candidate)` removes a candidate at once.
 - `retire(name) -> what`: stop a release gracefully and remove it (None if it was gone).
 - `addresses(name)`: its serving addresses now, None if it is gone; `repair(name)`: the same, its
   stopped containers started again first (the worker's repair); `probe(proxy, address)`: one
   health check of one address. `followed`: True when the engine moves replicas by itself (Swarm),
   so the worker follows the live release's addresses.
 - `leftovers()`: every release object of the app (not the proxy, a task run or a one-off command).
-- `logs(name, tail, since, follow)`: (replica or task label, line) of every replica, in time order.
-- `stop(name)`, `start(name) -> addresses`: the release's replicas stopped, started again (no
-  health check: the caller probes before routing); `remove_all(app)`: every container and service
-  carrying the app's labels, whatever their role (never a volume); returns their names.
+- `logs(name, tail, since, follow, until)`: (label, line) of every replica or task of the release,
+  labelled as applogs.py says (`replica N`, `task SLOT@NODE`); StepFailed if the release is gone.
+- `stop(name)`: the release's replicas stopped (kept); `start(name) -> Candidate`: started again, to
+  be health-checked by `check_health` before it is routed; `remove_all(app)`: every container and
+  service carrying the app's labels, whatever their role (never a volume); returns their names.
 
 Where it matters which engine objects exist, both look at both (a release made before the app's
 target changed is still retired and removed): retire, remove_all. Imports hookdeploy.core and the
-engine's containers, swarm, release, runspec, health and registry modules only; no docker object
+engine's containers, swarm, release, runspec, health, registry and applogs modules only; no docker object
 crosses into Deploy's decisions except the opaque `Candidate.handle` and the proxy container handed
 to health checks.
 """
 
 from __future__ import annotations
 
-import queue
 import threading
 import time
 from dataclasses import dataclass, field
@@ -45,13 +45,13 @@ import docker.errors
 from hookdeploy.core.config import AppConfig, Config
 from hookdeploy.core.errors import Aborted, StepFailed
 from hookdeploy.core.models import Job, release_tag
-from hookdeploy.engine import containers, health, registry, release, runspec, swarm
+from hookdeploy.engine import applogs, containers, health, registry, release, runspec, swarm
 
 Lines = Callable[[list[str]], None]
 SWARM_TASKS_GONE_SECONDS = 30.0  # how long a removed service's task containers may take to go
 REMOVE_GRACE_SECONDS = 10  # a release container's graceful stop when its app is removed (its route is gone)
 STOP_SECONDS = 10  # grace period of a stop (as `docker stop`; a service's is its stop_grace_period)
-SETTLE_SECONDS = 60.0  # how long stop/start wait for a service's tasks to go or come
+SETTLE_SECONDS = 60.0  # how long a stop waits for a service's tasks to go
 
 
 @dataclass
@@ -62,6 +62,7 @@ class Candidate:
     note: str  # for the job log: what was started, where
     handle: object = None  # the runtime's own: the containers, or the service
     addresses: list[str] = field(default_factory=list)
+    earlier: frozenset[str] = frozenset()  # a started service's tasks from before its start: not checked
 
 
 @dataclass(frozen=True)
@@ -91,10 +92,10 @@ class Runtime(Protocol):
     def repair(self, name: str) -> list[str] | None: ...
     def probe(self, proxy, address: str) -> health.Probe: ...
     def leftovers(self) -> list[Leftover]: ...
-    def logs(self, name: str, tail: int | None = None, since: float | None = None,
-             follow: bool = False) -> Iterator[tuple[str, str]]: ...
+    def logs(self, name: str, tail: int | None = None, since: float | None = None, follow: bool = False,
+             until: Callable[[], bool] = lambda: False) -> Iterator[tuple[str, str]]: ...
     def stop(self, name: str) -> None: ...
-    def start(self, name: str) -> list[str]: ...
+    def start(self, name: str) -> Candidate: ...
     def remove_all(self, app: str) -> list[str]: ...
 
 
@@ -208,17 +209,11 @@ class Containers:
                                   lambda container=container: containers.remove(container)))
         return found
 
-    def logs(self, name, tail=None, since=None, follow=False) -> Iterator[tuple[str, str]]:
-        """Each replica's lines labelled with its container's name; without `follow` merged by time."""
-        members = self._members(name) or []
-        options = {"stdout": True, "stderr": True, "timestamps": True, "tail": "all" if tail is None else tail}
-        if since is not None:
-            options["since"] = since
-        if not follow:
-            lines = [(stamp, index, container.name, text) for index, container in enumerate(members)
-                     for stamp, text in _stamped(container.logs(**options).splitlines(keepends=True))]
-            return iter([(label, text) for _, _, label, text in sorted(lines)])
-        return _merged([(container.name, container.logs(stream=True, follow=True, **options)) for container in members])
+    def logs(self, name, tail=None, since=None, follow=False, until=lambda: False) -> Iterator[tuple[str, str]]:
+        members = self._members(name)
+        if members is None:
+            raise StepFailed(f"release {name} is gone from the engine")
+        return applogs.container_lines(members, tail, since, follow, until)
 
     def stop(self, name: str) -> None:
         for container in self._members(name) or []:
@@ -227,7 +222,7 @@ class Containers:
             except docker.errors.NotFound:
                 pass
 
-    def start(self, name: str) -> list[str]:
+    def start(self, name: str) -> Candidate:
         members = self._members(name)
         if members is None:
             raise StepFailed(f"release {name} is gone from the engine")
@@ -235,7 +230,9 @@ class Containers:
             container.reload()
             if container.status != "running":
                 container.start()
-        return [containers.address(container, self.network) for container in members]
+        addresses = [containers.address(container, self.network) for container in members]
+        return Candidate(name, f"started {len(members)} container{'s' if len(members) != 1 else ''} of {name}",
+                         members, addresses)
 
     def remove_all(self, app: str) -> list[str]:
         return remove_app(self.client, self.config.server.name, app)
@@ -277,8 +274,11 @@ class SwarmService(Containers):
 
     def check_health(self, candidate, proxy, stop, on_note) -> str:
         """Every task health-checked from inside the proxy (the host cannot reach the overlay)."""
+        if isinstance(candidate.handle, list):  # containers of a release from before the move to Swarm, started
+            return super().check_health(candidate, proxy, stop, on_note)
         started = time.monotonic()
-        healthy = swarm.wait_serving(self.client, candidate.handle, proxy, self.app, self.network, stop, on_note)
+        healthy = swarm.wait_serving(self.client, candidate.handle, proxy, self.app, self.network, stop, on_note,
+                                     ignore=candidate.earlier)
         candidate.addresses = sorted(task.address for task in healthy)
         nodes = sorted({task.node for task in healthy})
         count = len(candidate.addresses)
@@ -309,41 +309,42 @@ class SwarmService(Containers):
                                   lambda service=service: swarm.remove_service(service)))
         return found
 
-    def logs(self, name, tail=None, since=None, follow=False) -> Iterator[tuple[str, str]]:
-        """Each task's lines labelled `task SLOT on NODE` (Swarm merges them as they come)."""
-        service = self._service(name)
+    def logs(self, name, tail=None, since=None, follow=False, until=lambda: False) -> Iterator[tuple[str, str]]:
+        if containers.get_container(self.client, name) is not None:  # a release from before the move to Swarm
+            return super().logs(name, tail, since, follow, until)
+        service = self._service(name) if swarm.swarm_active(self.client) else None
         if service is None:
-            return iter(())
-        labels = {task.id: task.describe() for task in swarm.tasks(self.client, service, self.network)}
-        options = {"stdout": True, "stderr": True, "details": True, "timestamps": True, "follow": follow,
-                   "tail": "all" if tail is None else tail}
-        if since is not None:
-            options["since"] = since
-        return _task_lines(service.logs(**options), labels)
+            raise StepFailed(f"release {name} is gone from the engine")
+        return applogs.service_lines(self.client, service, tail, since, follow, until)
 
     def stop(self, name: str) -> None:
         """Scaled to 0 tasks, returned once none runs (Swarm stops each with its grace period)."""
+        if containers.get_container(self.client, name) is not None:  # a release from before the move to Swarm
+            return super().stop(name)
         service = self._service(name)
         if service is None:
             return
         service.scale(0)
-        self._settle(service, lambda serving: not serving)
+        self._settle(service)
 
-    def start(self, name: str) -> list[str]:
-        """Scaled back to `replicas` tasks, returned once that many run (or SETTLE_SECONDS passed)."""
+    def start(self, name: str) -> Candidate:
+        """Scaled back to `replicas` tasks; `check_health` waits for new ones (those from before are ignored)."""
+        if containers.get_container(self.client, name) is not None:  # a release from before the move to Swarm
+            return super().start(name)
         service = self._service(name)
         if service is None:
             raise StepFailed(f"release {name} is gone from the engine")
+        earlier = frozenset(task.id for task in swarm.tasks(self.client, service, self.network))
         service.scale(self.app.replicas)
-        return self._settle(service, lambda serving: len(serving) >= self.app.replicas)
+        count = f"{self.app.replicas} task{'s' if self.app.replicas != 1 else ''}"
+        return Candidate(name, f"scaled service {name} to {count}", service, earlier=earlier)
 
-    def _settle(self, service, done: Callable[[list[str]], bool]) -> list[str]:
+    def _settle(self, service) -> None:
+        """Returns once no task of the service runs (or SETTLE_SECONDS passed)."""
         deadline = time.monotonic() + SETTLE_SECONDS
-        while True:
-            serving = [task.address for task in swarm.tasks(self.client, service, self.network)
-                       if task.state == "running" and task.address]
-            if done(serving) or time.monotonic() > deadline:
-                return sorted(serving)
+        while any(task.state == "running" for task in swarm.tasks(self.client, service, self.network)):
+            if time.monotonic() > deadline:
+                return
             time.sleep(1.0)
 
     def _service(self, name: str):
@@ -457,66 +458,3 @@ def _exit_reason(candidate) -> str:
 def _with_output(reason: str, candidate) -> str:
     output = containers.tail_logs(candidate)
     return reason + ("\nlast container output:\n  " + "\n  ".join(output) if output else "")
-
-
-# -- log lines -----------------------------------------------------------------------------------
-
-
-def _stamped(raw_lines) -> Iterator[tuple[str, str]]:
-    """(timestamp, text) of `docker logs --timestamps` lines (bytes, each `STAMP TEXT`)."""
-    for raw in raw_lines:
-        stamp, _, text = raw.decode(errors="replace").rstrip("\r\n").partition(" ")
-        yield stamp, text
-
-
-def _lines(chunks) -> Iterator[bytes]:
-    """Whole lines out of a stream of chunks, the last one even without its newline."""
-    rest = b""
-    for chunk in chunks:
-        rest += chunk
-        *whole, rest = rest.split(b"\n")
-        yield from whole
-    if rest:
-        yield rest
-
-
-def _merged(streams: list[tuple[str, object]]) -> Iterator[tuple[str, str]]:
-    """(label, text) of several followed streams as their lines come; ends when all have ended,
-    and closes them all when the caller stops reading."""
-    lines: queue.Queue = queue.Queue()
-
-    def read(label: str, stream) -> None:
-        try:
-            for _, text in _stamped(_lines(stream)):
-                lines.put((label, text))
-        except Exception:  # noqa: BLE001 - a stream closed under the reader, or its container removed
-            pass
-        finally:
-            lines.put(None)
-
-    for label, stream in streams:
-        threading.Thread(target=read, args=(label, stream), name=f"logs-{label}", daemon=True).start()
-    try:
-        running = len(streams)
-        while running:
-            item = lines.get()
-            if item is None:
-                running -= 1
-            else:
-                yield item
-    finally:
-        for _, stream in streams:
-            close = getattr(stream, "close", None)
-            if close is not None:
-                close()
-
-
-def _task_lines(chunks, labels: dict[str, str]) -> Iterator[tuple[str, str]]:
-    """(task label, text) of `docker service logs --details --timestamps` lines: `STAMP DETAILS TEXT`,
-    DETAILS being `key=value,...` with com.docker.swarm.task.id among them."""
-    for raw in _lines(chunks):
-        _, _, rest = raw.decode(errors="replace").rstrip("\r").partition(" ")
-        details, _, text = rest.partition(" ")
-        fields = dict(part.partition("=")[::2] for part in details.split(","))
-        task = fields.get("com.docker.swarm.task.id", "")
-        yield labels.get(task, f"task {task[:12]}" if task else "service"), text

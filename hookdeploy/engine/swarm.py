@@ -257,8 +257,9 @@ class _Bytes:
 
 
 def wait_serving(client: docker.DockerClient, service, proxy, app: AppConfig, network: str, stop: threading.Event,
-                 on_note=lambda text: None) -> list[Task]:
+                 on_note=lambda text: None, ignore: frozenset[str] = frozenset()) -> list[Task]:
     """Wait until `app.replicas` tasks are running and each passed the health check; return those tasks.
+    Tasks whose ids are in `ignore` (a restarted service's tasks from before) do not count, failed or not.
 
     A task has START_SECONDS to start running (its node pulls the image first), then the app's health
     deadline to pass the check. StepFailed when a task fails on its own (the app exits, a node cannot
@@ -271,7 +272,7 @@ def wait_serving(client: docker.DockerClient, service, proxy, app: AppConfig, ne
     while True:
         if stop.is_set():
             raise Aborted()
-        current = tasks(client, service, network)
+        current = [task for task in tasks(client, service, network) if task.id not in ignore]
         failed = [task for task in current if task.failed]
         if failed:
             task = failed[0]

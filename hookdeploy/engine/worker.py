@@ -228,25 +228,23 @@ class Worker:
 
     def _background_work(self) -> list[tuple[str, float, Callable]]:
         """What the worker's own threads do, each every so many seconds with an engine client of its own:
-        `work(engine)` is one round."""
-        apps = self.config.apps.values()
-        work = []
-        if any(runtime.followed(app) for app in apps):
-            def follow(engine) -> None:
-                follower, failed = Recovery(self.config, self.store, engine, self.id), None
-                for app in [app.name for app in self.config.apps.values() if runtime.followed(app)]:  # a reload may add one
-                    try:
-                        follower.follow(app)
-                    except Exception as error:  # noqa: BLE001 - the other apps are followed all the same
-                        failed = error
-                if failed is not None:
-                    raise failed
-            work.append(("follow-tasks", FOLLOW_SECONDS, follow))
-        if any(app.tls_mode != "off" for app in apps):
-            reported: dict[str, str] = {}
-            work.append(("certificates", CERTS_SECONDS,
-                         lambda engine: certs.maintain(self.config, self.store, engine, reported)))
-        return work
+        `work(engine)` is one round. Both run whatever the config at startup: each round looks at the
+        config in force then (a reload may add the first swarm or HTTPS app), and one with no such app
+        asks nothing of the engine."""
+        reported: dict[str, str] = {}
+
+        def follow(engine) -> None:
+            follower, failed = Recovery(self.config, self.store, engine, self.id), None
+            for app in [app.name for app in self.config.apps.values() if runtime.followed(app)]:
+                try:
+                    follower.follow(app)
+                except Exception as error:  # noqa: BLE001 - the other apps are followed all the same
+                    failed = error
+            if failed is not None:
+                raise failed
+
+        return [("follow-tasks", FOLLOW_SECONDS, follow),
+                ("certificates", CERTS_SECONDS, lambda engine: certs.maintain(self.config, self.store, engine, reported))]
 
     def _every(self, done: threading.Event, seconds: float, work: Callable) -> None:
         """Run `work(engine)` at once and then every `seconds` until `done`, with a client of its own (a

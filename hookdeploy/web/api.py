@@ -94,16 +94,18 @@ def app_tasks(app_name: str) -> Response:
 def app_logs(app_name: str) -> Response:
     """The live release's last lines (`?tail=N` per replica or task, default 100), oldest first:
     {"app", "sha", "job", "lines": [{"source": "replica 2", "line": "..."}]}; 404 with no live release."""
-    from hookdeploy.engine import applogs, containers
+    from hookdeploy.engine import containers, runtime
 
-    app = services().config.app(app_name)
+    config = services().config
+    app = config.app(app_name)
     tail = int_argument("tail", 100, 0, 10_000)
     live = services().store.live_release(app.name)
     if live is None or not live.container:
         raise Refused(404, f"{app.name} has no live release")
     client = containers.engine()
     try:
-        lines = [{"source": label, "line": line} for label, line in applogs.logs(client, live.container, tail)]
+        lines = [{"source": label, "line": line}
+                 for label, line in runtime.runtime_for(config, app, client).logs(live.container, tail)]
     finally:
         client.close()
     return reply(200, {"app": app.name, "sha": live.sha, "job": live.job, "lines": lines})
