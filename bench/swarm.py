@@ -52,7 +52,6 @@ from cluster_helpers import REGISTRY_PASSWORD_ENV, Cluster, SwarmInstance, clust
 from docker_helpers import site_files  # noqa: E402
 
 from hookdeploy.core.models import JobState, parse_time  # noqa: E402
-from hookdeploy.web.metrics import step_of  # noqa: E402
 
 # Generous: 3 tasks on a loaded 2-core machine, some pulling; the time to healthy is measured, not capped.
 HEALTH = {"timeout": 2.0, "deadline": 60.0}
@@ -96,7 +95,7 @@ def deploy(instance: SwarmInstance, table: dict, version: str) -> dict:
     steps: dict[str, float] = {}
     for event in events:
         if event.kind == "step" and event.duration is not None:
-            label = step_of(event.message)
+            label = event.step or event.message
             steps[label] = steps.get(label, 0.0) + event.duration
     answer = instance.get()
     if answer.status != 200 or answer.release != job.sha[:12] or version not in answer.body:

@@ -19,7 +19,7 @@ from datetime import datetime, timezone
 from hookdeploy.core import previews
 from hookdeploy.core.config import AppConfig, Config, TaskConfig
 from hookdeploy.core.errors import BadInput, UnknownJob
-from hookdeploy.core.models import Event, Job, JobKind, JobState, Release, Trigger
+from hookdeploy.core.models import Event, Job, JobKind, JobState, Release, Trigger, release_tag
 from hookdeploy.core.names import (ZERO_SHA, check_app_name, check_digest, check_ref, check_sha_prefix, check_tag,
                                    check_task_name, printable, ref_problem)
 from hookdeploy.core.store import Store
@@ -137,7 +137,7 @@ def start_app(store: Store, app: AppConfig) -> Job:
     queued_stop = any(job.kind is JobKind.STOP for job in store.jobs(app.name, states=(JobState.QUEUED,
                                                                                        JobState.RUNNING)))
     if store.stopped(app.name) is None and not queued_stop:
-        raise BadInput(f"{app.name} is not stopped ({live.sha[:12]} serves)")
+        raise BadInput(f"{app.name} is not stopped ({release_tag(live.sha)} serves)")
     _refuse_queued(store, app.name, JobKind.START)
     return store.enqueue(app.name, live.sha, kind=JobKind.START, trigger=Trigger.MANUAL, coalesce=False)
 
@@ -170,7 +170,7 @@ def rollback_target(store: Store, app: str, to_sha: str | None) -> str:
         raise BadInput(f"SHA {prefix} is ambiguous among {app}'s releases; give more digits")
     live = store.live_release(app)
     if live is not None and matches[0] == live.sha:
-        raise BadInput(f"{matches[0][:12]} is already live for {app}")
+        raise BadInput(f"{release_tag(matches[0])} is already live for {app}")
     return matches[0]
 
 

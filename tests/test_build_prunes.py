@@ -87,15 +87,16 @@ def test_a_build_the_engine_lost_an_image_under_is_built_again_a_bounded_number_
     job = Job(7, "site", JobKind.DEPLOY, Trigger.MANUAL, None, "c" * 40, JobState.RUNNING, "", None, None, None, None)
     notes: list[str] = []
     builder = Flaky(2)
-    name, built = pipeline.build(builder, config, config.apps["site"], job, tmp_path, lambda lines: None,
-                                 on_note=notes.append)
+    built = pipeline.build(builder, config, config.apps["site"], job, tmp_path, "n/site:cccccccccccc",
+                           lambda lines: None, on_note=notes.append)
     assert (builder.calls, built) == (3, "sha256:" + "ab" * 32)
     assert [note.split("); ")[1] for note in notes] == ["building again (2 of 3)", "building again (3 of 3)"]
     assert all(note.startswith(RETRY + "No such image: sha256:") for note in notes)
 
     builder, notes = Flaky(3), []
     with pytest.raises(StepFailed) as raised:
-        pipeline.build(builder, config, config.apps["site"], job, tmp_path, lambda lines: None, on_note=notes.append)
+        pipeline.build(builder, config, config.apps["site"], job, tmp_path, "n/site:cccccccccccc", lambda lines: None,
+                       on_note=notes.append)
     assert builder.calls == 3 and len(notes) == 2
     assert raised.value.args[0].endswith("(the engine lost an image under each of 3 builds)")
 
@@ -105,7 +106,8 @@ def test_a_build_the_engine_lost_an_image_under_is_built_again_a_bounded_number_
     threading.Timer(0.2, stop.set).start()
     started = time.monotonic()
     with pytest.raises(Aborted):
-        pipeline.build(builder, config, config.apps["site"], job, tmp_path, lambda lines: None, stop, notes.append)
+        pipeline.build(builder, config, config.apps["site"], job, tmp_path, "n/site:cccccccccccc", lambda lines: None,
+                       stop, notes.append)
     assert builder.calls == 1 and time.monotonic() - started < 5
 
 

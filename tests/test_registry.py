@@ -142,12 +142,12 @@ def test_push_progress_says_each_layer_state_once_and_a_stalled_engine_fails_the
               {"status": "Pushed", "id": "abc"}, {"status": f"0123456789ab: digest: {DIGEST} size: 528"},
               {"progressDetail": {}, "aux": {"Tag": "0123456789ab", "Digest": DIGEST, "Size": 528}}]
     lines: list[str] = []
-    assert registry._follow(iter(chunks), lines.extend, None) == {"digest": DIGEST}
+    assert registry._follow(iter(chunks), lines.extend) == {"digest": DIGEST}
     assert lines == ["The push refers to repository [127.0.0.1:5000/n/site]", "abc: Preparing",
                      "abc: Retrying in 5 seconds", "abc: Pushed", f"0123456789ab: digest: {DIGEST} size: 528"]
     refused = [{"status": "Preparing", "id": "abc"},
                {"errorDetail": {"message": "unauthorized: authentication required"}, "error": "unauthorized: ..."}]
-    assert registry._follow(iter(refused), lines.extend, None) == {"error": "unauthorized: authentication required"}
+    assert registry._follow(iter(refused), lines.extend) == {"error": "unauthorized: authentication required"}
     stalled = registry._silent_engine("push", urllib3.exceptions.ReadTimeoutError(None, "/images/push", "timed out"))
     assert isinstance(stalled, StepFailed) and str(stalled) == f"the push made no progress for {registry.TRANSFER_TIMEOUT} s"
     assert isinstance(registry._silent_engine("pull", ConnectionResetError("reset")), DockerUnavailable)

@@ -17,7 +17,7 @@ from typing import Callable
 
 from hookdeploy.core.config import AppConfig, Config
 from hookdeploy.core.errors import BadInput
-from hookdeploy.core.models import Release
+from hookdeploy.core.models import Release, release_tag
 from hookdeploy.core.names import one_line, printable
 from hookdeploy.core.store import Store
 
@@ -72,7 +72,7 @@ def app_logs(store: Store, config: Config, app: AppConfig, tail: int | None, sin
             finally:
                 lines.close()
             live = _next_release(store, app, live)
-            echo(f"hookdeploy: switched to release {live.sha[:12]} (job {live.job})")
+            echo(f"hookdeploy: switched to release {release_tag(live.sha)} (job {live.job})")
             tail, since_time = None, None  # the new release's lines from its start
     finally:
         client.close()

@@ -287,7 +287,7 @@ def _check_proxy(config: Config, engine, check):
     from hookdeploy.engine import containers
 
     instance = config.server.name
-    name = f"{instance}-proxy"
+    name = containers.proxy_name(instance)
     first_app = next(iter(config.apps), "APP")
     recreate = f"docker rm -f {name}, then hookdeploy deploy {first_app} (the worker recreates it)"
     proxy = containers.get_container(engine, name)

@@ -9,6 +9,7 @@ from typing import Callable
 
 from hookdeploy.core.config import AppConfig, Config
 from hookdeploy.core.errors import HookdeployError
+from hookdeploy.core.models import release_tag
 from hookdeploy.engine import signatures
 
 Check = Callable[[bool, str, str], None]
@@ -63,4 +64,4 @@ def _report_live(config: Config, app: AppConfig, report: Report) -> None:
     except HookdeployError as error:
         report(f"WARN  {app.name}: cannot check who signed the live release: {error}")
         return
-    report(f"ok    {app.name}: live release {live.sha[:12]} is signed by {signer.describe()}")
+    report(f"ok    {app.name}: live release {release_tag(live.sha)} is signed by {signer.describe()}")

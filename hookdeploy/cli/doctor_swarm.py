@@ -15,6 +15,7 @@ from pathlib import Path
 
 from hookdeploy.core.config import Config
 from hookdeploy.core.errors import HookdeployError
+from hookdeploy.core.models import release_tag
 
 PULL_CHECK_TIMEOUT = 40.0  # seconds the nodes get to pull a live release for the pull check
 PULLED_STATES = ("starting", "running", "complete")  # a task that got this far had its image
@@ -202,7 +203,7 @@ def check_pull_from_nodes(config: Config, engine, app, nodes: list[dict], check)
     if not expected:
         return  # no node to ask: the nodes or the placement check said why
     host = repository.split("/")[0]
-    release = f"the live release {sha[:12]}"
+    release = f"the live release {release_tag(sha)}"
     try:
         auth = registry.auth_config(config)
     except HookdeployError:

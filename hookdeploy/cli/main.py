@@ -17,7 +17,7 @@ from hookdeploy.cli import previews as previews_commands
 from hookdeploy.cli.follow import WORKER_ALIVE_SECONDS, follow as follow_job
 from hookdeploy.core import config as configuration
 from hookdeploy.core.errors import BadInput, ConfigError, HookdeployError
-from hookdeploy.core.models import Job, JobState
+from hookdeploy.core.models import Job, JobState, release_tag
 from hookdeploy.core.names import check_app_name, one_line
 from hookdeploy.core.store import Store
 
@@ -249,7 +249,7 @@ def status(context: Context, app_name: str | None, as_json: bool) -> None:
         return
     for app in statuses:
         live = app.live
-        shown = f"live {live.sha[:12]} (job {live.job}, since {live.live_since})" if live else "live: none"
+        shown = f"live {release_tag(live.sha)} (job {live.job}, since {live.live_since})" if live else "live: none"
         if app.stopped:
             shown += ", stopped (maintenance page)"
         if live and live.digest:
@@ -276,7 +276,7 @@ def history(context: Context, app_name: str, limit: int, as_json: bool) -> None:
         error = f"  {one_line(job.error)}" if job.error else ""  # git's or a build's words: escaped
         image = f"  {job.ref or ''}@{job.digest[:19]}" if job.digest else ""
         click.echo(f"{job.id:>6}  {job.state.value:<11} {job.kind.value:<8} {job.trigger.value:<8} "
-                   f"{job.sha[:12]}  {job.created_at}{image}{error}")
+                   f"{release_tag(job.sha)}  {job.created_at}{image}{error}")
 
 
 @cli.command()

@@ -56,6 +56,13 @@ class ReleaseState(str, enum.Enum):
     PRUNED = "pruned"
 
 
+def release_tag(sha: str) -> str:
+    """A commit's 12-digit short SHA, the one name of its release wherever it is written: the image's tag,
+    container and service names, the registry's tag, the proxy's X-Hookdeploy-Release header (by which
+    verification and the guard know the release's answers), job logs and the CLI."""
+    return sha[:12]
+
+
 def utcnow() -> str:
     """Now as ISO 8601 UTC with milliseconds, e.g. 2026-11-28T03:04:05.678Z."""
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
@@ -97,7 +104,7 @@ class Job:
     @property
     def short_sha(self) -> str:
         """The 12-digit SHA used in Docker names."""
-        return self.sha[:12]
+        return release_tag(self.sha)
 
     def to_json(self) -> dict:
         """The job as DESIGN's job JSON."""

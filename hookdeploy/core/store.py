@@ -20,7 +20,7 @@ from typing import Iterator
 from hookdeploy.core import private, schema
 from hookdeploy.core.errors import StoreError
 from hookdeploy.core.models import (ApiToken, Event, Job, JobKind, JobState, Release, ReleaseState, Trigger,
-                                    parse_time, utcnow)
+                                    parse_time, release_tag, utcnow)
 
 _JOB_COLUMNS = ("id, app, kind, trigger, ref, sha, state, created_at, started_at, finished_at, "
                 "error, image, heartbeat_at, retry_of, worker, digest, signer_fingerprint, signer_principal")
@@ -123,7 +123,7 @@ class Store:
             "VALUES (?, ?, ?, ?, ?, 'queued', ?, ?, ?)",
             (app, JobKind(kind).value, Trigger(trigger).value, ref, sha, now, retry_of, digest))
         job_id = cursor.lastrowid
-        self._event(db, job_id, "state", f"queued ({Trigger(trigger).value}, {JobKind(kind).value} {sha[:12]})")
+        self._event(db, job_id, "state", f"queued ({Trigger(trigger).value}, {JobKind(kind).value} {release_tag(sha)})")
         if coalesce:
             older = db.execute("SELECT id FROM jobs WHERE app = ? AND state = 'queued' AND id < ?",
                                (app, job_id)).fetchall()

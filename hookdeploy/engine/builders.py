@@ -4,7 +4,8 @@
 cache and secret mounts, `--target`, stages not needed skipped. "classic" is the Engine API's legacy
 builder through the docker SDK (containers.build), as before BuildKit. With a build host ([build]
 host, an app's build_host), BuildKit there (buildhost.py): the image is pushed from there and this
-engine pulls it by digest. The deploy only ever calls the interface.
+engine pulls it by digest. The deploy only ever calls the interface. Imports hookdeploy.core and the
+builders' modules (buildkit, buildhost, containers, registry).
 """
 
 from __future__ import annotations

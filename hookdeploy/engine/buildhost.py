@@ -7,7 +7,8 @@ of hookdeploy's is installed there. The push goes from the build host (`docker p
 same CLI): the registry login is in a DOCKER_CONFIG folder of that one push (mode 0700, on this
 machine, removed when the push ends), so no config file keeps it on either machine, and the
 worker user's ~/.docker/config.json is never read. The serving engine then pulls the release by
-digest, as it pulls an image app's.
+digest, as it pulls an image app's. Imports hookdeploy.core, buildkit.py (the CLI, its stream) and
+registry.py (the login, the repository); builders.py picks it.
 """
 
 from __future__ import annotations

@@ -7,6 +7,9 @@ buildx build`), else the first of version 20.10 to 22.x, whose own `docker build
 DOCKER_BUILDKIT=1 (Debian 12's docker.io). A CLI of 23 or later without buildx cannot build with
 BuildKit at all (it says "the buildx component is missing"), so it is passed over: on a machine where
 one comes first on PATH, Debian's /usr/bin/docker next to it still builds.
+
+The CLI's output is followed by streams.py (a stop or the build's timeout ends the CLI, and with it
+the build). Imports hookdeploy.core and streams.py; builders.py and buildhost.py call it.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from hookdeploy.core.errors import Aborted, StepFailed
-from hookdeploy.engine import containers
+from hookdeploy.engine import streams
 
 log = logging.getLogger(__name__)
 
@@ -255,7 +258,7 @@ def build(cli: Client, context: Path, dockerfile: str, tag: str, labels: Mapping
                               name="buildkit-output", daemon=True)
     reader.start()
     try:
-        containers.relay_output(chunks, on_lines, timeout, stop, lambda: _end(process, reader))
+        streams.relay(chunks, on_lines, stop, lambda: _end(process, reader), timeout, "build")
         status = process.wait()
         reader.join()
         if status != 0:
@@ -272,9 +275,10 @@ def build(cli: Client, context: Path, dockerfile: str, tag: str, labels: Mapping
 
 
 def stream(arguments: list[str], env: Mapping[str, str], on_lines: Callable[[list[str]], None], timeout: float,
-           stop: threading.Event | None = None) -> tuple[int, list[str]]:
-    """Run another docker CLI command (a push from a build host) as a build runs: its output to `on_lines`
-    as it comes, ended on a timeout (StepFailed) or `stop` (Aborted); return its status and last lines."""
+           stop: threading.Event | None = None, what: str = "push") -> tuple[int, list[str]]:
+    """Run another docker CLI command (`what`: a push from a build host) as a build runs: its output to
+    `on_lines` as it comes, ended by `stop` (Aborted) or after `timeout` s without a line (StepFailed,
+    the rule of a push from this engine); return its status and last lines."""
     try:
         process = subprocess.Popen(arguments, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                    stderr=subprocess.STDOUT, env=dict(env), start_new_session=True,
@@ -287,10 +291,7 @@ def stream(arguments: list[str], env: Mapping[str, str], on_lines: Callable[[lis
                               name="docker-cli-output", daemon=True)
     reader.start()
     try:
-        try:
-            containers.relay_output(chunks, on_lines, timeout, stop, lambda: _end(process, reader))
-        except StepFailed:
-            raise StepFailed(f"no end after {timeout:.0f} s") from None
+        streams.relay(chunks, on_lines, stop, lambda: _end(process, reader), timeout, what, quiet=True)
         status = process.wait()
         reader.join()
     finally:

@@ -18,6 +18,10 @@ When: a deploy orders a certificate for each hostname that has none, before its 
 (`ensure(..., renewals=False)`); the worker's loop renews one when a third of its lifetime, at most
 RENEW_DAYS, is left, and tries a failed name again after RETRY_SECONDS[0], doubling up to [1]
 (`maintain`). A name without a certificate is served over HTTP; a failed renewal keeps the old one.
+
+An app's routes are rendered with its certificates here (`render_routes`, the lowest module that
+knows both), by every switch, repair and reroute. Imports hookdeploy.core, proxy.py and containers.py
+(the proxy's name).
 """
 
 from __future__ import annotations
@@ -44,7 +48,7 @@ from hookdeploy.core import previews
 from hookdeploy.core.config import AppConfig, Config
 from hookdeploy.core.errors import StepFailed
 from hookdeploy.core.store import Store
-from hookdeploy.engine import proxy
+from hookdeploy.engine import containers, proxy
 
 log = logging.getLogger(__name__)
 
@@ -143,6 +147,12 @@ def tls_routes(config: Config, app: AppConfig) -> proxy.Tls | None:
     port = int(config.proxy.publish_tls.rpartition(":")[2])
     return proxy.Tls(port, {name: in_proxy(path, config) for name, path in paths.items() if path in valid},
                      app.redirect_http, app.hsts)
+
+
+def render_routes(config: Config, app: AppConfig, addresses, sha: str, canary: proxy.Canary | None = None) -> str:
+    """The app's server blocks routing to `addresses` (proxy.render), served over HTTPS with its
+    certificates as they are now: the one way every switch, repair and reroute writes an app's routes."""
+    return proxy.render(app, addresses, sha, tls_routes(config, app), canary)
 
 
 # -- the user's own certificate ---------------------------------------------------------------------
@@ -447,10 +457,10 @@ def reroute(config: Config, store: Store, engine, app: AppConfig, reload: bool =
         if live is None or previous is None:
             return
         addresses = proxy.routed_addresses(path)
-        text = proxy.render(app, addresses, live.sha, tls_routes(config, app))
+        text = render_routes(config, app, addresses, live.sha)
         if text == previous and not reload:
             return
-        container = engine().containers.get(f"{config.server.name}-proxy")
+        container = engine().containers.get(containers.proxy_name(config.server.name))
         if text != previous:
             proxy.switch(container, path, text)
         else:

@@ -1,24 +1,28 @@
-"""The Docker engine, through the docker SDK: the one place hookdeploy talks to it.
+"""Containers, images, the instance network and the proxy container on the local Docker engine,
+through the docker SDK: the client (`engine`), names and labels of DESIGN ("Docker objects"), the
+legacy builder, a candidate's start, retire and removal.
 
-Every object made here carries the labels of DESIGN ("Docker objects"), so an instance
-finds, and only ever touches, its own network, proxy, candidates and images.
+Every object made here carries those labels, so an instance finds, and only ever touches, its own
+network, proxy, candidates and images. Other modules talk to the engine too, each for its own
+concept: swarm.py (services), registry.py (push, pull), buildkit.py (the CLI), release.py,
+runtime.py, certs.py and recovery.py (the proxy container). Imports hookdeploy.core and streams.py.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import queue
 import threading
-import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import docker
 import docker.errors
 
-from hookdeploy.core.errors import Aborted, DockerUnavailable, StepFailed
+from hookdeploy.core.errors import DockerUnavailable, StepFailed
+from hookdeploy.core.models import release_tag
 from hookdeploy.core.names import preview_parts, split_address
+from hookdeploy.engine import streams
 
 log = logging.getLogger(__name__)
 
@@ -57,12 +61,17 @@ def release_labels(instance: str, app: str, sha: str, job: int) -> dict[str, str
 
 def image_name(instance: str, app: str, sha: str) -> str:
     """`N/APP:SHA12`."""
-    return f"{instance}/{app}:{sha[:12]}"
+    return f"{instance}/{app}:{release_tag(sha)}"
+
+
+def proxy_name(instance: str) -> str:
+    """`N-proxy`: the instance's front proxy container."""
+    return f"{instance}-proxy"
 
 
 def container_name(instance: str, app: str, sha: str, job: int) -> str:
     """`N-APP-SHA12-JOB`."""
-    return f"{instance}-{app}-{sha[:12]}-{job}"
+    return f"{instance}-{app}-{release_tag(sha)}-{job}"
 
 
 def find_networks(client: docker.DockerClient, instance: str) -> list:
@@ -95,11 +104,10 @@ def heal_networks(client: docker.DockerClient, instance: str) -> list:
         return []
     for network in networks:
         network.reload()  # a listed network does not say which containers it has
-    proxy_name = f"{instance}-proxy"
 
     def rank(network) -> tuple:
         attached = network.attrs.get("Containers") or {}
-        has_proxy = any(member.get("Name") == proxy_name for member in attached.values())
+        has_proxy = any(member.get("Name") == proxy_name(instance) for member in attached.values())
         return (not has_proxy, -len(attached), networks.index(network))
 
     keeper, *extras = sorted(networks, key=rank)
@@ -129,7 +137,7 @@ def ensure_proxy(client: docker.DockerClient, instance: str, image: str, publish
     or mounts anything else (the config changed, say HTTPS was turned on, or it was made by an older
     hookdeploy) is made anew: visitors see a refused connection for the second or so that takes,
     once per such change."""
-    name = f"{instance}-proxy"
+    name = proxy_name(instance)
     ports = {"80/tcp": publish, **({"443/tcp": publish_tls} if publish_tls else {})}
     wanted = {port: split_address(address) for port, address in ports.items()}
     volumes = {str(conf_dir): {"bind": "/etc/nginx/conf.d", "mode": "ro"},
@@ -191,39 +199,22 @@ def build(client: docker.DockerClient, context: Path, dockerfile: str, tag: str,
     """Build an image with the Engine API's legacy builder, handing its output lines to `on_lines` as
     they come; return the image id.
 
-    The build streams through its own API client, so a timeout, or `stop` being set (Aborted),
-    can close that connection (which cancels the build in the engine) without touching other work.
-    """
-    # The classic builder turns each build label into a step of its own; one LABEL line appended
-    # to a copy of the Dockerfile costs one step for all of them.
-    labelled = context / f".hookdeploy-{tag.rpartition(':')[2]}.Dockerfile"
-    label_line = " ".join(f"{key}={json.dumps(value)}" for key, value in labels.items())
-    labelled.write_text((context / dockerfile).read_text() + f"\nLABEL {label_line}\n")
-    dockerfile = labelled.name
-    api = docker.from_env(version=client.api.api_version, timeout=int(timeout) + 60).api
-    lines: queue.Queue = queue.Queue()
+    The build streams through a connection of its own (streams.py): a timeout (StepFailed) or `stop`
+    (Aborted) closes it, which cancels the build in the engine, without touching other work."""
+    options = {"path": str(context), "dockerfile": _labelled(context, dockerfile, tag, labels), "tag": tag,
+               "target": target or None, "buildargs": build_args}
+    connection = streams.Connection(client, timeout)
     outcome: dict = {}
+    chunks, reader = streams.feed(lambda: _build_output(connection.api, outcome, **options), "docker-build")
 
-    def stream() -> None:
-        try:
-            for chunk in api.build(path=str(context), dockerfile=dockerfile, tag=tag, target=target or None,
-                                   buildargs=build_args, rm=True, forcerm=True, decode=True):
-                if "error" in chunk:
-                    outcome["error"] = chunk.get("errorDetail", {}).get("message") or chunk["error"]
-                elif "aux" in chunk and "ID" in chunk["aux"]:
-                    outcome["id"] = chunk["aux"]["ID"]
-                text = chunk.get("stream") or chunk.get("status") or chunk.get("error")
-                if text:
-                    lines.put(text)
-        except Exception as error:  # noqa: BLE001 - any engine failure ends the build with its message
-            outcome.setdefault("error", str(error))
-        finally:
-            lines.put(None)
+    def cancel() -> None:
+        connection.close()
+        reader.join(timeout=5)
 
-    thread = threading.Thread(target=stream, name="docker-build", daemon=True)
-    thread.start()
-    relay_output(lines, on_lines, timeout, stop, lambda: _cancel(api, thread))
-    api.close()
+    try:
+        streams.relay(chunks, on_lines, stop, cancel, timeout, "build")
+    finally:
+        connection.close()
     if "error" in outcome:
         raise StepFailed(f"build failed: {outcome['error'].strip()}")
     try:
@@ -232,48 +223,29 @@ def build(client: docker.DockerClient, context: Path, dockerfile: str, tag: str,
         raise StepFailed(f"build finished but image {tag} is missing") from None
 
 
-def relay_output(chunks: queue.Queue, on_lines: Callable[[list[str]], None], timeout: float,
-                 stop: threading.Event | None, cancel: Callable[[], None], what: str = "build") -> None:
-    """Hand a build's (or `what`'s) output (text chunks put on `chunks`, None at its end) to `on_lines`
-    a batch of whole lines at a time, until the end; on a timeout (StepFailed) or `stop` (Aborted) call
-    `cancel`, which must end the build, first."""
-    deadline = time.monotonic() + timeout
-    pending = ""
-    while True:
-        # Seen within half a second, whether the build is quiet (a RUN sleep) or chatty.
-        if stop is not None and stop.is_set():
-            cancel()
-            raise Aborted()
-        try:
-            item = chunks.get(timeout=max(0.0, min(0.5, deadline - time.monotonic())))
-        except queue.Empty:
-            if time.monotonic() >= deadline:
-                cancel()
-                raise StepFailed(f"{what} timed out after {timeout:g} s")
-            continue
-        # Take whatever else arrived too: one job-log commit per batch, not per line.
-        batch = [item]
-        while batch[-1] is not None:
-            try:
-                batch.append(chunks.get_nowait())
-            except queue.Empty:
-                break
-        done = batch[-1] is None
-        pending += "".join(text for text in batch if text is not None)
-        *complete, pending = pending.split("\n")
-        complete = [line.rstrip() for line in complete if line.strip()]
-        if complete:
-            on_lines(complete)
-        if done:
-            break
-    if pending.strip():
-        on_lines([pending.rstrip()])
+def _labelled(context: Path, dockerfile: str, tag: str, labels: dict[str, str]) -> str:
+    """A copy of the Dockerfile beside it with one LABEL line of `labels` appended; returns its name.
+
+    The classic builder turns each build label into a step of its own; one LABEL line costs one step for all."""
+    labelled = context / f".hookdeploy-{tag.rpartition(':')[2]}.Dockerfile"
+    label_line = " ".join(f"{key}={json.dumps(value)}" for key, value in labels.items())
+    labelled.write_text((context / dockerfile).read_text() + f"\nLABEL {label_line}\n")
+    return labelled.name
 
 
-def _cancel(api, thread: threading.Thread) -> None:
-    """Close the build's connection, which makes the engine cancel the build; wait briefly for its end."""
-    api.close()
-    thread.join(timeout=5)
+def _build_output(api, outcome: dict, **options) -> Iterator[str]:
+    """The legacy build's text as it comes; its error, or the image id, put in `outcome`."""
+    try:
+        for chunk in api.build(rm=True, forcerm=True, decode=True, **options):
+            if "error" in chunk:
+                outcome["error"] = chunk.get("errorDetail", {}).get("message") or chunk["error"]
+            elif "aux" in chunk and "ID" in chunk["aux"]:
+                outcome["id"] = chunk["aux"]["ID"]
+            text = chunk.get("stream") or chunk.get("status") or chunk.get("error")
+            if text:
+                yield text
+    except Exception as error:  # noqa: BLE001 - any engine failure ends the build with its message
+        outcome.setdefault("error", str(error))
 
 
 def start_candidate(client: docker.DockerClient, image: str, name: str, labels: dict[str, str], options: dict):

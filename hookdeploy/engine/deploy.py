@@ -13,7 +13,10 @@ switch (Aborted); from the switch on, the deploy finishes whatever happens. A De
 job's final state and error and changes no job state itself: the worker (worker.py) does that.
 Each step is timed and recorded as a job event `self.step(job, NAME)`, stored with its short
 name STEPS[NAME], which /metrics, the dashboard's charts and the push output go by. Imports
-hookdeploy.core and the engine's step modules only.
+hookdeploy.core and the step modules it orders (builders, certs, containers, ordering, pipeline,
+proxy, registry, release, runtime, traffic); the engine's objects it handles through runtime.py
+and pipeline.py, never through a docker call of its own. maintenance, recovery and the worker
+import it (its step names, its fault hook, job_name); it imports none of them.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ import docker
 from hookdeploy.core import previews
 from hookdeploy.core.config import Config
 from hookdeploy.core.errors import Aborted, HookdeployError, StepFailed
-from hookdeploy.core.models import Job, JobKind, JobState
+from hookdeploy.core.models import Job, JobKind, JobState, release_tag
 from hookdeploy.core.store import Store
 from hookdeploy.engine import (builders, certs, containers, gitops, ordering, pipeline, proxy, registry, release,
                                runtime, signatures, traffic)
@@ -174,16 +177,15 @@ class Deploy:
                 note(f"verified through the proxy in {took:.1f} s" if last.ok else
                      f"verification through the proxy failed: {last.detail}")
             if not last.ok:
-                proxy.restore(path, self.previous_routes)
-                proxy.reload(self.proxy_container)
+                proxy.switch_back(self.proxy_container, path, self.previous_routes)
                 self._discard()
-                back = f"; {old.sha[:12]} is live again" if old else "; no release is live"
+                back = f"; {release_tag(old.sha)} is live again" if old else "; no release is live"
                 return JobState.ROLLED_BACK, f"verification through the proxy failed: {last.detail}{back}"
             stopped = self.store.stopped(app.name) is not None  # record_live ends the stop
             self.stopped_by = self.store.stopped_by(app.name)  # the guard's switch back makes it again
             self.release = self.store.record_live(app.name, job.sha, self.image, self.candidate.name, job.id)
-        was = f" (was {old.sha[:12]}{', stopped: the app runs again' if stopped else ''})" if old else ""
-        self.store.log(job.id, f"live: {app.name} serves {job.sha[:12]}{was}", kind="step", step="live")
+        was = f" (was {release_tag(old.sha)}{', stopped: the app runs again' if stopped else ''})" if old else ""
+        self.store.log(job.id, f"live: {app.name} serves {release_tag(job.sha)}{was}", kind="step", step="live")
         return None
 
     def _canary(self, path, old) -> Ended | None:
@@ -199,7 +201,7 @@ class Deploy:
             self._discard()
             return JobState.FAILED, str(error)
         with self.step(job, "canary") as note:
-            self.store.log(job.id, f"canary: {guard.canary_percent:g} % of requests go to {job.sha[:12]} for "
+            self.store.log(job.id, f"canary: {guard.canary_percent:g} % of requests go to {release_tag(job.sha)} for "
                                    f"{guard.canary_seconds:g} s", kind="step", step="canary")
             tally = self._watch(guard.canary_seconds)
             failed = guard.fails(tally.requests, tally.failed)
@@ -208,14 +210,13 @@ class Deploy:
                     f" (fewer than min_requests = {guard.min_requests}: nothing decided)"))
         if not failed and not self.stop.is_set():
             return None
-        proxy.restore(path, self.previous_routes)
-        proxy.reload(self.proxy_container)
+        proxy.switch_back(self.proxy_container, path, self.previous_routes)
         self._retire_candidate()
         if not failed:  # stopped before the switch: the retry runs the canary again
             raise Aborted()
         return JobState.ROLLED_BACK, (f"guard: canary: {tally.describe()} in {guard.canary_seconds:g} s at "
-                                      f"{guard.canary_percent:g} %; {job.sha[:12]} never got all the traffic, "
-                                      f"{old.sha[:12]} serves on")
+                                      f"{guard.canary_percent:g} %; {release_tag(job.sha)} never got all the traffic, "
+                                      f"{release_tag(old.sha)} serves on")
 
     def watch(self) -> Ended | None:
         """The guard after the switch: `watch_seconds` of what the proxy answered for the new release,
@@ -236,27 +237,26 @@ class Deploy:
             failed = guard.fails(tally.requests, tally.failed)
             cut = " (cut short: the worker is stopping)" if self.stop.is_set() else ""
             note(f"guard: {tally.describe()} in {watched:.0f} s after the switch"
-                 + (f"; switching back to {old.sha[:12]}" if failed else
-                    f"; {job.sha[:12]} stays live{cut}" if tally.requests >= guard.min_requests else
+                 + (f"; switching back to {release_tag(old.sha)}" if failed else
+                    f"; {release_tag(job.sha)} stays live{cut}" if tally.requests >= guard.min_requests else
                     f" (fewer than min_requests = {guard.min_requests}: nothing decided); "
-                    f"{job.sha[:12]} stays live{cut}"))
+                    f"{release_tag(job.sha)} stays live{cut}"))
         if not failed:
             return None
         path = proxy.app_file(self.config, app.name)
         with proxy.locked(self.config):
-            proxy.restore(path, self.previous_routes)
-            proxy.reload(self.proxy_container)
+            proxy.switch_back(self.proxy_container, path, self.previous_routes)
             # A stopped app is stopped again: the routes restored are its maintenance page, and its
             # release's containers were never started.
             self.store.undo_live(app.name, self.release.id, old.id, stopped_by=self.stopped_by)
         self._retire_candidate()
         again = ", stopped (its maintenance page answers)" if self.stopped_by is not None else ""
         return JobState.ROLLED_BACK, (f"guard: {tally.describe()} in {watched:.0f} s after the switch; "
-                                      f"switched back to {old.sha[:12]}{again}")
+                                      f"switched back to {release_tag(old.sha)}{again}")
 
     def _watch(self, seconds: float, tick: Callable[[], None] = lambda: None) -> traffic.Tally:
         """Count, for `seconds` (or until a stop), the proxy's answers from the job's release."""
-        release, tally = self.job.sha[:12], traffic.Tally()
+        release, tally = release_tag(self.job.sha), traffic.Tally()
         deadline = time.monotonic() + seconds
         while True:
             for hit in self.reader.read():
@@ -277,7 +277,7 @@ class Deploy:
             pipeline.discard_image(self.client, self.store, self.app, self.image)
 
     def _render(self, addresses, sha: str, canary: proxy.Canary | None = None) -> str:
-        return proxy.render(self.app, addresses, sha, certs.tls_routes(self.config, self.app), canary)
+        return certs.render_routes(self.config, self.app, addresses, sha, canary)
 
     def retire(self) -> None:
         """Drain and retire the container or service the new release replaced, then prune old images."""
@@ -308,7 +308,7 @@ class Deploy:
                 repo = pipeline.source(self.config, app)
                 self.fetched = True
                 why = ordering.stale_commit(self.store, app, job, repo, trigger)
-                current = f"{job.sha[:12]} is the head of {app.branch}"
+                current = f"{release_tag(job.sha)} is the head of {app.branch}"
             else:
                 tag = job.ref or app.webhook.tag
                 digest = registry.resolve_tag(client, self.config, app, tag)
@@ -327,7 +327,7 @@ class Deploy:
                 repo, self.fetched = pipeline.source(self.config, app), True
             signer = signatures.verify(self.config, app, repo.git_dir, job.sha)
             self.store.set_signer(job.id, signer.fingerprint, signer.principal)
-            note(f"checked signature: {job.sha[:12]} signed by {signer.describe()}")
+            note(f"checked signature: {release_tag(job.sha)} signed by {signer.describe()}")
 
     def _image(self, client) -> str:
         """The job's image: reused when the engine has it (rollback, replay, retry), else built from
@@ -370,7 +370,7 @@ class Deploy:
         job = self.job
         digest = job.digest or self.store.digest_of(job.app, job.sha)
         if digest is None:
-            raise StepFailed(f"no image digest is recorded for {job.sha[:12]}; deploy it with --image")
+            raise StepFailed(f"no image digest is recorded for {release_tag(job.sha)}; deploy it with --image")
         if job.digest is None:
             self.store.set_digest(job.id, digest)
         self.digest = digest
@@ -381,7 +381,7 @@ class Deploy:
         job, app = self.job, self.app
         check_stop(self.stop)
         with self.step(job, "pushed image") as note:
-            self.store.log(job.id, f"pushing {registry.remote_repository(self.config, app)}:{job.sha[:12]}",
+            self.store.log(job.id, f"pushing {registry.remote_repository(self.config, app)}:{release_tag(job.sha)}",
                            kind="step", step="push")
             remote, digest = registry.push(client, self.config, app, name, job.sha,
                                            lambda lines: self.store.log_many(job.id, lines), self.stop)
@@ -400,19 +400,19 @@ class Deploy:
         builder = builders.chosen(self.config, client, app)
         with self.step(job, "checked out") as note:
             context = pipeline.checkout(self.config, app, job, fetch=not self.fetched)
-            note(f"checked out {job.sha[:12]}")
+            note(f"checked out {release_tag(job.sha)}")
         fault("checkout")
         check_stop(self.stop)
         with self.step(job, "built image") as note:
             self.store.log(job.id, builder.announce(name), kind="step", step="build")
-            name, built = pipeline.build(builder, self.config, app, job, context,
-                                         lambda lines: self.store.log_many(job.id, lines), self.stop,
-                                         lambda text: self.store.log(job.id, text, kind="step"))
+            built = pipeline.build(builder, self.config, app, job, context, name,
+                                   lambda lines: self.store.log_many(job.id, lines), self.stop,
+                                   lambda text: self.store.log(job.id, text, kind="step"))
             if not builder.elsewhere:
                 self.store.set_image(job.id, name)
             note(f"built {name} (image {built})" if not builder.elsewhere else
                  f"built with {builder.describe()}, pushed {registry.remote_repository(self.config, app)}:"
-                 f"{job.sha[:12]} ({built})")
+                 f"{release_tag(job.sha)} ({built})")
         fault("build")
         if builder.elsewhere:
             self._fetch_built(client, name, built)
@@ -460,7 +460,8 @@ class Deploy:
         job, app = self.job, self.app
         ran = self.store.release_command_ran(app.name, job.sha)
         if ran is not None:
-            self.store.log(job.id, f"release command: ran for {job.sha[:12]} already (job {ran}); not run again",
+            self.store.log(job.id, f"release command: ran for {release_tag(job.sha)} already (job {ran}); "
+                                   "not run again",
                            kind="step", step="release")
             return
 

@@ -12,6 +12,7 @@ A folder may also be refreshed in place to a new commit: what is unchanged is le
 mtime too, so BuildKit's file sync, which compares metadata, sends only what changed), what changed is
 rewritten, and what the new commit lacks is removed: the result is exactly the new tree, whatever the
 folder held before.
+Imports hookdeploy.core only; gitops.export calls it.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from typing import BinaryIO
 
 from hookdeploy.core.errors import GitError
 from hookdeploy.core.names import printable
+from hookdeploy.core.models import release_tag
 
 COPY_CHUNK = 1 << 20  # bytes of a file read from the archive (or compared) at a time
 FILE_MODES = (0o644, 0o755)
@@ -67,7 +69,7 @@ class Extraction:
             self.check_symlink(name, linkname)
 
     def refuse(self, why: str) -> GitError:
-        return GitError(f"commit {self.sha[:12]}{why}")
+        return GitError(f"commit {release_tag(self.sha)}{why}")
 
     def member(self, tar: tarfile.TarFile, member: tarfile.TarInfo) -> None:
         raw = member.name

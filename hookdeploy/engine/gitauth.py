@@ -14,6 +14,7 @@ else x-access-token; GitHub, GitLab, Gitea and Forgejo take a token as the passw
 `http.<scheme://host/>.extraHeader` through GIT_CONFIG_COUNT/KEY/VALUE environment variables: not in
 the URL, not in argv (which ps shows to every user), and only for the repo's own host (a redirect
 elsewhere does not carry it). git redacts it from its traces; `explain` takes it out of anything shown.
+Imports hookdeploy.core only; gitops.py and doctor call it.
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """Git, through gitpython: bare repos, mirrors of clone URLs, resolving SHAs, exporting a commit.
 
 Every name handed to git here was validated first (names.py); git is never run through a shell.
+Imports hookdeploy.core and extraction.py; pipeline, the service layer, the web and the CLI call it.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import git
 from hookdeploy.core.config import AppConfig
 from hookdeploy.core.errors import BadInput, GitError
 from hookdeploy.core.names import check_ref, check_sha_prefix, printable
+from hookdeploy.core.models import release_tag
 from hookdeploy.engine import extraction, gitauth
 
 log = logging.getLogger(__name__)
@@ -119,7 +121,7 @@ def export(repo: git.Repo, sha: str, destination: Path, refresh: bool = False) -
     """Write exactly the tree of commit `sha` into `destination` (no .git, nothing left over): a fresh
     folder, or with `refresh` the folder as it is, only what differs rewritten and what is gone removed."""
     if not has_commit(repo, sha):
-        raise GitError(f"commit {sha[:12]} is not in {repo.git_dir} (force-pushed away and pruned?)")
+        raise GitError(f"commit {release_tag(sha)} is not in {repo.git_dir} (force-pushed away and pruned?)")
     keep = refresh and destination.is_dir() and not destination.is_symlink()
     if not keep:
         _remove(destination)
@@ -142,13 +144,13 @@ def export(repo: git.Repo, sha: str, destination: Path, refresh: bool = False) -
             archive.wait()
             shutil.rmtree(destination, ignore_errors=True)  # no half tree, nor a symlink refused at the end
             if archive.returncode > 0:  # git failed first: its reason is the one that matters
-                raise GitError(f"git archive {sha[:12]} failed: {_stderr_line(errors, archive)}") from None
+                raise GitError(f"git archive {release_tag(sha)} failed: {_stderr_line(errors, archive)}") from None
             if isinstance(error, tarfile.TarError):
-                raise GitError(f"git archive {sha[:12]} gave an unreadable archive: {error}") from None
+                raise GitError(f"git archive {release_tag(sha)} gave an unreadable archive: {error}") from None
             raise
         if archive.wait() != 0:
             shutil.rmtree(destination, ignore_errors=True)
-            raise GitError(f"git archive {sha[:12]} failed: {_stderr_line(errors, archive)}")
+            raise GitError(f"git archive {release_tag(sha)} failed: {_stderr_line(errors, archive)}")
     return destination
 
 

@@ -1,10 +1,16 @@
-"""HTTP health checks: of a candidate straight at its address, and of a release through the proxy."""
+"""HTTP health checks: of a candidate straight at its address, and of a release through the proxy.
+
+Owns the probe (one GET judged by the app's [health]: status and `contains`) and the wait for a
+healthy answer, whose pauses end at once on a stop. Imports hookdeploy.core only; runtime (candidates),
+swarm (its own probe from inside the proxy container judges with `judge`) and pipeline (verify) call it.
+"""
 
 from __future__ import annotations
 
 import http.client
 import socket
 import ssl
+import threading
 import time
 from dataclasses import dataclass
 from typing import Callable
@@ -61,11 +67,13 @@ def judge(status: int, body: str, release: str | None, health: HealthConfig) -> 
 
 def wait_healthy(host: str, port: int, health: HealthConfig, still_running: Callable[[], bool],
                  host_header: str | None = None, expect_release: str | None = None,
-                 deadline: float | None = None, tls_name: str | None = None) -> tuple[float, Probe]:
+                 deadline: float | None = None, tls_name: str | None = None,
+                 stop: threading.Event | None = None) -> tuple[float, Probe]:
     """Probe every `interval` until healthy or the deadline passes; return (seconds taken, last probe).
 
     Returns early with the last probe when `still_running()` turns False (the container
     exited), and treats an answer from another release (header mismatch) as not yet healthy.
+    A wait between probes ends when `stop` is set, and `still_running()` is asked at once (it may abort).
     """
     started = time.monotonic()
     limit = started + (deadline if deadline is not None else health.deadline)
@@ -78,4 +86,5 @@ def wait_healthy(host: str, port: int, health: HealthConfig, still_running: Call
             return time.monotonic() - started, last
         if not still_running() or time.monotonic() + health.interval > limit:
             return time.monotonic() - started, last
-        time.sleep(health.interval)
+        if (stop or threading.Event()).wait(health.interval) and not still_running():
+            return time.monotonic() - started, last

@@ -7,8 +7,11 @@ the containers start, pass the health check, and only then is the proxy routed t
 of a stopped app starts it by going live (Store.record_live ends the stop).
 
 Where a release runs is the runtime's (runtime.py: containers on this engine, or a Swarm service scaled
-to 0 and back); a start is health-checked by the same `check_health` as a deploy's candidate. Like Deploy, a Stop or Start returns the job's final state and
-error and changes no job state itself. Imports hookdeploy.core and the engine's step modules only.
+to 0 and back); a start is health-checked by the same `check_health` as a deploy's candidate. Like
+Deploy, a Stop or Start returns the job's final state and error and changes no job state itself.
+Imports hookdeploy.core, the step modules (certs, pipeline, proxy, runtime, traffic) and deploy.py
+for its step names, fault hook and job_name; recovery (a stopped app stays stopped), removal and the
+worker import it.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ import docker
 
 from hookdeploy.core.config import AppConfig, Config
 from hookdeploy.core.errors import Aborted, HookdeployError, StepFailed
-from hookdeploy.core.models import Job, JobState, Release
+from hookdeploy.core.models import Job, JobState, Release, release_tag
 from hookdeploy.core.store import Store
 from hookdeploy.engine import certs, pipeline, proxy, runtime, traffic
 from hookdeploy.engine.deploy import STEPS, fault, job_name
@@ -124,7 +127,7 @@ def render(config: Config, app: AppConfig, sha: str) -> str:
         covered = [name for name in names if certificates.get(name) == pem]
         blocks.append(proxy._server(proxy._listen(443, covered), covered, location,
                                     f"    ssl_certificate {pem};\n    ssl_certificate_key {pem};\n" + access_log))
-    return (f"# written by hookdeploy: {app.name} stopped (maintenance page) @ {sha[:12]}; "
+    return (f"# written by hookdeploy: {app.name} stopped (maintenance page) @ {release_tag(sha)}; "
             f"edits are overwritten by the next start or deploy\n" + "".join(blocks))
 
 
@@ -208,7 +211,8 @@ class Stop(_Operation):
         with self.step("stopped release") as note:
             self.stop.wait(app.drain_seconds)  # requests the old nginx workers still hold finish
             what = stop_release(client, self.config, app, live)
-            note(f"stopped {what} of {live.sha[:12]}; `hookdeploy start {app.name}` or a deploy starts it again")
+            note(f"stopped {what} of {release_tag(live.sha)}; `hookdeploy start {app.name}` or a deploy starts it "
+                 "again")
         return JobState.SUCCEEDED, None
 
 
@@ -218,7 +222,7 @@ class Start(_Operation):
     def operate(self, app: AppConfig, live: Release) -> Ended:
         job, client = self.job, self.client
         if self.store.stopped(app.name) is None:
-            self.store.log(job.id, f"{app.name} is not stopped ({live.sha[:12]} serves): nothing to start")
+            self.store.log(job.id, f"{app.name} is not stopped ({release_tag(live.sha)} serves): nothing to start")
             return JobState.SUCCEEDED, None
         proxy_container = pipeline.ensure_proxy(client, self.config)
         path = proxy.app_file(self.config, app.name)
@@ -226,7 +230,7 @@ class Start(_Operation):
             with self.step("health check") as note:
                 addresses, said = start_release(client, self.config, app, live, self.stop,
                                                 lambda text: self.store.log(job.id, text))
-                note(f"started {live.sha[:12]}: {said}")
+                note(f"started {release_tag(live.sha)}: {said}")
         except (HookdeployError, docker.errors.APIError) as error:
             with contextlib.suppress(Exception):
                 stop_release(client, self.config, app, live)
@@ -237,21 +241,20 @@ class Start(_Operation):
         with proxy.locked(self.config):
             with self.step("switched proxy") as note:
                 previous = proxy.switch(proxy_container, path,
-                                        proxy.render(app, addresses, live.sha, certs.tls_routes(self.config, app)))
-                note(f"switched proxy to {live.sha[:12]}")
+                                        certs.render_routes(self.config, app, addresses, live.sha))
+                note(f"switched proxy to {release_tag(live.sha)}")
             with self.step("verified through proxy") as note:
                 took, last = pipeline.verify_through_proxy(self.config, app, live.sha)
                 note(f"verified through the proxy in {took:.1f} s" if last.ok else
                      f"verification through the proxy failed: {last.detail}")
             if not last.ok:
-                proxy.restore(path, previous)
-                proxy.reload(proxy_container)
+                proxy.switch_back(proxy_container, path, previous)
                 with contextlib.suppress(Exception):
                     stop_release(client, self.config, app, live)
                 return JobState.FAILED, (f"verification through the proxy failed: {last.detail}; "
                                          f"{app.name} stays stopped (its maintenance page answers)")
             self.store.set_started(app.name)
-        self.store.log(job.id, f"live: {app.name} serves {live.sha[:12]} again", kind="step", step="live")
+        self.store.log(job.id, f"live: {app.name} serves {release_tag(live.sha)} again", kind="step", step="live")
         return JobState.SUCCEEDED, None
 
 

@@ -5,6 +5,7 @@ receiver never delays or fails a deploy. Each target gets a few tries with backo
 outcome (sent, or failed after N tries) becomes an event of the job. Bodies hold the job
 JSON and the live release, never the app's environment; a URL may carry a token (Slack's
 do), so events and log lines name only its scheme and host.
+Imports hookdeploy.core only (and no Docker); the worker, recovery and the scheduler call it.
 """
 
 from __future__ import annotations

@@ -10,6 +10,7 @@ digest only while the tag points at it, and never a digest that was live before 
 
 Replay, rollback and `deploy`, which a person asks for, are never checked: they may go back.
 Each check returns why the job must not go live (its `superseded` reason), or None.
+Imports hookdeploy.core and gitpython only; deploy.py asks it before anything is built or pulled.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from __future__ import annotations
 import git
 
 from hookdeploy.core.config import AppConfig
-from hookdeploy.core.models import Job, Release, Trigger
+from hookdeploy.core.models import Job, Release, Trigger, release_tag
 from hookdeploy.core.store import Store
 
 # The triggers whose jobs follow the branch (or tag); the others name their commit on purpose.
@@ -44,15 +45,15 @@ def stale_commit(store: Store, app: AppConfig, job: Job, repo: git.Repo, trigger
     except git.GitCommandError:
         return f"branch {app.branch} does not exist any more"
     if head != sha:
-        return f"not the head of {app.branch} any more (head is {head[:12]})"
+        return f"not the head of {app.branch} any more (head is {release_tag(head)})"
     if trigger is not Trigger.WEBHOOK:
         return None
     live = store.live_release(app.name)
     if live is None or live.sha == sha:
         return None
     if _is_ancestor(repo, sha, live.sha):
-        return (f"{sha[:12]} is older than the live release {live.sha[:12]} (its ancestor); a webhook never "
-                f"deploys an older commit (hookdeploy replay {app.name} {sha[:12]} does)")
+        return (f"{release_tag(sha)} is older than the live release {release_tag(live.sha)} (its ancestor); "
+                f"a webhook never deploys an older commit (hookdeploy replay {app.name} {release_tag(sha)} does)")
     return _was_live(store, app, sha, live, "commit")
 
 
@@ -71,8 +72,8 @@ def _was_live(store: Store, app: AppConfig, sha: str, live: Release, what: str) 
     earlier = [release for release in store.releases(app.name) if release.sha == sha and release.id < live.id]
     if not earlier:
         return None
-    return (f"{sha[:12]} was live before {live.sha[:12]} (job {earlier[0].job}); a webhook never brings back an "
-            f"older {what} (hookdeploy replay {app.name} {sha[:12]} does)")
+    return (f"{release_tag(sha)} was live before {release_tag(live.sha)} (job {earlier[0].job}); "
+            f"a webhook never brings back an older {what} (hookdeploy replay {app.name} {release_tag(sha)} does)")
 
 
 def _is_ancestor(repo: git.Repo, older: str, newer: str) -> bool:

@@ -1,7 +1,11 @@
 """The steps that turn a commit into a live release, each a plain function.
 
 deploy.py owns their order and the worker (worker.py) every job state change; a step returns a value
-or raises StepFailed with the reason a person needs, and touches nothing it was not handed.
+or raises StepFailed with the reason a person needs, and writes no job state or job log. Owns: the
+checkout into the app's build folder, a build with its retries and the build lock, the proxy and
+network made ready (under the setup lock), verification through the proxy, and image pruning (the
+rollback target kept: Store.rollback_target). Imports hookdeploy.core and the modules of those
+steps (builders, certs, containers, gitops, health, proxy, registry, runtime, traffic).
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ import git
 
 from hookdeploy.core.config import AppConfig, Config
 from hookdeploy.core.errors import Aborted, GitError, StepFailed
-from hookdeploy.core.models import Job, ReleaseState
+from hookdeploy.core.models import Job, ReleaseState, release_tag
 from hookdeploy.core.names import split_address
 from hookdeploy.core.store import Store
 from hookdeploy.engine import builders, certs, containers, gitops, health, proxy, registry, runtime, traffic
@@ -55,29 +59,29 @@ def checkout(config: Config, app: AppConfig, job: Job, fetch: bool = True) -> Pa
     except GitError as error:
         raise StepFailed(str(error)) from None
     except OSError as error:  # a full disk, most likely
-        raise StepFailed(f"checkout of {job.sha[:12]} into {build_dir(config, job)} failed: "
+        raise StepFailed(f"checkout of {release_tag(job.sha)} into {build_dir(config, job)} failed: "
                          f"{error.strerror or error}") from None
     context = source_tree / app.context
     if not (context / app.dockerfile).is_file():
-        raise StepFailed(f"{app.dockerfile} not found in {app.context!r} at {job.sha[:12]}")
+        raise StepFailed(f"{app.dockerfile} not found in {app.context!r} at {release_tag(job.sha)}")
     return context
 
 
-def build(builder: builders.Builder, config: Config, app: AppConfig, job: Job, context: Path,
+def build(builder: builders.Builder, config: Config, app: AppConfig, job: Job, context: Path, name: str,
           on_lines: Callable[[list[str]], None], stop: threading.Event | None = None,
-          on_note: Callable[[str], None] = lambda text: None) -> tuple[str, str]:
-    """Build `N/APP:SHA12` from the checked-out context; return the image name and id (Aborted once `stop` is set).
+          on_note: Callable[[str], None] = lambda text: None) -> str:
+    """Build the job's image `name` (containers.image_name) from the checked-out context; return the image id,
+    or the registry's digest for a builder that builds elsewhere (Aborted once `stop` is set).
 
     A build the engine lost an image under (a prune elsewhere: builders.lost_image) is built again,
     `BUILD_TRIES` times in all, each new try told to `on_note`; any other failure ends it at once."""
-    name = containers.image_name(config.server.name, app.name, job.sha)
     request = builders.BuildRequest(
         context, app.dockerfile, name, containers.release_labels(config.server.name, app.name, job.sha, job.id),
         app.build_args, app.build_target, app.build_secrets, app.build_timeout, registry.build_cache(config, app))
     with building(config, builder):
         for attempt in range(1, BUILD_TRIES + 1):
             try:
-                return name, builder.build(request, on_lines, stop)
+                return builder.build(request, on_lines, stop)
             except StepFailed as error:
                 lost = builders.lost_image(str(error))
                 if lost is None:
@@ -127,7 +131,7 @@ def ensure_proxy(client: docker.DockerClient, config: Config):
 def refresh_proxy(client: docker.DockerClient, config: Config) -> None:
     """If the proxy exists, make it what the config wants (published ports, mounts): a proxy made by
     an older version would not write the access logs the new server blocks name."""
-    if containers.get_container(client, f"{config.server.name}-proxy") is not None:
+    if containers.get_container(client, containers.proxy_name(config.server.name)) is not None:
         ensure_proxy(client, config)
 
 
@@ -148,7 +152,7 @@ def verify_through_proxy(config: Config, app: AppConfig, sha: str) -> tuple[floa
     host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
     deadline = min(app.health.deadline, VERIFY_DEADLINE)
     return health.wait_healthy(host, int(port), app.health, lambda: True, host_header=host_header,
-                               expect_release=sha[:12], deadline=deadline,
+                               expect_release=release_tag(sha), deadline=deadline,
                                tls_name=(host_header or "hookdeploy-verify") if secure else None)
 
 

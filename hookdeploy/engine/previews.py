@@ -6,6 +6,7 @@ queued jobs end superseded, its route goes (nginx tested and reloaded gracefully
 containers, images, certificates, build folder, mirror and named volumes; its jobs and releases
 stay as history. Then its record goes, so the branch pushed again gets a preview afresh. The app's
 own release, route and images are never touched: nothing of them is named APP.LABEL.
+Imports hookdeploy.core, removal.py and traffic.py; the worker and the CLI call it.
 """
 
 from __future__ import annotations

@@ -6,14 +6,19 @@ old workers finish the requests they hold while new ones take the new upstream. 
 serialised across apps and processes by a lock file beside conf.d. A deploy may test its file
 before that, beside the candidate's health check (Pretest): then the switch is a rename and a
 reload signal, as long as conf.d is still exactly what was tested.
+
+Owns the files of conf.d and what they say: `render` (an app's server blocks, with the addresses
+they route to kept as a data line that `routed` reads back), `switch`, `switch_back`, the locks.
+It knows no certificate (certs.render_routes hands it the app's) and no release; of Docker it only
+execs in and signals the proxy container it is handed. Imports hookdeploy.core and traffic.py.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import os
-import re
 import shutil
 import signal
 import tempfile
@@ -28,6 +33,7 @@ import docker
 from hookdeploy.core import private
 from hookdeploy.core.config import AppConfig, Config
 from hookdeploy.core.errors import StepFailed
+from hookdeploy.core.models import release_tag
 from hookdeploy.engine import traffic
 
 DEFAULT_SERVER_FILE = "00-default.conf"
@@ -55,6 +61,7 @@ CHALLENGE_LOCATION = (f"    location ^~ /.well-known/acme-challenge/ {{\n"
                       f"        default_type text/plain;\n"
                       f"    }}\n")
 HSTS_SECONDS = 31536000  # a year
+ROUTES_MARK = "# routes: "  # the line of an app's file that keeps what it routes to, as JSON
 
 # `nginx -s reload` returns before the old workers stop accepting: for ~0.1 s both generations
 # answer new connections. Wait (up to 5 s) until every worker from before the reload is shutting
@@ -116,17 +123,19 @@ def render(app: AppConfig, addresses: Sequence[str], sha: str, tls: Tls | None =
     With `tls`, each certificate gets a server block on 443 for the names it covers, and a name
     with a certificate is redirected from http:// unless the app said not to. With `canary`, that
     share of requests (drawn per request) goes to the candidate's addresses instead. Every request
-    is logged for the guard and /metrics (engine/traffic.py)."""
+    is logged for the guard and /metrics (engine/traffic.py). The file's second line keeps the addresses
+    it routes to as data (ROUTES_MARK and JSON), read back by `routed`: what the engine routed, never
+    parsed out of the nginx directives."""
     connect_timeout = "5s" if len(addresses) == 1 and (canary is None or len(canary.addresses) == 1) else "2s"
     upstream = f"hookdeploy_{app.name.replace('-', '_')}"
     pools = _upstream(upstream, addresses, app.port)
-    target, release = upstream, sha[:12]
+    target, release = upstream, release_tag(sha)
     if canary is not None:
         pools += _upstream(f"{upstream}_canary", canary.addresses, app.port)
         pools += (f"split_clients \"${{request_id}}\" ${upstream}_pool {{\n    {canary.percent:g}% {upstream}_canary;\n"
                   f"    * {upstream};\n}}\n"
-                  f"map ${upstream}_pool ${upstream}_release {{\n    {upstream}_canary {canary.sha[:12]};\n"
-                  f"    default {sha[:12]};\n}}\n")
+                  f"map ${upstream}_pool ${upstream}_release {{\n    {upstream}_canary {release_tag(canary.sha)};\n"
+                  f"    default {release_tag(sha)};\n}}\n")
         target, release = f"${upstream}_pool", f"${upstream}_release"
     names = list(app.hostnames) or ["_"]
     certificates = {name: pem for name, pem in (tls.certificates if tls else {}).items() if name in names}
@@ -145,7 +154,8 @@ def render(app: AppConfig, addresses: Sequence[str], sha: str, tls: Tls | None =
         covered = [name for name in names if certificates.get(name) == pem]
         blocks.append(_server(_listen(443, covered), covered, _location(target, release, connect_timeout, app, tls.hsts),
                               f"    ssl_certificate {pem};\n    ssl_certificate_key {pem};\n" + log))
-    return (f"# written by hookdeploy: {app.name} @ {sha[:12]}; edits are overwritten on the next deploy\n"
+    return (f"# written by hookdeploy: {app.name} @ {release_tag(sha)}; edits are overwritten on the next deploy\n"
+            + ROUTES_MARK + json.dumps({"addresses": list(addresses), "port": app.port}) + "\n"
             + pools + "".join(blocks))
 
 
@@ -329,6 +339,13 @@ def switch(proxy, path: Path, text: str) -> str | None:
         restore(path, previous)
         raise
     return previous
+
+
+def switch_back(proxy, path: Path, previous: str | None) -> None:
+    """Switch an app back to the routes it had (`previous`, what `switch` returned: None for no file)
+    and reload gracefully; nginx accepted that config before. Call with the lock held."""
+    restore(path, previous)
+    reload(proxy)
 
 
 @dataclass(frozen=True)
@@ -530,6 +547,14 @@ def routed_addresses(path: Path) -> list[str]:
 
 
 def routed(path: Path) -> list[str]:
-    """The `ip:port` servers the app's file sends traffic to, in its order (none if there is no file)."""
-    servers = re.findall(r"^\s*server (\S+):(\d+);$", read(path) or "", re.MULTILINE)
-    return [f"{ip}:{port}" for ip, port in servers]
+    """The `ip:port` servers the app's file sends traffic to, in its order, as `render` recorded them
+    (none if there is no file, or it routes to no release: a maintenance page, a file written by a
+    version before this record, which the worker's repair at its start writes again)."""
+    for line in (read(path) or "").splitlines()[:3]:
+        if line.startswith(ROUTES_MARK):
+            try:
+                data = json.loads(line.removeprefix(ROUTES_MARK))
+                return [f"{ip}:{int(data['port'])}" for ip in data["addresses"]]
+            except (ValueError, KeyError, TypeError):  # edited by hand: the repair writes it again
+                return []
+    return []

@@ -9,11 +9,14 @@ the proxy at the recorded live release and removes the app's other release objec
 leftovers: containers, and for a swarm app services), sparing those of running jobs. Following a
 swarm app keeps the proxy's upstream equal to the live service's serving tasks as Swarm replaces
 them (a node lost, a task died): a task gone is dropped at once, a new one added once it answered
-the health check. Imports hookdeploy.core and the engine's step modules only.
+the health check. Imports hookdeploy.core, the step modules (certs, containers, notify, pipeline,
+proxy, runtime), maintenance.py (a stopped app's page) and deploy.py's job_name; only the worker
+imports it.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import logging
 import os
@@ -24,7 +27,7 @@ import docker
 
 from hookdeploy.core.config import Config
 from hookdeploy.core.errors import HookdeployError
-from hookdeploy.core.models import Job, JobState
+from hookdeploy.core.models import Job, JobState, release_tag
 from hookdeploy.core.store import Store
 from hookdeploy.engine import certs, containers, maintenance, notify, pipeline, proxy, runtime
 from hookdeploy.engine.deploy import job_name
@@ -33,6 +36,10 @@ from hookdeploy.engine.deploy import job_name
 log = logging.getLogger("hookdeploy.engine.worker")
 
 STALE_SECONDS = 15.0
+FAILED_PROBES = 2  # probes in a row (one a follower round) a routed task may fail before it leaves the upstream
+
+# (instance, app) -> address -> probes failed in a row, kept across the follower's rounds (one Recovery each)
+_failing: dict[tuple[str, str], dict[str, int]] = {}
 
 
 class Recovery:
@@ -74,7 +81,8 @@ class Recovery:
             with contextlib.suppress(HookdeployError):
                 self.repair(job.app)
             if went_live:
-                self.store.log(job.id, f"{job.sha[:12]} had gone live before the worker died and stays live, the "
+                self.store.log(job.id, f"{release_tag(job.sha)} had gone live before the worker died and stays "
+                                       f"live, the "
                                        f"one release the proxy routes to (any earlier one retired); no retry needed")
             elif retry is None:
                 self.store.log(job.id, "a newer job is queued; no retry")
@@ -101,8 +109,8 @@ class Recovery:
             addresses = (where.repair(live.container) if live and live.container else None) or []
             if addresses:  # none while no task serves: the routes stay as they are
                 if not proxy.routes_exactly(path, addresses, app.port):
-                    proxy.switch(proxy_container, path, proxy.render(app, addresses, live.sha, certs.tls_routes(self.config, app)))
-                    log.warning("%s: proxy repaired to serve %s (%d address%s)", app.name, live.sha[:12],
+                    proxy.switch(proxy_container, path, certs.render_routes(self.config, app, addresses, live.sha))
+                    log.warning("%s: proxy repaired to serve %s (%d address%s)", app.name, release_tag(live.sha),
                                 len(addresses), "" if len(addresses) == 1 else "es")
             elif live is None and path.exists() and self.store.live_release(app.name) is None:
                 path.unlink()
@@ -128,9 +136,12 @@ class Recovery:
         """Route an app whose runtime moves its replicas (a swarm service) to the live release's serving
         addresses as they are now; True if the proxy changed.
 
-        A task no longer serving (its node lost, its container dead, replaced by Swarm) is dropped at
-        once; a new task is added once it passed one health check. While no task serves, the routes
-        stay as they are (nginx tries each in turn)."""
+        Each round (the worker's, every FOLLOW_SECONDS) probes every address from the proxy, in
+        parallel. A task no longer serving (replaced by Swarm, its node marked down) is dropped at
+        once; a routed one that failed FAILED_PROBES probes in a row is dropped too, whatever Swarm
+        says of its node (a node lost is marked down only after 10 s or more); a task not routed is
+        added once it passed a probe, so a dropped one comes back after one. While no task would be
+        left, the routes stay as they are (nginx tries each in turn)."""
         app = self.config.app(app_name)
         client = self.client
         live = self.store.live_release(app.name)
@@ -138,19 +149,26 @@ class Recovery:
             return False  # a stopped app's route is its maintenance page
         where = runtime.runtime_for(self.config, app, client)
         serving = where.addresses(live.container)
-        proxy_container = containers.get_container(client, f"{self.config.server.name}-proxy")
+        proxy_container = containers.get_container(client, containers.proxy_name(self.config.server.name))
         if serving is None or proxy_container is None or proxy_container.status != "running":
             return False
         path = proxy.app_file(self.config, app.name)
         routed = set(proxy.routed_addresses(path))
-        wanted = [ip for ip in serving if ip in routed or where.probe(proxy_container, ip).ok]
+        answered = _probe_all(where, proxy_container, serving)
+        failing = _failing.setdefault((self.config.server.name, app.name), {})
+        for ip in list(failing):
+            if ip not in answered:
+                del failing[ip]  # gone from the service: forgotten
+        for ip, ok in answered.items():
+            failing[ip] = 0 if ok else failing.get(ip, 0) + 1
+        wanted = [ip for ip in serving if (failing[ip] < FAILED_PROBES if ip in routed else answered[ip])]
         if not wanted or set(wanted) == routed:
             return False
         with proxy.locked(self.config):
             now = self.store.live_release(app.name)
             if now is None or now.id != live.id:
                 return False  # a deploy switched meanwhile; the next look follows the new release
-            proxy.switch(proxy_container, path, proxy.render(app, wanted, live.sha, certs.tls_routes(self.config, app)))
+            proxy.switch(proxy_container, path, certs.render_routes(self.config, app, wanted, live.sha))
         added, dropped = sorted(set(wanted) - routed), sorted(routed - set(wanted))
         log.warning("%s: proxy follows %s's tasks: %s", app.name, live.container,
                     ", ".join([f"+{ip}" for ip in added] + [f"-{ip}" for ip in dropped]))
@@ -170,3 +188,12 @@ class Recovery:
             except PermissionError:
                 pass
         return any(stale.id == job.id for stale in self.store.stale_running(STALE_SECONDS))
+
+
+def _probe_all(where: runtime.Runtime, proxy_container, addresses: list[str]) -> dict[str, bool]:
+    """One health check of each address at once (from the proxy: `where.probe`); address -> passed."""
+    if not addresses:
+        return {}
+    with concurrent.futures.ThreadPoolExecutor(max_workers=len(addresses), thread_name_prefix="follow-probe") as pool:
+        results = pool.map(lambda ip: where.probe(proxy_container, ip).ok, addresses)
+        return dict(zip(addresses, results))

@@ -5,6 +5,8 @@ X-Registry-Auth header the docker SDK builds from `auth_config`), so the worker 
 ~/.docker/config.json is never read and the password is never logged, stored or shown: errors
 carry the registry's message, which never contains it. Progress (layers, bytes) reaches the job
 log like the build's output, one line per layer state and at most one progress line a second.
+A push or pull is a long call of streams.py: a stop is seen within half a second, and it fails after
+TRANSFER_TIMEOUT s without a word from the engine. Imports hookdeploy.core, containers.py and streams.py.
 """
 
 from __future__ import annotations
@@ -20,9 +22,10 @@ import requests.exceptions
 import urllib3.exceptions
 
 from hookdeploy.core.config import AppConfig, Config
-from hookdeploy.core.errors import Aborted, DockerUnavailable, StepFailed
+from hookdeploy.core.errors import DockerUnavailable, StepFailed
 from hookdeploy.core.names import DIGEST, split_image
-from hookdeploy.engine import containers
+from hookdeploy.core.models import release_tag
+from hookdeploy.engine import containers, streams
 
 PROGRESS_EVERY = 1.0  # seconds between two progress lines of one layer
 CACHE_TAG = "buildcache"  # URL/N/APP:buildcache, an image whose config carries its build cache (inline)
@@ -61,12 +64,12 @@ def push(client: docker.DockerClient, config: Config, app: AppConfig, local_imag
     """Tag a built release URL/N/APP:SHA12 (or `tag`) and push it; return (that name, the registry's digest).
 
     StepFailed with the registry's reason when the push fails (down, refused credentials, full disk)."""
-    repository, tag = remote_repository(config, app), tag or sha[:12]
+    repository, tag = remote_repository(config, app), tag or release_tag(sha)
     try:
         client.images.get(local_image).tag(repository, tag=tag)
-        api = _transfer_api(client)
-        chunks = api.push(repository, tag=tag, stream=True, decode=True, auth_config=auth_config(config))
-        outcome = _follow(chunks, on_lines, stop)
+        auth = auth_config(config)
+        outcome = _transfer(client, "push", stop, on_lines,
+                            lambda api: api.push(repository, tag=tag, stream=True, decode=True, auth_config=auth))
     except docker.errors.APIError as error:
         raise StepFailed(f"push to {config.registry.url} failed: {error.explanation or error}") from None
     except (docker.errors.DockerException, OSError, *STREAM_ERRORS) as error:
@@ -100,9 +103,9 @@ def pull(client: docker.DockerClient, config: Config, app: AppConfig, digest: st
     image = source or app.image
     host, _ = split_image(image)
     try:
-        api = _transfer_api(client)
-        chunks = api.pull(image, tag=digest, stream=True, decode=True, auth_config=auth_config(config))
-        outcome = _follow(chunks, on_lines, stop)
+        auth = auth_config(config)
+        outcome = _transfer(client, "pull", stop, on_lines,
+                            lambda api: api.pull(image, tag=digest, stream=True, decode=True, auth_config=auth))
         if "error" in outcome:
             raise StepFailed(f"pull of {image}@{digest[:19]} from {host} failed: {outcome['error']}")
         repository, _, tag = local_image.rpartition(":")
@@ -127,7 +130,7 @@ def revision(client: docker.DockerClient, image: str) -> str | None:
 def forget(client: docker.DockerClient, config: Config, app: AppConfig, sha: str) -> None:
     """Remove the local URL/N/APP:SHA12 name a push left (the registry keeps the release)."""
     if config.registry is not None:
-        containers.remove_image(client, f"{remote_repository(config, app)}:{sha[:12]}")
+        containers.remove_image(client, f"{remote_repository(config, app)}:{release_tag(sha)}")
 
 
 def _silent_engine(what: str, error: BaseException) -> Exception:
@@ -137,19 +140,25 @@ def _silent_engine(what: str, error: BaseException) -> Exception:
     return DockerUnavailable(f"the Docker engine stopped answering during the {what}: {error}")
 
 
-def _transfer_api(client: docker.DockerClient):
-    # Its own client: a long push must not hold the worker's connection, and may take minutes.
-    return docker.from_env(version=client.api.api_version, timeout=TRANSFER_TIMEOUT).api
+def _transfer(client: docker.DockerClient, what: str, stop: threading.Event | None,
+              on_lines: Callable[[list[str]], None], call: Callable) -> dict:
+    """A push or pull (`call(api)`, its stream) on a connection of its own, followed by streams.py: a stop
+    is seen within half a second even while the engine says nothing, and the transfer fails after
+    TRANSFER_TIMEOUT s without a word from it; either closes the connection, which ends the transfer."""
+    connection = streams.Connection(client, TRANSFER_TIMEOUT)
+    chunks, _ = streams.feed(lambda: call(connection.api), f"registry-{what}")
+    try:
+        return _follow(streams.items(chunks, stop, connection.close, TRANSFER_TIMEOUT, what, quiet=True), on_lines)
+    finally:
+        connection.close()
 
 
-def _follow(chunks: Iterable[dict], on_lines: Callable[[list[str]], None], stop: threading.Event | None) -> dict:
+def _follow(chunks: Iterable[dict], on_lines: Callable[[list[str]], None]) -> dict:
     """Read a push or pull stream to its end: log its progress, return {"digest"} or {"error"}."""
     outcome: dict = {}
     last_status: dict[str, str] = {}
     last_progress: dict[str, float] = {}
     for chunk in chunks:
-        if stop is not None and stop.is_set():
-            raise Aborted()
         if "error" in chunk:
             outcome["error"] = " ".join(str(chunk.get("errorDetail", {}).get("message") or chunk["error"]).split())
             break

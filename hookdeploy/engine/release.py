@@ -6,7 +6,8 @@ The container `N-APP-SHA12-JOB-release` (labels of the release, and `hookdeploy.
 the app's run options (runspec: env, volumes, network, limits) and no restart policy. Its output
 goes to the job log line by line as it comes, as a build's does. A non-zero exit or the
 `release_timeout` (the container is killed) is a StepFailed; a stop kills it too (Aborted). The
-container is removed however it ends; its volumes stay.
+container is removed however it ends; its volumes stay. The output is followed by streams.py.
+Imports hookdeploy.core, containers, runspec, streams and swarm; runtime.py calls it.
 """
 
 from __future__ import annotations
@@ -22,9 +23,9 @@ from docker.types import NetworkAttachmentConfig, RestartPolicy, ServiceMode
 
 from hookdeploy.core.config import AppConfig, Config
 from hookdeploy.core.errors import StepFailed
-from hookdeploy.core.models import Job
+from hookdeploy.core.models import Job, release_tag
 from hookdeploy.core.names import printable
-from hookdeploy.engine import containers, runspec, swarm
+from hookdeploy.engine import containers, runspec, streams, swarm
 
 ROLE = "release"
 
@@ -60,7 +61,7 @@ def run_command(client: docker.DockerClient, config: Config, app: AppConfig, job
             raise StepFailed(f"release command {describe(app)}: no exit status came ({error})") from None
         if status != 0:
             raise StepFailed(f"release command {describe(app)} exited with status {status}; "
-                             f"{job.sha[:12]} did not go live")
+                             f"{release_tag(job.sha)} did not go live")
     finally:
         containers.remove(container)
 
@@ -117,7 +118,7 @@ def run_as_job(client: docker.DockerClient, config: Config, app: AppConfig, job:
     for thread in threads:
         thread.start()
     try:
-        containers.relay_output(chunks, on_lines, app.release_timeout, stop, ended.set, what="release command")
+        streams.relay(chunks, on_lines, stop, ended.set, app.release_timeout, "release command")
     finally:
         ended.set()
         api.close()
@@ -125,7 +126,7 @@ def run_as_job(client: docker.DockerClient, config: Config, app: AppConfig, job:
     if outcome.get("state") != "complete":
         why = (f"exited with status {outcome['exit']}" if outcome.get("exit") else
                f"did not run: {outcome.get('error') or outcome.get('state')}")
-        raise StepFailed(f"release command {describe(app)} {why}; {job.sha[:12]} did not go live")
+        raise StepFailed(f"release command {describe(app)} {why}; {release_tag(job.sha)} did not go live")
 
 
 def _relay(client: docker.DockerClient, container, timeout: float, on_lines: Callable[[list[str]], None],
@@ -158,7 +159,7 @@ def _relay(client: docker.DockerClient, container, timeout: float, on_lines: Cal
     reader = threading.Thread(target=stream, name=f"release-{container.name}", daemon=True)
     reader.start()
     try:
-        containers.relay_output(chunks, on_lines, timeout, stop, kill, what="release command")
+        streams.relay(chunks, on_lines, stop, kill, timeout, "release command")
     finally:
         api.close()
 

@@ -13,6 +13,7 @@ a registry or another swarm node holds.
 The app is no longer in the config, so everything is found from what the engine's labels, the
 store and its route file know. Certificates are found from the route's server names (the proxy
 served exactly those); a name another app of deploy.toml now claims keeps its certificate.
+Imports hookdeploy.core, containers, maintenance, proxy, runtime, swarm and traffic; the CLI and `doctor` call it.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from hookdeploy.core.errors import BadInput, StepFailed
 from hookdeploy.core.names import DNS_NAME, check_app_name, preview_parts
 from hookdeploy.core.store import Store
 from hookdeploy.core.taskruns import TaskRun, TaskRuns
+from hookdeploy.core.models import release_tag
 from hookdeploy.engine import containers, maintenance, proxy, runtime, signatures, swarm, traffic
 
 log = logging.getLogger(__name__)
@@ -152,7 +154,7 @@ def remove_route(config: Config, client: docker.DockerClient, app: str) -> tuple
             default_before = proxy.read(default)
             path.unlink()
             proxy.prepare(config)
-            running = containers.get_container(client, f"{config.server.name}-proxy")
+            running = containers.get_container(client, containers.proxy_name(config.server.name))
             if running is not None and running.status == "running":
                 try:
                     proxy.test_and_reload(running)
@@ -317,7 +319,7 @@ def leftovers(config: Config, store: Store, client: docker.DockerClient | None, 
     left = []
     live = store.live_release(app)
     if live is not None:
-        left.append(f"live release {live.sha[:12]}")
+        left.append(f"live release {release_tag(live.sha)}")
     queued = store.queued_count(app)
     if queued:
         left.append(_count([0] * queued, "queued job"))

@@ -10,6 +10,7 @@ Rules:
   mount carries the labels, so it is labelled whoever mounts it first, on whichever node), and
   nothing hookdeploy does removes it: containers are removed without their volumes, and pruning
   removes images only.
+Imports hookdeploy.core and containers.py (names and labels).
 """
 
 from __future__ import annotations

@@ -27,8 +27,9 @@ job), or the service's. The methods, whose names callers rely on:
 
 Where it matters which engine objects exist, both look at both (a release made before the app's
 target changed is still retired and removed): retire, remove_all. Imports hookdeploy.core and the
-engine's container, swarm and release modules only; no docker object crosses into Deploy's
-decisions except the opaque `Candidate.handle` and the proxy container handed to health checks.
+engine's containers, swarm, release, runspec, health, registry and applogs modules only; no docker object
+crosses into Deploy's decisions except the opaque `Candidate.handle` and the proxy container handed
+to health checks.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ import docker.errors
 
 from hookdeploy.core.config import AppConfig, Config
 from hookdeploy.core.errors import Aborted, StepFailed
-from hookdeploy.core.models import Job
+from hookdeploy.core.models import Job, release_tag
 from hookdeploy.engine import applogs, containers, health, registry, release, runspec, swarm
 
 Lines = Callable[[list[str]], None]
@@ -121,7 +122,7 @@ def service_image(config: Config, app: AppConfig, sha: str, digest: str) -> str:
     """The image a swarm release's tasks run, pinned by digest: URL/N/APP:SHA12@DIGEST (IMAGE@DIGEST
     for an image app): every node runs exactly the bytes that were checked, whatever a tag says later."""
     if app.builds:
-        return f"{registry.remote_repository(config, app)}:{sha[:12]}@{digest}"
+        return f"{registry.remote_repository(config, app)}:{release_tag(sha)}@{digest}"
     return f"{app.image}@{digest}"
 
 
@@ -276,12 +277,7 @@ class SwarmService(Containers):
         if isinstance(candidate.handle, list):  # containers of a release from before the move to Swarm, started
             return super().check_health(candidate, proxy, stop, on_note)
         started = time.monotonic()
-
-        def check_stop() -> None:
-            if stop.is_set():
-                raise Aborted()
-
-        healthy = swarm.wait_serving(self.client, candidate.handle, proxy, self.app, self.network, check_stop, on_note,
+        healthy = swarm.wait_serving(self.client, candidate.handle, proxy, self.app, self.network, stop, on_note,
                                      ignore=candidate.earlier)
         candidate.addresses = sorted(task.address for task in healthy)
         nodes = sorted({task.node for task in healthy})
@@ -445,7 +441,7 @@ def check_health(candidate, ip: str, app: AppConfig, stop: threading.Event | Non
         exited.append(_exit_reason(candidate))
         return False
 
-    took, last = health.wait_healthy(ip, app.port, app.health, running)
+    took, last = health.wait_healthy(ip, app.port, app.health, running, stop=stop)
     if last.ok:
         return took
     reason = exited[0] if exited else f"unhealthy after {took:.1f} s: GET {app.health.path} {last.detail}"

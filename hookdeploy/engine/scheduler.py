@@ -13,6 +13,7 @@ Rules (DESIGN "Data, schedules and one-off commands"):
 - A stopping worker kills its runs' containers and records them `failed`; a run whose worker
   stopped answering (killed) is ended `failed` by another worker, and its container removed.
 - Now is asked of `clock` (an aware datetime), so tests step through minutes in no time.
+Imports hookdeploy.core, containers, notify and taskrunner; the worker starts it.
 """
 
 from __future__ import annotations

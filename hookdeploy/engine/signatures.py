@@ -6,6 +6,7 @@ a GNUPGHOME of hookdeploy's own under state_dir; no signature is ever checked by
 What git finds on this machine otherwise (the user's ~/.gnupg, a global allowedSignersFile) counts for
 nothing. Only the commit named is checked (a merge's parents are not). Imports no gitpython and no
 Docker: the pre-receive hook runs this inside `git push`.
+Imports hookdeploy.core only; deploy.py, the pre-receive hook, removal and doctor call it.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from typing import Mapping
 from hookdeploy.core import private
 from hookdeploy.core.config import AppConfig, Config
 from hookdeploy.core.errors import StepFailed
+from hookdeploy.core.models import release_tag
 
 GIT_TIMEOUT = 60.0  # seconds one git (and the gpg or ssh-keygen it runs) may take to check a signature
 GPG = "gpg"
@@ -61,12 +63,12 @@ def verify(config: Config, app: AppConfig, git_dir: str | os.PathLike, sha: str)
     env = {**os.environ, "GNUPGHOME": str(gnupg_home(config, app))}
     shown = _run(command + ["log", "-1", "--no-walk", f"--format={FIELDS}", sha, "--"], env)
     if shown.returncode != 0:
-        raise StepFailed(f"commit {sha[:12]} is not in the repo of {app.name}, so its signature cannot be checked")
+        raise StepFailed(f"commit {release_tag(sha)} is not in the repo of {app.name}, so its signature cannot be checked")
     result, fingerprint, principal, key = (shown.stdout.rstrip("\n").split("\x1f") + ["", "", "", ""])[:4]
     verified = _run(command + ["verify-commit", sha], env).returncode == 0
     if verified and result == "G" and fingerprint:
         return Signer(fingerprint, principal or key)
-    raise NotSigned(f"commit {sha[:12]} is not signed by an allowed key ({_why(result, fingerprint or key)})")
+    raise NotSigned(f"commit {release_tag(sha)} is not signed by an allowed key ({_why(result, fingerprint or key)})")
 
 
 def _why(result: str, key: str) -> str:

@@ -6,6 +6,8 @@ pinned by digest. The engine is a manager ($DOCKER_HOST). The nodes pull with th
 service was created with ([registry]'s, handed over as the X-Registry-Auth header), never with a
 node's own login. Health probes run inside the proxy container, which is on the overlay (the
 host of the engine cannot reach overlay addresses): an HTTP/1.0 request through busybox's `nc`.
+Imports hookdeploy.core, containers.py (labels, networks) and health.py; runtime.py, release.py,
+removal and applogs call it, and a deploy reaches it only through runtime.py.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import docker.errors
 from docker.types import EndpointSpec, NetworkAttachmentConfig, RestartPolicy, ServiceMode
 
 from hookdeploy.core.config import AppConfig, HealthConfig
-from hookdeploy.core.errors import StepFailed
+from hookdeploy.core.errors import Aborted, StepFailed
 from hookdeploy.engine import containers, health
 
 log = logging.getLogger(__name__)
@@ -89,7 +91,7 @@ def ensure_overlay(client: docker.DockerClient, instance: str):
         driver = network.attrs.get("Driver")
         if driver != "overlay" or not network.attrs.get("Attachable"):
             raise StepFailed(f"network {instance} is a {driver} network; a swarm app needs {instance} to be an "
-                             f"attachable overlay: remove the proxy and the network (docker rm -f {instance}-proxy; "
+                             f"attachable overlay: remove the proxy and the network (docker rm -f {containers.proxy_name(instance)}; "
                              f"docker network rm {instance}) and deploy again")
         return network
     log.info("creating overlay network %s", instance)
@@ -254,7 +256,7 @@ class _Bytes:
         return io.BufferedReader(io.BytesIO(self._data))
 
 
-def wait_serving(client: docker.DockerClient, service, proxy, app: AppConfig, network: str, stop_check,
+def wait_serving(client: docker.DockerClient, service, proxy, app: AppConfig, network: str, stop: threading.Event,
                  on_note=lambda text: None, ignore: frozenset[str] = frozenset()) -> list[Task]:
     """Wait until `app.replicas` tasks are running and each passed the health check; return those tasks.
     Tasks whose ids are in `ignore` (a restarted service's tasks from before) do not count, failed or not.
@@ -262,13 +264,14 @@ def wait_serving(client: docker.DockerClient, service, proxy, app: AppConfig, ne
     A task has START_SECONDS to start running (its node pulls the image first), then the app's health
     deadline to pass the check. StepFailed when a task fails on its own (the app exits, a node cannot
     pull: the task's error says why) or a deadline passes. A task lost with its node is not the
-    release's fault: Swarm puts a new one elsewhere, which is checked in turn."""
+    release's fault: Swarm puts a new one elsewhere, which is checked in turn. Aborted once `stop` is set."""
     started = time.monotonic()
     running_since: dict[str, float] = {}
     healthy: set[str] = set()  # task ids
     last: dict[str, health.Probe] = {}
     while True:
-        stop_check()
+        if stop.is_set():
+            raise Aborted()
         current = [task for task in tasks(client, service, network) if task.id not in ignore]
         failed = [task for task in current if task.failed]
         if failed:
@@ -298,7 +301,7 @@ def wait_serving(client: docker.DockerClient, service, proxy, app: AppConfig, ne
             raise StepFailed(_unready(app, len(ready), late, last, f"{app.health.deadline:g} s running"))
         if now + app.health.interval - started > START_SECONDS:
             raise StepFailed(_unready(app, len(ready), waiting, last, f"{START_SECONDS} s"))
-        time.sleep(app.health.interval)
+        stop.wait(app.health.interval)
 
 
 def _unready(app: AppConfig, count: int, waiting: list[Task], last: dict[str, health.Probe],

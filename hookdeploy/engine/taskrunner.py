@@ -6,6 +6,7 @@ are removed once they end. A task container is `N-APP-task-TASK-RUN`, a one-off 
 `N-APP-run-HEX8`; both carry the instance's labels with `hookdeploy.role` task or run, which
 recovery's repair leaves alone (the scheduler, or the command line, removes them).
 Output is read through an attach made before the start, so nothing printed early is lost.
+Imports hookdeploy.core, containers and runspec; the scheduler and `hookdeploy run` call it.
 """
 
 from __future__ import annotations

@@ -6,6 +6,7 @@ the status the visitor got, the release that answered (the X-Hookdeploy-Release 
 adds), and the upstream address and status (a failed connection shows as 502 or 504). The guard
 (deploy.py) reads it from the switch on; /metrics and the job page count it by release. Nothing
 here asks the site itself.
+Imports hookdeploy.core only.
 """
 
 from __future__ import annotations

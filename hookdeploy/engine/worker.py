@@ -8,7 +8,8 @@ once per final state, and never lets a job's error end the loop. What a job does
 (Recovery). Threads of their own, also while a job runs, follow the swarm apps' live tasks
 (Recovery.follow, every FOLLOW_SECONDS), keep HTTPS certificates renewed (certs.maintain, every
 CERTS_SECONDS) and run scheduled tasks (scheduler.py; not with --drain). It imports hookdeploy.core
-and those engine modules; no engine module imports it.
+and the engine modules it runs (deploy, maintenance, recovery, scheduler, previews, certs, notify,
+pipeline, runtime, containers, traffic); no engine module imports it (the CLI and `serve` start it).
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ from hookdeploy import actions
 from hookdeploy.core import previews, tokens
 from hookdeploy.core.config import AppConfig, Config
 from hookdeploy.core.errors import BadInput
-from hookdeploy.core.models import Job, JobState
+from hookdeploy.core.models import Job, JobState, release_tag
 from hookdeploy.engine import traffic
 from hookdeploy.web import charts
 from hookdeploy.web.display import commit_subject, duration, format_seconds, format_when
@@ -222,7 +222,7 @@ def release_traffic(config: Config, job: Job) -> traffic.Tally | None:
     counted none, or the log is missing or unreadable: the job page shows it only when there is some."""
     try:
         hits = traffic.LogReader(traffic.log_path(config, job.app), from_end=False).read()
-        tally = traffic.by_release(hits).get(job.sha[:12])
+        tally = traffic.by_release(hits).get(release_tag(job.sha))
     except Exception:  # noqa: BLE001 - a box of figures must never cost the page; the log is someone else's file
         log.warning("dashboard: cannot read the proxy's access log of %s for job %d", job.app, job.id, exc_info=True)
         return None
