@@ -23,6 +23,7 @@ from memory_engine import MemoryEngine, NoEngine
 
 from hookdeploy.core.errors import Aborted
 from hookdeploy.core.models import JobState, release_tag
+from hookdeploy.engine import proxy
 from hookdeploy.engine.deploy import Deploy
 
 # Every scenario's app answers for one hostname, the one the verification sends: a release of the app is
@@ -124,8 +125,11 @@ def test_each_end_of_a_deploy_in_memory(tmp_path, name):
 
     assert_ended_as(scenario, job, first.sha, instance.store.live_release("site").sha)
     events = instance.events(job.id)
-    # Only the live release runs afterwards: a candidate that did not stay is gone, the one replaced retired.
-    assert engine.live() == [instance.store.live_release("site").sha]
+    # Only the live release runs afterwards (a candidate that did not stay is gone, the one replaced retired),
+    # and the proxy's routes send every request to it.
+    live = instance.store.live_release("site")
+    assert engine.live() == [live.sha]
+    assert proxy.routed_addresses(proxy.app_file(instance.config, "site")) == [engine.running[live.container].address]
     if scenario.stop_at == "switch":
         assert any("stays live (cut short: the worker is stopping)" in event for event in events), events
     if name == "rolled back by the guard":
