@@ -15,7 +15,9 @@ Each step is timed and recorded as a job event `self.step(job, NAME)`, stored wi
 name STEPS[NAME], which /metrics, the dashboard's charts and the push output go by. Imports
 hookdeploy.core and the step modules it orders (builders, certs, containers, ordering, pipeline,
 proxy, registry, release, runtime, traffic); the engine's objects it handles through runtime.py
-and pipeline.py, never through a docker call of its own. maintenance, recovery and the worker
+and pipeline.py, never through a docker call of its own; the rest it does to Docker and nginx (the
+image store, the builder, the switches, verification, the access log) and its clock go through Seams,
+which a test replaces with an in-memory engine. maintenance, recovery and the worker
 import it (its step names, its fault hook, job_name); it imports none of them.
 """
 
@@ -59,11 +61,62 @@ WATCH_READ_SECONDS = 0.5  # how often the guard reads the proxy's log
 Ended = tuple[JobState, str | None]  # a job's final state and error
 
 
+class Seams:
+    """What a Deploy does to Docker and nginx beside its runtime (the image store, the builder, the
+    proxy's switches, the verification through it, its access log) and the clock its waits go by:
+    the real ones. A test hands Deploy an in-memory one (tests/memory_engine.py) to judge the
+    deploy's decisions without Docker."""
+
+    def __init__(self, config: Config, engine: Callable[[], docker.DockerClient]):
+        self.config, self._engine = config, engine
+
+    def image_exists(self, name: str) -> bool:
+        return containers.image_exists(self._engine(), name)
+
+    def builder(self, app) -> builders.Builder:
+        return builders.chosen(self.config, self._engine(), app)
+
+    def ensure_proxy(self):
+        return pipeline.ensure_proxy(self._engine(), self.config)
+
+    def pretest(self, proxy_container, path, text: str) -> proxy.Pretest:
+        return proxy.Pretest(proxy_container, path, text)
+
+    def switch_tested(self, proxy_container, staged, path, text: str, tested_as: str) -> str | None:
+        return proxy.switch_tested(proxy_container, staged, path, text, tested_as)
+
+    def switch(self, proxy_container, path, text: str) -> str | None:
+        return proxy.switch(proxy_container, path, text)
+
+    def switch_back(self, proxy_container, path, previous: str | None) -> None:
+        proxy.switch_back(proxy_container, path, previous)
+
+    def verify(self, app, sha: str):
+        return pipeline.verify_through_proxy(self.config, app, sha)
+
+    def reader(self, app_name: str):
+        return traffic.LogReader(traffic.log_path(self.config, app_name))
+
+    def discard_image(self, store: Store, app, image: str | None) -> None:
+        pipeline.discard_image(self._engine(), store, app, image)
+
+    def prune(self, store: Store, app) -> list[str] | None:
+        return pipeline.prune(self._engine(), store, app)
+
+    def clock(self) -> float:
+        return time.monotonic()
+
+    def wait(self, stop: threading.Event, seconds: float) -> bool:
+        """Wait `seconds` or until `stop`; True if stopped."""
+        return stop.wait(seconds)
+
+
 class Deploy:
     """The deploy sequence of one claimed job; `run()` returns its final state and error."""
 
     def __init__(self, config: Config, store: Store, engine: Callable[[], docker.DockerClient], job: Job,
-                 stop: threading.Event, runtimes: Callable[..., runtime.Runtime] = runtime.runtime_for):
+                 stop: threading.Event, runtimes: Callable[..., runtime.Runtime] = runtime.runtime_for,
+                 seams: Seams | None = None):
         self.config = config
         self.store = store
         self._engine = engine  # the worker's client, asked for afresh at each use as before the split
@@ -72,6 +125,7 @@ class Deploy:
         self.app = None
         self.image: str | None = None
         self._runtimes = runtimes  # (config, app, engine) -> the app's Runtime; a test may hand in its own
+        self.seams = seams or Seams(config, engine)  # Docker and nginx besides the runtime; a test's are in memory
         self.runtime: runtime.Runtime | None = None  # where the app's releases run, chosen once in prepare
         self.candidate: runtime.Candidate | None = None  # the started candidate: its release name, its addresses
         self.addresses: list[str] = []  # where the candidate answers on the instance network
@@ -126,7 +180,7 @@ class Deploy:
             self.image = self._image(client)
             check_stop(stop)
             with self.step(job, "proxy ready"):
-                self.proxy_container = pipeline.ensure_proxy(client, self.config)
+                self.proxy_container = self.seams.ensure_proxy()
             check_stop(stop)
             if app.tls_mode != "off":
                 self._certificates()
@@ -155,7 +209,7 @@ class Deploy:
         path = proxy.app_file(self.config, app.name)
         self.old = old = self.store.live_release(app.name)
         with proxy.locked(self.config):
-            self.reader = traffic.LogReader(traffic.log_path(self.config, app.name))
+            self.reader = self.seams.reader(app.name)
             if app.guard.canary_percent > 0 and old is not None and job.kind is not JobKind.ROLLBACK \
                     and self.store.stopped(app.name) is None:  # a stopped release takes no share
                 failed = self._canary(path, old)
@@ -163,21 +217,21 @@ class Deploy:
                     return failed
             try:
                 with self.step(job, "switched proxy"):
-                    previous = proxy.switch_tested(
+                    previous = self.seams.switch_tested(
                         self.proxy_container, self.pretest and self.pretest.result(), path,
                         self._render(self.addresses, job.sha), self._render(proxy.placeholders(len(self.addresses)), job.sha))
             except StepFailed as error:
                 self._discard()
                 return JobState.FAILED, str(error)
-            self.switched_at = time.monotonic()
+            self.switched_at = self.seams.clock()
             self.previous_routes = previous if self.previous_routes is None else self.previous_routes
             fault("switch")
             with self.step(job, "verified through proxy") as note:
-                took, last = pipeline.verify_through_proxy(self.config, app, job.sha)
+                took, last = self.seams.verify(app, job.sha)
                 note(f"verified through the proxy in {took:.1f} s" if last.ok else
                      f"verification through the proxy failed: {last.detail}")
             if not last.ok:
-                proxy.switch_back(self.proxy_container, path, self.previous_routes)
+                self.seams.switch_back(self.proxy_container, path, self.previous_routes)
                 self._discard()
                 back = f"; {release_tag(old.sha)} is live again" if old else "; no release is live"
                 return JobState.ROLLED_BACK, f"verification through the proxy failed: {last.detail}{back}"
@@ -195,7 +249,7 @@ class Deploy:
         live_addresses = proxy.routed_addresses(path)
         split = proxy.Canary(self.addresses, job.sha, guard.canary_percent)
         try:
-            self.previous_routes = proxy.switch(self.proxy_container, path,
+            self.previous_routes = self.seams.switch(self.proxy_container, path,
                                                 self._render(live_addresses, old.sha, split))
         except StepFailed as error:
             self._discard()
@@ -210,7 +264,7 @@ class Deploy:
                     f" (fewer than min_requests = {guard.min_requests}: nothing decided)"))
         if not failed and not self.stop.is_set():
             return None
-        proxy.switch_back(self.proxy_container, path, self.previous_routes)
+        self.seams.switch_back(self.proxy_container, path, self.previous_routes)
         self._retire_candidate()
         if not failed:  # stopped before the switch: the retry runs the canary again
             raise Aborted()
@@ -231,9 +285,9 @@ class Deploy:
                            step="watch")
             return None
         with self.step(job, "guard") as note:
-            left = guard.watch_seconds - (time.monotonic() - self.switched_at)
+            left = guard.watch_seconds - (self.seams.clock() - self.switched_at)
             tally = self._watch(max(0.0, left), lambda: fault("watch"))
-            watched = time.monotonic() - self.switched_at
+            watched = self.seams.clock() - self.switched_at
             failed = guard.fails(tally.requests, tally.failed)
             cut = " (cut short: the worker is stopping)" if self.stop.is_set() else ""
             note(f"guard: {tally.describe()} in {watched:.0f} s after the switch"
@@ -245,7 +299,7 @@ class Deploy:
             return None
         path = proxy.app_file(self.config, app.name)
         with proxy.locked(self.config):
-            proxy.switch_back(self.proxy_container, path, self.previous_routes)
+            self.seams.switch_back(self.proxy_container, path, self.previous_routes)
             # A stopped app is stopped again: the routes restored are its maintenance page, and its
             # release's containers were never started.
             self.store.undo_live(app.name, self.release.id, old.id, stopped_by=self.stopped_by)
@@ -257,24 +311,24 @@ class Deploy:
     def _watch(self, seconds: float, tick: Callable[[], None] = lambda: None) -> traffic.Tally:
         """Count, for `seconds` (or until a stop), the proxy's answers from the job's release."""
         release, tally = release_tag(self.job.sha), traffic.Tally()
-        deadline = time.monotonic() + seconds
+        deadline = self.seams.clock() + seconds
         while True:
             for hit in self.reader.read():
                 if hit.release == release:
                     tally.add(hit)
-            left = deadline - time.monotonic()
+            left = deadline - self.seams.clock()
             if left <= 0 or self.stop.is_set():
                 return tally
             tick()
-            self.stop.wait(min(WATCH_READ_SECONDS, left))
+            self.seams.wait(self.stop, min(WATCH_READ_SECONDS, left))
 
     def _retire_candidate(self) -> None:
         """Take out a candidate that had traffic: after `drain_seconds` (the requests it holds finish),
         its containers or service are retired, and its image removed unless a release uses it."""
-        self.stop.wait(self.app.drain_seconds)
+        self.seams.wait(self.stop, self.app.drain_seconds)
         with contextlib.suppress(Exception):
             self.runtime.retire(self.candidate.name)
-            pipeline.discard_image(self.client, self.store, self.app, self.image)
+            self.seams.discard_image(self.store, self.app, self.image)
 
     def _render(self, addresses, sha: str, canary: proxy.Canary | None = None) -> str:
         return certs.render_routes(self.config, self.app, addresses, sha, canary)
@@ -284,12 +338,12 @@ class Deploy:
         job, app, old = self.job, self.app, self.old
         if old is not None and old.container and old.container != self.candidate.name:
             with self.step(job, "drained and retired old container") as note:
-                self.stop.wait(app.drain_seconds)
+                self.seams.wait(self.stop, app.drain_seconds)
                 fault("drain")
                 what = self.runtime.retire(old.container)
                 note(f"retired {what or old.container} after {app.drain_seconds:g} s drain")
         with self.step(job, "pruned images") as note:
-            pruned = pipeline.prune(self.client, self.store, app)
+            pruned = self.seams.prune(self.store, app)
             note("pruned none now: a build with the classic builder is running, and may be using their layers; "
                  "the app's next job prunes" if pruned is None else
                  f"pruned {', '.join(pruned)}" if pruned else "no images to prune")
@@ -334,7 +388,7 @@ class Deploy:
         git (or pulled by digest, for an image app); then pushed to [registry] when the app says so."""
         job, app = self.job, self.app
         name = containers.image_name(self.config.server.name, app.name, job.sha)
-        if containers.image_exists(client, name):
+        if self.seams.image_exists(name):
             self.store.set_image(job.id, name)
             self.store.log(job.id, f"using image {name} (already {'built' if app.builds else 'pulled'})",
                            kind="step", step="build")
@@ -397,7 +451,7 @@ class Deploy:
         if job.kind is JobKind.ROLLBACK:
             self.store.log(job.id, f"image {name} was pruned; rebuilding it from git", kind="step", step="build")
         # None that can build (no BuildKit client, a build host that does not answer): fail before the checkout.
-        builder = builders.chosen(self.config, client, app)
+        builder = self.seams.builder(app)
         with self.step(job, "checked out") as note:
             context = pipeline.checkout(self.config, app, job, fetch=not self.fetched)
             note(f"checked out {release_tag(job.sha)}")
@@ -485,8 +539,8 @@ class Deploy:
         """The candidate where the app's releases run (runtime.py), then every replica of it health-checked."""
         job = self.job
         if self.app.guard.canary_percent <= 0:  # a canary's switch changes the file first
-            self.pretest = proxy.Pretest(self.proxy_container, proxy.app_file(self.config, self.app.name),
-                                         self._render(proxy.placeholders(self.app.replicas), job.sha))
+            self.pretest = self.seams.pretest(self.proxy_container, proxy.app_file(self.config, self.app.name),
+                                              self._render(proxy.placeholders(self.app.replicas), job.sha))
         with self.step(job, "started candidate") as note:
             self.candidate = self.runtime.start_candidate(job, self.image, self._digest, self.stop)
             note(self.candidate.note)
@@ -502,7 +556,7 @@ class Deploy:
         with contextlib.suppress(Exception):
             if self.candidate is not None:
                 self.runtime.discard(self.candidate)
-            pipeline.discard_image(self.client, self.store, self.app, self.image)
+            self.seams.discard_image(self.store, self.app, self.image)
 
     @contextlib.contextmanager
     def step(self, job: Job, name: str) -> Iterator:
