@@ -178,3 +178,25 @@ def test_the_same_ends_on_the_real_engine(live_site, name):
     print(f"{name}: {time.monotonic() - started:.1f} s")
     assert_ended_as(scenario, job, first.sha, live_site.store.live_release("site").sha)
     assert live_site.container_names() == live_site.expected_containers()
+
+
+def test_a_switch_back_after_the_app_got_hostnames_routes_the_old_release_again(live_site):
+    """Found by the contract test: an app deployed without hostnames (its file then is the proxy's default
+    server) and given some later; the next release fails verification. Putting back the file of the first
+    deploy made nginx refuse to reload (two default servers: the proxy's own default file is written once
+    the app has hostnames), so the failed release stayed routed. The old release's routes are now rendered
+    again with the config in force."""
+    health = {"deadline": 2.5}
+    live_site.configure({"site": {**SITE, "health": health}, "blog": {"health": health}})
+    first = live_site.deploy("blog", site_files("blog one"))
+    assert first.state is JobState.SUCCEEDED, first.error
+    live_site.configure({"site": {**SITE, "health": health}, "blog": {"hostnames": ["blog.test"], "health": health}})
+    failing = site_files("blog two", extra={"default.conf": VERIFY_FAILS.replace("site.test", "blog.test")},
+                         dockerfile_tail="COPY default.conf /etc/nginx/conf.d/default.conf\n")
+    job = live_site.deploy("blog", failing)
+    assert job.state is JobState.ROLLED_BACK, job.error
+    assert job.error.endswith(f"{release_tag(first.sha)} is live again"), job.error
+    answer = live_site.get(host="blog.test")
+    assert (answer.status, answer.release) == (200, release_tag(first.sha))
+    assert live_site.get(host="site.test").release == release_tag(live_site.store.live_release("site").sha)
+    assert live_site.container_names() == live_site.expected_containers()

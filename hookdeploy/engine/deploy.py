@@ -231,7 +231,7 @@ class Deploy:
                 note(f"verified through the proxy in {took:.1f} s" if last.ok else
                      f"verification through the proxy failed: {last.detail}")
             if not last.ok:
-                self.seams.switch_back(self.proxy_container, path, self.previous_routes)
+                self._switch_back(path)
                 self._discard()
                 back = f"; {release_tag(old.sha)} is live again" if old else "; no release is live"
                 return JobState.ROLLED_BACK, f"verification through the proxy failed: {last.detail}{back}"
@@ -264,7 +264,7 @@ class Deploy:
                     f" (fewer than min_requests = {guard.min_requests}: nothing decided)"))
         if not failed and not self.stop.is_set():
             return None
-        self.seams.switch_back(self.proxy_container, path, self.previous_routes)
+        self._switch_back(path)
         self._retire_candidate()
         if not failed:  # stopped before the switch: the retry runs the canary again
             raise Aborted()
@@ -299,7 +299,7 @@ class Deploy:
             return None
         path = proxy.app_file(self.config, app.name)
         with proxy.locked(self.config):
-            self.seams.switch_back(self.proxy_container, path, self.previous_routes)
+            self._switch_back(path)
             # A stopped app is stopped again: the routes restored are its maintenance page, and its
             # release's containers were never started.
             self.store.undo_live(app.name, self.release.id, old.id, stopped_by=self.stopped_by)
@@ -332,6 +332,18 @@ class Deploy:
 
     def _render(self, addresses, sha: str, canary: proxy.Canary | None = None) -> str:
         return certs.render_routes(self.config, self.app, addresses, sha, canary)
+
+    def _switch_back(self, path) -> None:
+        """Back to the routes from before the canary or the switch. Routes to the old release are rendered
+        again with the config in force: the file kept was written under the config of its own deploy, which
+        nginx may refuse now (an app without hostnames was the default server, and once it has some the
+        proxy's own default file is). A maintenance page, no file, or an old release on another port is
+        put back as it was."""
+        previous = self.previous_routes
+        servers = proxy.routed_in(previous)
+        if servers and self.old is not None and all(server.endswith(f":{self.app.port}") for server in servers):
+            previous = self._render([server.rpartition(":")[0] for server in servers], self.old.sha)
+        self.seams.switch_back(self.proxy_container, path, previous)
 
     def retire(self) -> None:
         """Drain and retire the container or service the new release replaced, then prune old images."""

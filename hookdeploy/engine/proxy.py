@@ -550,11 +550,17 @@ def routed(path: Path) -> list[str]:
     """The `ip:port` servers the app's file sends traffic to, in its order, as `render` recorded them
     (none if there is no file, or it routes to no release: a maintenance page, a file written by a
     version before this record, which the worker's repair at its start writes again)."""
-    for line in (read(path) or "").splitlines()[:3]:
+    return routed_in(read(path))
+
+
+def routed_in(text: str | None) -> list[str]:
+    """routed() of a file's text."""
+    for line in (text or "").splitlines()[:3]:
         if line.startswith(ROUTES_MARK):
             try:
                 data = json.loads(line.removeprefix(ROUTES_MARK))
                 return [f"{ip}:{int(data['port'])}" for ip in data["addresses"]]
             except (ValueError, KeyError, TypeError):  # edited by hand: the repair writes it again
                 return []
+    return []
     return []
