@@ -16,7 +16,7 @@ import time
 from typing import Callable
 
 from hookdeploy.core.config import AppConfig, Config
-from hookdeploy.core.errors import BadInput
+from hookdeploy.core.errors import BadInput, StepFailed
 from hookdeploy.core.models import Release, release_tag
 from hookdeploy.core.names import one_line, printable
 from hookdeploy.core.store import Store
@@ -74,6 +74,8 @@ def app_logs(store: Store, config: Config, app: AppConfig, tail: int | None, sin
             live = _next_release(store, app, live)
             echo(f"hookdeploy: switched to release {release_tag(live.sha)} (job {live.job})")
             tail, since_time = None, None  # the new release's lines from its start
+    except StepFailed as error:  # the release is gone from the engine: nothing to show, nothing changed (exit 2)
+        raise BadInput(str(error)) from None
     finally:
         client.close()
 
