@@ -441,3 +441,20 @@ def died_of_sigkill(completed: subprocess.CompletedProcess) -> bool:
     """True if the process was ended by SIGKILL."""
     return completed.returncode == -signal.SIGKILL
 
+
+@contextlib.contextmanager
+def hooked_site_with_worker(instance: "Instance") -> Iterator["Instance"]:
+    """The app `site` with its post-receive hook installed and a `hookdeploy worker` process running (alive in
+    the store, so a push follows its job), as a pusher finds a server; the worker is stopped after."""
+    instance.configure({"site": {}})
+    assert instance.cli("init-repo", "site").returncode == 0
+    worker = subprocess.Popen([str(HOOKDEPLOY), "--config", str(instance.config_path), "worker"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 20
+    while not instance.store.worker_alive(10) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    try:
+        yield instance
+    finally:
+        worker.terminate()
+        worker.wait(60)

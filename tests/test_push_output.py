@@ -9,24 +9,14 @@ import time
 
 import pytest
 
-from docker_helpers import HOOKDEPLOY, Instance, git, site_files
+from docker_helpers import HOOKDEPLOY, Instance, git, hooked_site_with_worker, site_files
 
 
 @pytest.fixture
 def pushing(instance: Instance):
     """An instance whose app repo has the post-receive hook and a worker process running."""
-    instance.configure({"site": {}})
-    assert instance.cli("init-repo", "site").returncode == 0
-    worker = subprocess.Popen([str(HOOKDEPLOY), "--config", str(instance.config_path), "worker"],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 20
-    while not instance.store.worker_alive(10) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    try:
+    with hooked_site_with_worker(instance):
         yield instance
-    finally:
-        worker.terminate()
-        worker.wait(60)
 
 
 def push(instance: Instance, files: dict[str, str]) -> tuple[str, str]:

@@ -7,13 +7,12 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
 import time
 
 import pytest
 
 from cluster_helpers import Hey, HeyResult
-from docker_helpers import HOOKDEPLOY, Instance, Load, api_site_files, died_of_sigkill, site_files
+from docker_helpers import Instance, Load, api_site_files, died_of_sigkill, hooked_site_with_worker, site_files
 from hookdeploy.core.models import JobState
 from hookdeploy.engine import traffic
 from test_push_output import push
@@ -166,18 +165,8 @@ def test_a_worker_restart_keeps_a_stopped_app_stopped_with_its_page(stoppable):
 @pytest.fixture
 def pushing_stopped(instance: Instance):
     """An app with the post-receive hook, a worker process running, and the built-in page."""
-    instance.configure({"site": {}})
-    assert instance.cli("init-repo", "site").returncode == 0
-    worker = subprocess.Popen([str(HOOKDEPLOY), "--config", str(instance.config_path), "worker"],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 20
-    while not instance.store.worker_alive(10) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    try:
+    with hooked_site_with_worker(instance):
         yield instance
-    finally:
-        worker.terminate()
-        worker.wait(60)
 
 
 def wait_done(instance: Instance, job_id: int) -> None:
